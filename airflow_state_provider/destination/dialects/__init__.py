@@ -1,0 +1,29 @@
+"""Per-database behaviour: datasets, the state-commit lock and bulk paths.
+
+A *dataset* is a PostgreSQL/DuckDB schema. SQLite has no schemas, so a dataset is a database file
+attached under the dataset's name, next to the main file (``<stem>__<dataset><suffix>``, dlt's
+convention); every table of a load then lives in one file and commits atomically.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.destination.dialects.duckdb import DuckDBDialect
+from airflow_state_provider.destination.dialects.postgresql import PostgresDialect
+from airflow_state_provider.destination.dialects.sqlite import SQLiteDialect
+
+_DIALECTS: dict[str, type[Dialect]] = {
+    "sqlite": SQLiteDialect,
+    "duckdb": DuckDBDialect,
+    "postgresql": PostgresDialect,
+}
+
+
+def dialect_for(engine: sa.Engine) -> Dialect:
+    """The :class:`Dialect` serving ``engine`` (generic SQL for databases without a fast path)."""
+    return _DIALECTS.get(engine.dialect.name, Dialect)(engine)
+
+
+__all__ = ["Dialect", "DuckDBDialect", "PostgresDialect", "SQLiteDialect", "dialect_for"]

@@ -1,0 +1,44 @@
+"""The generic dialect: portable SQLAlchemy Core, used as is by databases without a fast path."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+
+class Dialect:
+    """Database-specific operations used by the state store and the loader.
+
+    One instance per engine. Subclasses override what their database does better or differently.
+    """
+
+    name = "generic"
+    #: a commit needs the dataset to exist first (schemas); SQLite attaches instead
+    creates_schemas = True
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- datasets ---------------------------------------------------------------------------------
+    def prepare(self, dataset: str) -> None:
+        """Called once per Pipeline before the first connection is used (e.g. SQLite ATTACH)."""
+
+    def create_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        conn.execute(sa.schema.CreateSchema(dataset, if_not_exists=True))
+
+    def has_dataset(self, conn: sa.Connection, dataset: str) -> bool:
+        return dataset in sa.inspect(conn).get_schema_names()
+
+    # -- locking ----------------------------------------------------------------------------------
+    def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
+        """Serialize state commits of one pipeline until the transaction ends (DESIGN §5.3).
+
+        The generic fallback relies on the database's own write serialization.
+        """
+
+    # -- bulk loading -----------------------------------------------------------------------------
+    def insert_rows(self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]) -> None:
+        """Insert ``rows`` (tuples in ``columns`` order) into ``table``: portable executemany."""
+        if not rows:
+            return
+        stmt = sa.insert(table).values({c: sa.bindparam(c) for c in columns})
+        conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows])

@@ -1,0 +1,75 @@
+"""SQLite: datasets are attached files; every transaction starts with ``BEGIN IMMEDIATE``.
+
+``BEGIN IMMEDIATE`` takes SQLite's single write lock when the load transaction starts, so concurrent
+writers queue (up to the busy timeout) instead of failing at commit with a deadlock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import sqlalchemy as sa
+
+from airflow_state_provider.destination.dialects.base import Dialect
+
+_PREPARED_ATTR = "_asp_sqlite_datasets"
+_prepare_lock = threading.Lock()
+
+
+def dataset_file(database: str | None, dataset: str) -> str:
+    """Path of the file holding ``dataset`` for the main database file ``database``."""
+    if not database or database == ":memory:":
+        return ":memory:"
+    stem, suffix = os.path.splitext(database)
+    return f"{stem}__{dataset}{suffix or '.sqlite'}"
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    creates_schemas = False
+
+    def prepare(self, dataset: str) -> None:
+        engine = self.engine
+        with _prepare_lock:
+            datasets: set[str] | None = getattr(engine, _PREPARED_ATTR, None)
+            if datasets is None:
+                datasets = set()
+                setattr(engine, _PREPARED_ATTR, datasets)
+                sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database))
+                sa.event.listen(engine, "begin", _on_begin)
+            if dataset in datasets:
+                return
+            datasets.add(dataset)
+        # connections opened before this dataset was known attach it now
+        engine.dispose()
+
+    def create_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        """Attached on connect already; nothing to create."""
+
+    def has_dataset(self, conn: sa.Connection, dataset: str) -> bool:
+        return True
+
+
+def _on_connect(datasets: set[str], database: str | None):
+    def attach(dbapi_conn, _record) -> None:
+        # let SQLAlchemy's "begin" event emit BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 60000")
+        for dataset in sorted(datasets):
+            if dataset == "main":
+                continue
+            path = dataset_file(database, dataset)
+            cur.execute("ATTACH DATABASE ? AS " + _quote(dataset), (path,))
+        cur.close()
+
+    return attach
+
+
+def _on_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

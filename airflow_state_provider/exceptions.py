@@ -1,0 +1,42 @@
+"""Error types. Every message names the pipeline and the state path, table or column involved."""
+
+from __future__ import annotations
+
+
+class PipelineStateError(Exception):
+    """Base class of every error this provider raises on purpose."""
+
+
+class StateConflictError(PipelineStateError):
+    """Two commits changed the same state slot concurrently; the later one is rolled back."""
+
+
+class StateCorruptError(PipelineStateError):
+    """A stored state row does not decode, or its hash does not match its content."""
+
+
+class StateNotSerializableError(PipelineStateError, TypeError):
+    """A value in the state cannot be stored (not JSON-serializable nor one of the typed values)."""
+
+
+class StateTooLargeError(PipelineStateError):
+    """The encoded state document exceeds the configured size limit."""
+
+
+class ReadOnlyStateError(PipelineStateError):
+    """A write to state that is read-only here (source body, non-writer task)."""
+
+
+class IncrementalCursorPathMissing(PipelineStateError, KeyError):
+    """A row has no value at the incremental's cursor path and the policy is ``raise``."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class IncrementalCursorTypeError(PipelineStateError, TypeError):
+    """The cursor values cannot be compared with the stored ones (type changed between runs)."""
+
+
+class SchemaConflictError(PipelineStateError):
+    """A value does not fit the type of its existing column."""

@@ -1,0 +1,227 @@
+"""The run context behind ``current.*``: which pipeline, source and resource are running now.
+
+Context variables (not globals) so that threads and parallel pipelines in one process do not see each
+other's state. The pipeline installs a :class:`RunContext` for the duration of a run; the extract layer
+sets the running source and resource.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_state_provider.exceptions import PipelineStateError, ReadOnlyStateError
+from airflow_state_provider.state import model
+
+
+@dataclass
+class RunContext:
+    """What a running pipeline exposes to user code."""
+
+    pipeline: Any
+    state: dict
+    #: source keys whose source-level state is read-only in this run, mapped to the reason shown
+    read_only_sources: dict[str, str] = field(default_factory=dict)
+    #: the Airflow data interval ``(start, end)`` when the run was scheduled, else None
+    interval: tuple[Any, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Scope:
+    source_key: str | None = None
+    resource_name: str | None = None
+    #: set while a source function body runs: its source state is read-only
+    in_source_body: bool = False
+
+
+_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("asp_run", default=None)
+_scope: contextvars.ContextVar[_Scope] = contextvars.ContextVar("asp_scope", default=_Scope())
+_interval: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
+    "asp_interval", default=None
+)
+
+
+@contextlib.contextmanager
+def run_context(ctx: RunContext) -> Iterator[RunContext]:
+    token = _run.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _run.reset(token)
+
+
+@contextlib.contextmanager
+def scope(
+    source_key: str | None = None, resource_name: str | None = None, *, in_source_body: bool = False
+) -> Iterator[None]:
+    token = _scope.set(_Scope(source_key, resource_name, in_source_body))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+@contextlib.contextmanager
+def external_interval(start: Any, end: Any) -> Iterator[None]:
+    """Declare the scheduler's data interval for incrementals with ``allow_external_schedulers``.
+
+    The Airflow layer sets this from the task context; the core never imports Airflow.
+    """
+    token = _interval.set(None if start is None or end is None else (start, end))
+    try:
+        yield
+    finally:
+        _interval.reset(token)
+
+
+def current_interval() -> tuple[Any, Any] | None:
+    return _interval.get()
+
+
+def active_run() -> RunContext | None:
+    return _run.get()
+
+
+def current_scope() -> _Scope:
+    return _scope.get()
+
+
+def _require_run() -> RunContext:
+    ctx = _run.get()
+    if ctx is None:
+        raise PipelineStateError(
+            "no pipeline is running: current.* is available only inside a resource, transformer or "
+            "source function while a Pipeline (or the StatefulLoadOperator) runs it"
+        )
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------------
+# Read-only views: dict/list subclasses so user code reading them needs no changes.
+
+
+def _ro_error(what: str) -> ReadOnlyStateError:
+    return ReadOnlyStateError(what)
+
+
+class ReadOnlyDict(dict):
+    """A deep read-only copy of a state dict; every mutation raises :class:`ReadOnlyStateError`."""
+
+    def __init__(self, data: dict, reason: str) -> None:
+        super().__init__({k: freeze(v, reason) for k, v in data.items()})
+        self._reason = reason
+
+    def _deny(self, *_: Any, **__: Any) -> Any:
+        raise _ro_error(self._reason)
+
+    __setitem__ = __delitem__ = __ior__ = _deny
+    clear = pop = popitem = update = _deny
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        raise _ro_error(self._reason)
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        import copy
+
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+
+class ReadOnlyList(list):
+    def __init__(self, data: list, reason: str) -> None:
+        super().__init__(freeze(v, reason) for v in data)
+        self._reason = reason
+
+    def _deny(self, *_: Any, **__: Any) -> Any:
+        raise _ro_error(self._reason)
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _deny
+    append = extend = insert = pop = remove = clear = sort = reverse = _deny
+
+    def __deepcopy__(self, memo: dict) -> list:
+        import copy
+
+        return [copy.deepcopy(v, memo) for v in self]
+
+
+def freeze(value: Any, reason: str) -> Any:
+    if isinstance(value, dict):
+        return ReadOnlyDict(value, reason)
+    if isinstance(value, list):
+        return ReadOnlyList(value, reason)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# The public accessors, exposed as ``current.*``.
+
+
+def _source_key(ctx: RunContext) -> str:
+    key = _scope.get().source_key
+    return key if key is not None else ctx.pipeline.pipeline_name
+
+
+def source_state() -> dict:
+    """The state shared by the resources of the running source (read-only in a source body)."""
+    ctx = _require_run()
+    scope_ = _scope.get()
+    key = _source_key(ctx)
+    pipeline_name = ctx.pipeline.pipeline_name
+    if scope_.in_source_body:
+        reason = (
+            f"pipeline {pipeline_name!r}: source state sources.{key} is read-only in the body of the "
+            "source function; write it from a resource"
+        )
+        return freeze(ctx.state.get("sources", {}).get(key, {"resources": {}}), reason)
+    if key in ctx.read_only_sources:
+        return freeze(ctx.state.get("sources", {}).get(key, {"resources": {}}), ctx.read_only_sources[key])
+    return model.source_slot(ctx.state, key)
+
+
+def resource_state(resource_name: str | None = None) -> dict:
+    """The private state of the running resource (or of ``resource_name``)."""
+    ctx = _require_run()
+    scope_ = _scope.get()
+    name = resource_name or scope_.resource_name
+    if name is None:
+        raise PipelineStateError(
+            f"pipeline {ctx.pipeline.pipeline_name!r}: no resource is running here; pass the resource "
+            "name explicitly: current.resource_state('my_resource')"
+        )
+    key = _source_key(ctx)
+    if scope_.in_source_body:
+        src = ctx.state.get("sources", {}).get(key, {})
+        reason = (
+            f"pipeline {ctx.pipeline.pipeline_name!r}: resource state sources.{key}.resources.{name} is "
+            "read-only in the body of the source function"
+        )
+        return freeze(src.get("resources", {}).get(name, {}), reason)
+    return model.resource_slot(ctx.state, key, name)
+
+
+def reset_resource_state(resource_name: str) -> None:
+    """Drop a resource's whole slot in the running pipeline's state."""
+    ctx = _require_run()
+    key = _source_key(ctx)
+    ctx.state.get("sources", {}).get(key, {}).get("resources", {}).pop(resource_name, None)
+
+
+def pipeline() -> Any:
+    """The running :class:`~airflow_state_provider.Pipeline`."""
+    return _require_run().pipeline
+
+
+class _Current:
+    """Namespace object: ``current.resource_state()``, ``current.source_state()``, ..."""
+
+    resource_state = staticmethod(resource_state)
+    source_state = staticmethod(source_state)
+    state = staticmethod(source_state)
+    pipeline = staticmethod(pipeline)
+
+
+current = _Current()

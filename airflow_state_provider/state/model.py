@@ -1,0 +1,170 @@
+"""The pipeline state document: layout, versioning, slots and the three-way slot merge.
+
+The layout is dlt's (``reference/dlt-state.md`` §3)::
+
+    {_state_version, _state_engine_version, _version_hash, pipeline_name, dataset_name, ...,
+     sources: {<source>: {<source keys>..., resources: {<resource>: {<resource keys>...}}}}}
+
+A *slot* is the unit of concurrent merging (DESIGN §5.3): every top-level pipeline key, every key a
+source keeps for itself, and every resource's whole dict.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from airflow_state_provider.exceptions import StateConflictError
+from airflow_state_provider.state.codec import state_version_hash
+
+STATE_ENGINE_VERSION = 4
+VERSION_KEYS = ("_state_version", "_state_engine_version", "_version_hash")
+LOCAL_KEY = "_local"
+
+Slot = tuple[str, ...]
+_MISSING: Any = object()
+
+
+def default_state(pipeline_name: str, dataset_name: str, destination_type: str | None = None) -> dict:
+    """A fresh document for a pipeline that never committed (dlt's defaults)."""
+    state = {
+        "_state_version": 0,
+        "_state_engine_version": STATE_ENGINE_VERSION,
+        "pipeline_name": pipeline_name,
+        "dataset_name": dataset_name,
+        "default_schema_name": pipeline_name,
+        "schema_names": [pipeline_name],
+        "destination_type": destination_type,
+        "destination_name": None,
+        "sources": {},
+    }
+    state["_version_hash"] = state_version_hash(state)
+    return state
+
+
+def bump_version(state: dict) -> bool:
+    """Recompute ``_version_hash``; bump ``_state_version`` if the content changed. Returns changed."""
+    new_hash = state_version_hash(state)
+    changed = new_hash != state.get("_version_hash")
+    if changed:
+        state["_state_version"] = int(state.get("_state_version", 0)) + 1
+        state["_version_hash"] = new_hash
+    return changed
+
+
+def content_equal(a: dict, b: dict) -> bool:
+    """True when two documents differ at most in version bookkeeping and ``_local``."""
+    return state_version_hash(a) == state_version_hash(b)
+
+
+def sources_of(state: dict) -> dict:
+    return state.setdefault("sources", {})
+
+
+def source_slot(state: dict, source_key: str) -> dict:
+    """The writable source-level dict, created on first use."""
+    source = sources_of(state).setdefault(source_key, {})
+    source.setdefault("resources", {})
+    return source
+
+
+def resource_slot(state: dict, source_key: str, resource_name: str) -> dict:
+    """The writable resource-level dict, created on first use."""
+    return source_slot(state, source_key)["resources"].setdefault(resource_name, {})
+
+
+def iter_slots(state: dict) -> Iterator[tuple[Slot, Any]]:
+    """Yield ``(slot, value)`` for every slot of a document (version bookkeeping excluded)."""
+    for key, value in state.items():
+        if key in VERSION_KEYS or key == LOCAL_KEY:
+            continue
+        if key != "sources":
+            yield (key,), value
+            continue
+        for source_key, source in (value or {}).items():
+            for skey, svalue in source.items():
+                if skey != "resources":
+                    yield ("sources", source_key, skey), svalue
+            for resource_name, resource in (source.get("resources") or {}).items():
+                yield ("sources", source_key, "resources", resource_name), resource
+
+
+def slot_map(state: dict) -> dict[Slot, Any]:
+    return dict(iter_slots(state))
+
+
+def slot_path(slot: Slot) -> str:
+    return ".".join(slot)
+
+
+def changed_slots(old: dict, new: dict) -> list[Slot]:
+    """Slots whose value differs between two documents (added and removed ones included)."""
+    a, b = slot_map(old), slot_map(new)
+    return sorted(s for s in a.keys() | b.keys() if a.get(s, _MISSING) != b.get(s, _MISSING))
+
+
+def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
+    """Dotted paths of the leaves (or smallest sub-trees) that differ between two documents."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: list[str]) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict) and len(path) < max_depth:
+            for k in sorted(a.keys() | b.keys(), key=str):
+                walk(a.get(k, _MISSING), b.get(k, _MISSING), [*path, str(k)])
+        else:
+            out.append(".".join(path))
+
+    skip = set(VERSION_KEYS) | {LOCAL_KEY}
+    walk({k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}, [])
+    return out
+
+
+def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
+    """Three-way merge per slot (DESIGN §5.3).
+
+    ``base`` is what this run restored, ``ours`` what it wants to commit, ``theirs`` the newest committed
+    document. A slot changed only by us comes from us, one changed only by them from them; a slot
+    changed by both to different values raises :class:`StateConflictError`.
+    """
+    b, o, t = slot_map(base), slot_map(ours), slot_map(theirs)
+    merged_slots: dict[Slot, Any] = {}
+    conflicts: list[Slot] = []
+    for slot in sorted(b.keys() | o.keys() | t.keys()):
+        vb, vo, vt = b.get(slot, _MISSING), o.get(slot, _MISSING), t.get(slot, _MISSING)
+        if vo == vb:
+            value = vt
+        elif vt == vb or vt == vo:
+            value = vo
+        else:
+            conflicts.append(slot)
+            continue
+        if value is not _MISSING:
+            merged_slots[slot] = value
+    if conflicts:
+        paths = ", ".join(slot_path(s) for s in conflicts)
+        raise StateConflictError(
+            f"pipeline {pipeline_name!r}: state slot(s) {paths} were changed by this run and by a "
+            f"concurrent commit (state version {theirs.get('_state_version')}). Nothing was committed. "
+            "Retry the task (it restores the newest state), or give each slot a single writer task."
+        )
+    return _build(merged_slots, theirs)
+
+
+def _build(slots: dict[Slot, Any], template: dict) -> dict:
+    doc: dict = {k: copy.deepcopy(template[k]) for k in VERSION_KEYS if k in template}
+    doc["sources"] = {}
+    for slot, value in slots.items():
+        value = copy.deepcopy(value)
+        if len(slot) == 1:
+            doc[slot[0]] = value
+        elif len(slot) == 3:
+            doc["sources"].setdefault(slot[1], {})[slot[2]] = value
+        else:
+            src = doc["sources"].setdefault(slot[1], {})
+            src.setdefault("resources", {})[slot[3]] = value
+    for source in doc["sources"].values():
+        source.setdefault("resources", {})
+    return doc
