@@ -1,0 +1,405 @@
+"""dlt's wire format for pipeline state: typed JSON, the compressed ``state`` blob and the version hash.
+
+Typed JSON is orjson output in which values JSON cannot express are strings prefixed with one character of
+the Unicode Private Use Area (dlt's ``PUA_START`` = U+F026):
+
+=========  ==========================================  ==========================
+prefix     Python type                                 text after the prefix
+=========  ==========================================  ==========================
+U+F026     ``Decimal``                                 ``str(value)``
+U+F027     ``datetime`` (incl. pendulum ``DateTime``)  ``value.isoformat()``
+U+F028     ``date``                                    ``value.isoformat()``
+U+F029     ``UUID``                                    ``str(value)``
+U+F02A     dlt ``HexBytes`` (decoded as ``bytes``)     hex
+U+F02B     ``bytes``                                   standard base64
+U+F02C     dlt ``Wei`` (decoded as ``Decimal``)        ``str(value)``
+U+F02D     ``time``                                    ``value.isoformat()``
+=========  ==========================================  ==========================
+
+For documents without UUIDs the output is byte-identical to dlt's ``typed_dumpb`` (same orjson options, same
+prefixes), so blobs and version hashes match dlt's. dlt's orjson backend writes UUIDs as plain strings; we
+write them with their prefix so they come back as ``UUID`` (dlt 1.31 decodes that prefix to ``UUID`` too).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import zlib
+from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from airflow_state_provider.exceptions import StateCorruptError, StateNotSerializableError
+
+DEFAULT_MAX_DECODED_BYTES: int = 64 * 1024 * 1024
+"""Largest decompressed state document ``decode_state`` accepts, unless the caller passes another limit."""
+
+PUA_START = 0xF026
+_DECIMAL = chr(PUA_START)
+_DATETIME = chr(PUA_START + 1)
+_DATE = chr(PUA_START + 2)
+_UUID = chr(PUA_START + 3)
+_B64BYTES = chr(PUA_START + 5)
+_TIME = chr(PUA_START + 7)
+_FIRST_MARKER = chr(PUA_START)
+_LAST_MARKER = chr(PUA_START + 7)
+
+# Every marker encodes to EF 80 A6..AD in UTF-8; a document without this lead has no typed values.
+_MARKER_UTF8_LEAD = b"\xef\x80"
+# A JSON string opening with a marker. Also matches escaped quotes and keys, which only costs a re-check.
+_MARKED_STRING_START = re.compile(b'"\xef\x80[\xa6-\xad]')
+
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# orjson serializes at most 254 nested containers (depths 0..253).
+_MAX_NESTING = 254
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+_HASH_EXCLUDED_KEYS = frozenset({"_local", "_state_version", "_state_engine_version", "_version_hash"})
+
+_ALLOWED = (
+    "State values must be JSON (dict, list, str, int, float, bool, None) or datetime, date, time, "
+    "Decimal, bytes or UUID"
+)
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
+    """Serialize ``obj`` to dlt's typed JSON: compact, raw UTF-8, typed values behind their PUA prefix.
+
+    Tuples become lists; non-string dict keys become strings and enums their value (as orjson and dlt
+    do); NaN and infinities become ``null`` (as orjson and dlt do).
+
+    Raises:
+        StateNotSerializableError: a value (or dict key) cannot be stored, or a string starts with a
+            typed-value prefix and would be read back as another type. The message names the dotted
+            path of the value inside ``obj`` and its type.
+    """
+    typed_count = [0]
+
+    def encode_typed(value: Any) -> str:
+        typed_count[0] += 1
+        return _encode_typed(value)
+
+    option = _DUMPS_OPTIONS | orjson.OPT_SORT_KEYS if sort_keys else _DUMPS_OPTIONS
+    prepared, uuid_count = _tag_uuids(obj, 0)
+    try:
+        out = orjson.dumps(prepared, default=encode_typed, option=option)
+    except orjson.JSONEncodeError as exc:
+        problem = _find_problem(obj, "", 0, check_markers=False)
+        if problem is None:  # pragma: no cover - orjson failed on something the walker accepts
+            raise StateNotSerializableError(f"State cannot be serialized: {exc}. {_ALLOWED}.") from exc
+        raise _not_serializable(*problem) from exc
+    if _MARKER_UTF8_LEAD in out and (len(_MARKED_STRING_START.findall(out)) > typed_count[0] + uuid_count):
+        problem = _find_problem(obj, "", 0, check_markers=True)
+        if problem is not None:
+            raise _not_serializable(*problem)
+    return out
+
+
+def encode_state(state: dict) -> str:
+    """Return dlt's ``state`` column value: base64 of the level-9 zlib of the typed JSON, without ``_local``.
+
+    Raises:
+        StateNotSerializableError: see ``typed_dumps``.
+    """
+    doc = {k: v for k, v in state.items() if k != "_local"} if "_local" in state else state
+    return base64.b64encode(zlib.compress(typed_dumps(doc), 9)).decode("ascii")
+
+
+def state_version_hash(state: dict) -> str:
+    """Return dlt's ``version_hash`` of ``state``: padded base64 of sha3-256 of its key-sorted typed JSON.
+
+    ``_local``, ``_state_version``, ``_state_engine_version`` and ``_version_hash`` are left out, as dlt
+    does for pipeline state.
+    """
+    doc = {k: v for k, v in state.items() if k not in _HASH_EXCLUDED_KEYS}
+    digest = hashlib.sha3_256(typed_dumps(doc, sort_keys=True)).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _encode_typed(value: Any) -> str:
+    """orjson ``default``: the prefixed text of a typed value; anything else is not serializable."""
+    if isinstance(value, Decimal):
+        return _DECIMAL + str(value)
+    if isinstance(value, datetime):  # before date: datetime is a date subclass
+        return _DATETIME + value.isoformat()
+    if isinstance(value, date):
+        return _DATE + value.isoformat()
+    if isinstance(value, time):
+        return _TIME + value.isoformat()
+    if isinstance(value, bytes):
+        return _B64BYTES + base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__qualname__} is not serializable")
+
+
+def _tag_uuids(obj: Any, depth: int) -> tuple[Any, int]:
+    """Replace UUID values by their prefixed string, copying only the containers that hold one.
+
+    orjson serializes ``UUID`` natively (without calling ``default``), so they must be converted first.
+    Returns the (possibly same) object and the number of UUIDs replaced.
+    """
+    if depth >= _MAX_NESTING:
+        return obj, 0  # orjson rejects this nesting anyway (and this stops on reference cycles)
+    count = 0
+    if isinstance(obj, dict):
+        copied: dict | None = None
+        for key, value in obj.items():
+            if isinstance(value, UUID):
+                new, n = _UUID + str(value), 1
+            elif isinstance(value, (dict, list, tuple)):
+                new, n = _tag_uuids(value, depth + 1)
+                if not n:
+                    continue
+            else:
+                continue
+            count += n
+            if copied is None:
+                copied = dict(obj)
+            copied[key] = new
+        return (obj if copied is None else copied), count
+    if isinstance(obj, list) or type(obj) is tuple:
+        items: list | None = None
+        for index, value in enumerate(obj):
+            if isinstance(value, UUID):
+                new, n = _UUID + str(value), 1
+            elif isinstance(value, (dict, list, tuple)):
+                new, n = _tag_uuids(value, depth + 1)
+                if not n:
+                    continue
+            else:
+                continue
+            count += n
+            if items is None:
+                items = list(obj)
+            items[index] = new
+        return (obj if items is None else items), count
+    if isinstance(obj, UUID):
+        return _UUID + str(obj), 1
+    return obj, 0
+
+
+# ------------------------------------------------------------------------------ locating a bad value
+
+
+def _find_problem(obj: Any, path: str, depth: int, *, check_markers: bool) -> tuple[str, str, str] | None:
+    """Return ``(path, what, hint)`` for the first value orjson (or the round trip) cannot handle.
+
+    Runs only after serialization failed, so it may be slow.
+    """
+    if isinstance(obj, str):
+        return _string_problem(obj, path, check_markers=check_markers)
+    if obj is None or isinstance(obj, (bool, float)):
+        return None
+    if isinstance(obj, int):
+        if _INT_MIN <= obj <= _INT_MAX:
+            return None
+        return path, "an int outside the 64-bit range", "store it as a str or Decimal"
+    if isinstance(obj, Enum):
+        return _find_problem(obj.value, path, depth + 1, check_markers=check_markers)
+    if isinstance(obj, (dict, list, tuple)) and depth >= _MAX_NESTING:
+        return path, f"nested {_MAX_NESTING} containers deep (or a reference cycle)", "flatten the structure"
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            child = _join(path, key)
+            key_problem = _key_problem(key, child)
+            if key_problem is not None:
+                return key_problem
+            problem = _find_problem(value, child, depth + 1, check_markers=check_markers)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(obj, list) or type(obj) is tuple:
+        for index, value in enumerate(obj):
+            problem = _find_problem(value, f"{path}[{index}]", depth + 1, check_markers=check_markers)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(obj, (Decimal, datetime, date, time, UUID, bytes)):
+        return None
+    kind = type(obj).__qualname__
+    if isinstance(obj, (set, frozenset)):
+        return path, f"a value of type {kind}", "convert it to a sorted list"
+    return path, f"a value of type {kind}", "convert it to one of these types (e.g. a dict of its fields)"
+
+
+def _string_problem(value: str, path: str, *, check_markers: bool) -> tuple[str, str, str] | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return path, "a str with an unpaired surrogate", "fix the text (it is not valid Unicode)"
+    if check_markers and value and _FIRST_MARKER <= value[0] <= _LAST_MARKER:
+        decoded = _decode_marked(value)
+        if not isinstance(decoded, str):
+            return (
+                path,
+                f"a str starting with U+{ord(value[0]):04X}, dlt's marker for typed values "
+                f"(it would be read back as {type(decoded).__qualname__})",
+                "remove the leading private-use character",
+            )
+    return None
+
+
+def _key_problem(key: Any, path: str) -> tuple[str, str, str] | None:
+    if isinstance(key, str):
+        return _string_problem(key, path, check_markers=False)
+    if isinstance(key, int) and not isinstance(key, bool) and not _INT_MIN <= key <= _INT_MAX:
+        return path, "a dict key that is an int outside the 64-bit range", "use str keys"
+    if key is None or isinstance(key, (int, float, Enum, datetime, date, time, UUID)):
+        return None
+    return path, f"a dict key of type {type(key).__qualname__}", "use str keys"
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _not_serializable(path: str, what: str, hint: str) -> StateNotSerializableError:
+    where = path or "<root>"
+    return StateNotSerializableError(
+        f"State value at '{where}' cannot be stored: it is {what}. {_ALLOWED}; {hint}."
+    )
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def _decode_datetime(text: str) -> datetime:
+    # Older writers end UTC timestamps with "Z"; normalise it rather than rely on the Python version.
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
+def _decode_b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+_DECODERS: tuple[Callable[[str], Any], ...] = (
+    Decimal,
+    _decode_datetime,
+    date.fromisoformat,
+    UUID,
+    bytes.fromhex,  # dlt HexBytes
+    _decode_b64,
+    Decimal,  # dlt Wei
+    time.fromisoformat,
+)
+
+
+def _decode_marked(value: str) -> Any:
+    """Decode a string whose first character is a marker; a string that does not parse stays a string."""
+    try:
+        return _DECODERS[ord(value[0]) - PUA_START](value[1:])
+    except (ValueError, ArithmeticError):
+        return value  # like dlt: a marked string that does not parse is kept as text
+
+
+def typed_loads(data: bytes | str) -> Any:
+    """Parse typed JSON and turn prefixed strings back into their typed values.
+
+    ``datetime`` values come back as stdlib ``datetime`` (a pendulum ``DateTime`` that was stored returns
+    as a stdlib ``datetime`` with the same instant and UTC offset; the zone name is not stored); naive
+    stays naive. Dict keys are never decoded. A prefixed string that does not parse stays a string.
+
+    Raises:
+        orjson.JSONDecodeError: ``data`` is not valid JSON (a ``ValueError``).
+    """
+    doc = orjson.loads(data)
+    if isinstance(data, (bytes, bytearray, memoryview)) and _MARKER_UTF8_LEAD not in data:
+        return doc
+    if type(doc) is str:
+        return _decode_marked(doc) if doc and _FIRST_MARKER <= doc[0] <= _LAST_MARKER else doc
+    # Iterative: orjson accepts 1024 nesting levels, more than Python's default recursion limit.
+    stack: list[Any] = [doc] if isinstance(doc, (dict, list)) else []
+    while stack:
+        container = stack.pop()
+        pairs = container.items() if type(container) is dict else enumerate(container)
+        for key, value in pairs:
+            if type(value) is str:
+                if value and _FIRST_MARKER <= value[0] <= _LAST_MARKER:
+                    container[key] = _decode_marked(value)
+            elif type(value) is dict or type(value) is list:
+                stack.append(value)
+    return doc
+
+
+def decode_state(blob: str, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES, where: str = "") -> dict:
+    """Decode a ``state`` column value written by dlt or ``encode_state``.
+
+    Like dlt, a value that is not valid base64 is read as plain (typed) JSON text. The compressed form is
+    inflated with a hard output limit of ``max_bytes``, so a decompression bomb is rejected without being
+    expanded. Never unpickles or evaluates anything.
+
+    Args:
+        blob: the stored text.
+        max_bytes: the largest decompressed (or plain JSON) document accepted.
+        where: what is being decoded, for error messages, e.g. ``"pipeline 'p' version 7"``.
+
+    Raises:
+        StateCorruptError: the value does not decode to a JSON object or exceeds ``max_bytes``.
+    """
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    if not isinstance(blob, str):
+        raise _corrupt(where, f"expected text, got a value of type {type(blob).__qualname__}")
+    try:
+        compressed = base64.b64decode(blob, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text (which dlt does not catch)
+        raw: bytes | str = blob
+        if len(blob) > max_bytes or len(blob.encode("utf-8", "surrogatepass")) > max_bytes:
+            raise _corrupt(where, f"the plain JSON text is larger than the {max_bytes}-byte limit") from None
+        kind = "is neither base64 nor valid JSON"
+    else:
+        raw = _inflate(compressed, max_bytes, where)
+        kind = "decompresses to invalid JSON"
+    try:
+        doc = typed_loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _corrupt(where, f"the value {kind} ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise _corrupt(where, f"the document is a {type(doc).__qualname__}, not a JSON object")
+    return doc
+
+
+def _inflate(compressed: bytes, max_bytes: int, where: str) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        # max_length bounds the output, so at most max_bytes + 1 bytes are ever allocated.
+        out = inflater.decompress(compressed, max_bytes + 1)
+    except zlib.error as exc:
+        raise _corrupt(where, f"the value is base64 but not a zlib stream ({exc})") from exc
+    if len(out) > max_bytes:
+        raise _corrupt(
+            where,
+            f"it decompresses to more than the {max_bytes}-byte limit (refused: possible decompression bomb)",
+        )
+    if not inflater.eof:
+        raise _corrupt(where, "the zlib stream is truncated")
+    if inflater.unused_data:
+        raise _corrupt(where, f"{len(inflater.unused_data)} unexpected bytes follow the zlib stream")
+    return out
+
+
+def _corrupt(where: str, what: str) -> StateCorruptError:
+    subject = f"Stored state of {where}" if where else "Stored state"
+    return StateCorruptError(f"{subject} cannot be decoded: {what}.")
+
+
+__all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
+    "decode_state",
+    "encode_state",
+    "state_version_hash",
+    "typed_dumps",
+    "typed_loads",
+]
