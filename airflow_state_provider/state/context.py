@@ -38,7 +38,10 @@ class _Scope:
 
 
 _run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("asp_run", default=None)
-_scope: contextvars.ContextVar[_Scope] = contextvars.ContextVar("asp_scope", default=_Scope())
+_scope: contextvars.ContextVar[_Scope] = contextvars.ContextVar(
+    "asp_scope",
+    default=_Scope(),  # noqa: B039 -- frozen dataclass, immutable
+)
 _interval: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
     "asp_interval", default=None
 )

@@ -136,7 +136,7 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
         vb, vo, vt = b.get(slot, _MISSING), o.get(slot, _MISSING), t.get(slot, _MISSING)
         if vo == vb:
             value = vt
-        elif vt == vb or vt == vo:
+        elif vt in (vb, vo):
             value = vo
         else:
             conflicts.append(slot)

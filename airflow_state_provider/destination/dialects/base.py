@@ -36,9 +36,15 @@ class Dialect:
         """
 
     # -- bulk loading -----------------------------------------------------------------------------
-    def insert_rows(self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]) -> None:
+    def insert_rows(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]
+    ) -> None:
         """Insert ``rows`` (tuples in ``columns`` order) into ``table``: portable executemany."""
         if not rows:
             return
         stmt = sa.insert(table).values({c: sa.bindparam(c) for c in columns})
         conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows])
+
+    # -- plain SQL ---------------------------------------------------------------------------------
+    def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        """Make unqualified table names resolve in ``dataset`` on this connection."""

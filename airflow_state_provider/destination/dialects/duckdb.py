@@ -39,3 +39,11 @@ class DuckDBDialect(Dialect):
             lock = _locks.setdefault(key, threading.Lock())
         lock.acquire()
         conn.info.setdefault(_HELD, []).append(lock)
+
+    def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        conn.exec_driver_sql("SET search_path = " + _quoted(dataset).replace("'", "''").join("''"))
+        conn.commit()
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

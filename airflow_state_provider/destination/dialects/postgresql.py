@@ -20,3 +20,11 @@ class PostgresDialect(Dialect):
 
     def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(dataset, pipeline_name)})
+
+    def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        conn.execute(sa.text("SELECT set_config('search_path', :p, false)"), {"p": _quoted(dataset) + ", public"})
+        conn.commit()
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

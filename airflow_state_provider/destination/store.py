@@ -1,0 +1,268 @@
+"""The state and loads tables: restore, locked commit, retention (DESIGN §5).
+
+The tables are dlt's ``_dlt_pipeline_state`` and ``_dlt_loads`` with dlt's columns, so dlt reads what
+we write and the other way round. A state row counts only when its load is in ``_dlt_loads`` with
+status 0; we write both in the transaction that carries the data, so there are no orphans.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import heapq
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from airflow_state_provider.destination.dialects import Dialect
+from airflow_state_provider.exceptions import StateCorruptError, StateTooLargeError
+from airflow_state_provider.state import codec
+
+log = logging.getLogger("airflow_state_provider.store")
+
+STATE_TABLE = "_dlt_pipeline_state"
+LOADS_TABLE = "_dlt_loads"
+DEFAULT_MAX_VERSIONS = 100
+DEFAULT_MAX_STATE_BYTES = 16 * 1024 * 1024
+DEFAULT_WARN_STATE_BYTES = 1024 * 1024
+
+
+def state_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
+    """dlt's ``_dlt_pipeline_state``; the column order matters to dlt."""
+    return sa.Table(
+        STATE_TABLE,
+        metadata,
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("engine_version", sa.BigInteger, nullable=False),
+        sa.Column("pipeline_name", sa.String, nullable=False),
+        sa.Column("state", sa.String, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("version_hash", sa.String, nullable=True),
+        sa.Column("_dlt_load_id", sa.String(64), nullable=False),
+        sa.Column("_dlt_id", sa.String(64), nullable=False, unique=True),
+        sa.Index("ix__dlt_pipeline_state__pipeline_load", "pipeline_name", "_dlt_load_id"),
+        schema=dataset,
+    )
+
+
+def loads_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
+    """dlt's ``_dlt_loads``: one row per committed load, status 0."""
+    return sa.Table(
+        LOADS_TABLE,
+        metadata,
+        sa.Column("load_id", sa.String(64), nullable=False),
+        sa.Column("schema_name", sa.String, nullable=True),
+        sa.Column("status", sa.BigInteger, nullable=False),
+        sa.Column("inserted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("schema_version_hash", sa.String, nullable=True),
+        sa.Index("ix__dlt_loads__load_id", "load_id"),
+        schema=dataset,
+    )
+
+
+def new_dlt_id() -> str:
+    """dlt's row key: 10 random bytes, base64 without padding (14 characters)."""
+    return base64.b64encode(secrets.token_bytes(10)).decode("ascii").rstrip("=")
+
+
+def new_load_id(after: str | None = None) -> str:
+    """A load id in dlt's form (unix time as text), strictly greater than ``after``.
+
+    Fixed-width fraction keeps text order equal to time order (10-digit seconds until 2286).
+    """
+    now = time.time()
+    if after is not None:
+        with contextlib.suppress(ValueError):  # a foreign, non-numeric load id orders as text only
+            now = max(now, float(after) + 1e-6)
+    return f"{now:.7f}"
+
+
+@dataclass
+class StoredState:
+    """One committed state row, decoded."""
+
+    version: int
+    load_id: str
+    created_at: datetime | None
+    state: dict
+    size: int
+
+
+class StateStore:
+    """Reads and writes one pipeline's state rows in one dataset."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        dataset: str,
+        pipeline_name: str,
+        *,
+        max_versions: int | None = DEFAULT_MAX_VERSIONS,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
+    ) -> None:
+        self.dialect = dialect
+        self.dataset = dataset
+        self.pipeline_name = pipeline_name
+        self.max_versions = max_versions
+        self.max_state_bytes = max_state_bytes
+        self.warn_state_bytes = warn_state_bytes
+        metadata = sa.MetaData()
+        self.state_table = state_table(metadata, dataset)
+        self.loads_table = loads_table(metadata, dataset)
+        self._metadata = metadata
+
+    # -- tables -----------------------------------------------------------------------------------
+    def tables_exist(self, conn: sa.Connection) -> bool:
+        insp = sa.inspect(conn)
+        return all(insp.has_table(t, schema=self.dataset) for t in (STATE_TABLE, LOADS_TABLE))
+
+    def ensure_tables(self, engine: sa.Engine) -> None:
+        """Create the dataset, both tables and their indexes if missing, in a short transaction of
+        its own (also on tables dlt created without our indexes). Safe to race with other workers."""
+        for attempt in range(3):
+            try:
+                with engine.begin() as conn:
+                    if self.dialect.creates_schemas:
+                        self.dialect.create_dataset(conn, self.dataset)
+                    self._metadata.create_all(conn, checkfirst=True)
+                return
+            except sa.exc.DBAPIError:
+                # two workers creating the same table at once: the loser sees a duplicate; retry
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _newest_query(self) -> sa.Select:
+        s, loads = self.state_table, self.loads_table
+        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
+        return (
+            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
+            .where(s.c.pipeline_name == self.pipeline_name, committed.exists())
+            .order_by(s.c._dlt_load_id.desc())
+            .limit(1)
+        )
+
+    def newest(self, conn: sa.Connection) -> StoredState | None:
+        """The newest committed state of the pipeline (one row via the index), or None."""
+        row = conn.execute(self._newest_query()).first()
+        return None if row is None else self._decode(row)
+
+    def _decode(self, row: sa.Row) -> StoredState:
+        where = f"pipeline {self.pipeline_name!r} state version {row.version} (load {row._dlt_load_id})"
+        state = codec.decode_state(row.state, max_bytes=self.max_state_bytes * 4, where=where)
+        stored_hash = row.version_hash
+        if stored_hash and codec.state_version_hash(state) != stored_hash:
+            raise StateCorruptError(
+                f"{where} in {self.dataset}.{STATE_TABLE}: the content does not match its version_hash. "
+                "Roll back to an earlier version (airflow-state rollback) or drop the state."
+            )
+        return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
+
+    def versions(self, conn: sa.Connection, limit: int | None = None) -> list[StoredState]:
+        """Committed versions, newest first."""
+        s, loads = self.state_table, self.loads_table
+        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
+        query = (
+            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
+            .where(s.c.pipeline_name == self.pipeline_name, committed.exists())
+            .order_by(s.c._dlt_load_id.desc())
+        )
+        if limit:
+            query = query.limit(limit)
+        return [self._decode(r) for r in conn.execute(query)]
+
+    # -- writing (inside the caller's load transaction) -------------------------------------------
+    def lock(self, conn: sa.Connection) -> None:
+        """Serialize commits of this pipeline until the transaction ends."""
+        self.dialect.lock_pipeline(conn, self.dataset, self.pipeline_name)
+
+    def check_size(self, state: dict) -> int:
+        """Raise :class:`StateTooLargeError` over the limit, warn over the warning threshold."""
+        size = len(codec.typed_dumps(_without_local(state)))
+        if size > self.max_state_bytes:
+            raise StateTooLargeError(
+                f"pipeline {self.pipeline_name!r}: the state is {size} bytes, over the limit of "
+                f"{self.max_state_bytes} (max_state_bytes). Biggest paths: {biggest_paths(state)}. "
+                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed."
+            )
+        if size > self.warn_state_bytes:
+            log.warning(
+                "pipeline %r: the state is %d bytes (warning threshold %d). Biggest paths: %s",
+                self.pipeline_name,
+                size,
+                self.warn_state_bytes,
+                biggest_paths(state),
+            )
+        return size
+
+    def insert_load(self, conn: sa.Connection, load_id: str, schema_name: str | None = None) -> None:
+        conn.execute(
+            sa.insert(self.loads_table).values(
+                load_id=load_id,
+                schema_name=schema_name or self.pipeline_name,
+                status=0,
+                inserted_at=datetime.now(UTC),
+                schema_version_hash=None,
+            )
+        )
+
+    def insert_state(self, conn: sa.Connection, state: dict, load_id: str) -> None:
+        conn.execute(
+            sa.insert(self.state_table).values(
+                version=int(state["_state_version"]),
+                engine_version=int(state["_state_engine_version"]),
+                pipeline_name=self.pipeline_name,
+                state=codec.encode_state(state),
+                created_at=datetime.now(UTC),
+                version_hash=state["_version_hash"],
+                _dlt_load_id=load_id,
+                _dlt_id=new_dlt_id(),
+            )
+        )
+
+    def prune(self, conn: sa.Connection) -> int:
+        """Delete all but the newest ``max_versions`` state rows of the pipeline. Returns rows deleted."""
+        if not self.max_versions:
+            return 0
+        s = self.state_table
+        cutoff = conn.execute(
+            sa.select(s.c._dlt_load_id)
+            .where(s.c.pipeline_name == self.pipeline_name)
+            .order_by(s.c._dlt_load_id.desc())
+            .offset(self.max_versions - 1)
+            .limit(1)
+        ).scalar()
+        if cutoff is None:
+            return 0
+        result = conn.execute(
+            sa.delete(s).where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id < cutoff)
+        )
+        return result.rowcount or 0
+
+
+def _without_local(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "_local"}
+
+
+def biggest_paths(state: dict, top: int = 5) -> str:
+    """The largest sub-trees of a state document, for size warnings."""
+    sizes: list[tuple[int, str]] = []
+
+    def walk(value: object, path: str, depth: int) -> None:
+        if path:
+            sizes.append((len(codec.typed_dumps(value)), path))
+        if isinstance(value, dict) and depth < 6:
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k), depth + 1)
+
+    walk(_without_local(state), "", 0)
+    # report leaves-most paths first among the biggest: a parent always outweighs its child
+    biggest = heapq.nlargest(top * 3, sizes)
+    chosen = [p for _, p in biggest if not any(o.startswith(p + ".") for _, o in biggest)][:top]
+    return ", ".join(f"{p} ({size} B)" for size, p in biggest if p in chosen)

@@ -1,0 +1,611 @@
+"""``Pipeline``: restore → bind → extract → load + commit, in one transaction (DESIGN §5).
+
+Usable without Airflow; the operator and the TaskFlow decorator are thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.loader import Loader
+from airflow_state_provider.destination.store import (
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_MAX_VERSIONS,
+    DEFAULT_WARN_STATE_BYTES,
+    StateStore,
+    StoredState,
+    new_load_id,
+)
+from airflow_state_provider.extract.incremental import Incremental
+from airflow_state_provider.extract.resource import Resource, from_data
+from airflow_state_provider.extract.source import Source
+from airflow_state_provider.state import codec, context, model
+
+log = logging.getLogger("airflow_state_provider.pipeline")
+
+DESTINATION_TYPES = {
+    "sqlite": "dlt.destinations.sqlalchemy",
+    "duckdb": "dlt.destinations.duckdb",
+    "postgresql": "dlt.destinations.postgres",
+}
+
+
+@dataclass
+class LoadInfo:
+    """What a run committed. Small and JSON-friendly: ``asdict()`` is what an operator may push to XCom."""
+
+    pipeline_name: str
+    dataset_name: str
+    load_id: str | None
+    row_counts: dict[str, int] = field(default_factory=dict)
+    state_version: int = 0
+    state_changed: bool = False
+    changed_paths: list[str] = field(default_factory=list)
+    checkpoints: int = 0
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Group:
+    """A root resource with the transformers fed by it, all run in one pass."""
+
+    source_key: str
+    root: Resource
+    children: dict[str, list[Resource]]
+    selected: set[str]
+
+
+class _Run:
+    """Mutable bookkeeping of one ``Pipeline.run``."""
+
+    def __init__(self, pipeline: Pipeline, restored: StoredState | None, checkpoint_every: int | None):
+        self.pipeline = pipeline
+        self.committed = copy.deepcopy(restored.state) if restored else pipeline._fresh_state()
+        self.committed_load_id = restored.load_id if restored else None
+        self.has_committed = restored is not None
+        self.working = copy.deepcopy(self.committed)
+        self.base = copy.deepcopy(self.committed)
+        self.checkpoint_every = checkpoint_every
+        self.rows_since_commit = 0
+        self.row_counts: dict[str, int] = {}
+        self.changed_paths: list[str] = []
+        self.state_changed = False
+        self.checkpoints = 0
+        self.load_id = new_load_id()
+        self.last_committed_load_id: str | None = None
+
+
+class Pipeline:
+    """A named pipeline whose state lives in ``dataset_name`` of ``destination``.
+
+    ``destination`` is a SQLAlchemy URL (``sqlite:///f.db``, ``duckdb:///f.duckdb``,
+    ``postgresql+psycopg://...``), an ``Engine``, or an Airflow ``PipelineStateHook``.
+    """
+
+    def __init__(
+        self,
+        pipeline_name: str,
+        destination: Any = None,
+        dataset_name: str | None = None,
+        *,
+        restore_from_destination: bool = True,
+        dev_mode: bool = False,
+        pipelines_dir: str | os.PathLike[str] | None = None,
+        max_state_versions: int | None = DEFAULT_MAX_VERSIONS,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
+        batch_size: int = 10_000,
+    ) -> None:
+        if not pipeline_name or not isinstance(pipeline_name, str):
+            raise ValueError("pipeline_name must be a non-empty string")
+        if destination is None:
+            raise ValueError(f"pipeline {pipeline_name!r}: a destination (URL, Engine or hook) is required")
+        self.pipeline_name = pipeline_name
+        self.dev_mode = dev_mode
+        dataset = dataset_name or f"{pipeline_name}_dataset"
+        if dev_mode:
+            dataset = f"{dataset}_{datetime.now(UTC):%Y%m%d%H%M%S}"
+        self.dataset_name = dataset
+        self.restore_from_destination = restore_from_destination and not dev_mode
+        self.batch_size = batch_size
+        self.engine = _engine_from(destination)
+        self.dialect = dialect_for(self.engine)
+        self.dialect.prepare(dataset)
+        self.store = StateStore(
+            self.dialect,
+            dataset,
+            pipeline_name,
+            max_versions=max_state_versions,
+            max_state_bytes=max_state_bytes,
+            warn_state_bytes=warn_state_bytes,
+        )
+        base_dir = Path(pipelines_dir) if pipelines_dir else default_pipelines_dir()
+        self.working_dir = base_dir / pipeline_name
+        self._committed: dict | None = None
+        self._first_run = True
+        self._tables_ready = False
+
+    # -- properties -------------------------------------------------------------------------------
+    @property
+    def destination_type(self) -> str:
+        return DESTINATION_TYPES.get(self.engine.dialect.name, f"sqlalchemy.{self.engine.dialect.name}")
+
+    @property
+    def state(self) -> dict:
+        """A deep copy of the newest committed state document (restored on first access)."""
+        if self._committed is None:
+            self.sync_destination()
+        assert self._committed is not None
+        return copy.deepcopy(self._committed)
+
+    @property
+    def first_run(self) -> bool:
+        """True until a committed state exists for this pipeline."""
+        if self._committed is None:
+            self.sync_destination()
+        return self._first_run
+
+    def _fresh_state(self) -> dict:
+        return model.default_state(self.pipeline_name, self.dataset_name, self.destination_type)
+
+    # -- restore ----------------------------------------------------------------------------------
+    def sync_destination(self) -> StoredState | None:
+        """Restore the newest committed state now (DESIGN §5.1); returns the row or None."""
+        started = time.perf_counter()
+        stored = self._read_local() if not self.restore_from_destination else self._read_destination()
+        elapsed = (time.perf_counter() - started) * 1000
+        if stored is None:
+            self._committed, self._first_run = self._fresh_state(), True
+            where = (
+                f"dataset {self.dataset_name!r}" if self.restore_from_destination else str(self.working_dir)
+            )
+            log.info(
+                "No committed state of pipeline %r in %s: first run (looked up in %.1f ms)",
+                self.pipeline_name,
+                where,
+                elapsed,
+            )
+        else:
+            stored.state["dataset_name"] = self.dataset_name
+            self._committed, self._first_run = stored.state, False
+            log.info(
+                "Restored state version %d of pipeline %r from %s (load %s, %d bytes) in %.1f ms",
+                stored.version,
+                self.pipeline_name,
+                f"dataset {self.dataset_name!r}" if self.restore_from_destination else self.working_dir,
+                stored.load_id,
+                stored.size,
+                elapsed,
+            )
+        return stored
+
+    def _read_destination(self) -> StoredState | None:
+        try:
+            with self.engine.connect() as conn:
+                stored = self.store.newest(conn)
+            self._tables_ready = True
+            return stored
+        except sa.exc.DBAPIError:
+            # a missing table means "never committed"; anything else (an outage) must surface
+            with self.engine.connect() as conn:
+                if self.store.tables_exist(conn):
+                    raise
+            return None
+
+    def _state_file(self) -> Path:
+        return self.working_dir / "state.json"
+
+    def _read_local(self) -> StoredState | None:
+        path = self._state_file()
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+        state = codec.decode_state(raw.decode("utf-8"), where=f"local state file {path}")
+        state.pop("_local", None)
+        return StoredState(int(state.get("_state_version", 0)), "", None, state, len(raw))
+
+    def _write_local(self, state: dict, load_id: str | None) -> None:
+        """Keep the committed state in the working dir too (``airflow-state sync`` restores it)."""
+        self.working_dir.mkdir(parents=True, exist_ok=True)
+        doc = dict(state)
+        doc["_local"] = {"first_run": False, "last_load_id": load_id, "_dev_mode": self.dev_mode}
+        tmp = self._state_file().with_suffix(".tmp")
+        tmp.write_bytes(codec.typed_dumps(doc))
+        tmp.replace(self._state_file())
+
+    # -- run --------------------------------------------------------------------------------------
+    def run(
+        self,
+        data: Any,
+        *,
+        write_disposition: str | None = None,
+        table_name: str | None = None,
+        primary_key: str | Sequence[str] | None = None,
+        merge_key: str | Sequence[str] | None = None,
+        checkpoint_every: int | None = None,
+        read_only_sources: dict[str, str] | None = None,
+    ) -> LoadInfo:
+        """Restore, extract, load and commit ``data`` (a source, resource, list of them, or rows).
+
+        Data rows, the ``_dlt_loads`` row and the new state version are written in one transaction;
+        with ``checkpoint_every=N`` in several, each after at least N rows. An exception anywhere
+        rolls the current transaction back. ``read_only_sources`` maps source names whose
+        source-level state this run may only read to the reason a write error shows.
+        """
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"pipeline {self.pipeline_name!r}: checkpoint_every must be >= 1")
+        hints = {
+            "write_disposition": write_disposition,
+            "table_name": table_name,
+            "primary_key": primary_key,
+            "merge_key": merge_key,
+        }
+        items = _as_items(data, table_name, self.pipeline_name)
+        restored = self.sync_destination()
+        if self.restore_from_destination and not self._tables_ready:
+            self.store.ensure_tables(self.engine)
+            self._tables_ready = True
+        run = _Run(self, restored, checkpoint_every)
+        ctx = context.RunContext(
+            pipeline=self,
+            state=run.working,
+            read_only_sources=dict(read_only_sources or {}),
+            interval=context.current_interval(),
+        )
+        with context.run_context(ctx):
+            groups = self._plan(items, hints)
+            _reset_replace_slots(groups, run.working)
+            with self.engine.connect() as conn:
+                conn.begin()
+                try:
+                    loader = Loader(
+                        conn,
+                        self.dialect,
+                        self.dataset_name,
+                        run.load_id,
+                        pipeline_name=self.pipeline_name,
+                        batch_size=self.batch_size,
+                    )
+                    for group in groups:
+                        self._extract_group(group, loader, run, conn)
+                    self._commit(conn, loader, run, final=True)
+                except BaseException:
+                    conn.rollback()
+                    raise
+        committed_version = int(run.committed.get("_state_version", 0))
+        info = LoadInfo(
+            pipeline_name=self.pipeline_name,
+            dataset_name=self.dataset_name,
+            load_id=run.last_committed_load_id,
+            row_counts=dict(run.row_counts),
+            state_version=committed_version,
+            state_changed=run.state_changed,
+            changed_paths=run.changed_paths,
+            checkpoints=run.checkpoints,
+        )
+        return info
+
+    # -- planning ---------------------------------------------------------------------------------
+    def _plan(self, items: list[Resource | Source], hints: dict[str, Any]) -> list[_Group]:
+        groups: list[_Group] = []
+        for item in items:
+            if isinstance(item, Source):
+                resources = item.evaluate()  # again, now with the restored state visible
+                selected = set(item.selected)
+                source_key = item.name
+            else:
+                resources = {item.name: item}
+                parent = item.data_from
+                while parent is not None:
+                    resources.setdefault(parent.name, parent)
+                    parent = parent.data_from
+                selected = {item.name}
+                source_key = item.source_key or self.pipeline_name
+            resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            groups.extend(_groups_of(resources, selected, source_key))
+        return groups
+
+    # -- extraction -------------------------------------------------------------------------------
+    def _bind(self, res: Resource, source_key: str) -> tuple[Any, list[Incremental]]:
+        """Bind the resource's call arguments; every incremental argument gets a bound copy."""
+        arguments = res.call_arguments()
+        bound: list[Incremental] = []
+        if arguments is None:
+            return None, bound
+        ctx = context.active_run()
+        assert ctx is not None
+        for name, value in list(arguments.arguments.items()):
+            if isinstance(value, Incremental):
+                inc = value.bind(
+                    pipeline_name=self.pipeline_name,
+                    resource_name=res.name,
+                    resource_state=model.resource_slot(ctx.state, source_key, res.name),
+                    primary_key=res.primary_key,
+                    interval=ctx.interval,
+                    log=logging.getLogger("airflow_state_provider.incremental"),
+                )
+                arguments.arguments[name] = inc
+                bound.append(inc)
+        return arguments, bound
+
+    def _extract_group(self, group: _Group, loader: Loader, run: _Run, conn: sa.Connection) -> None:
+        with context.scope(group.source_key, group.root.name):
+            arguments, incrementals = self._bind(group.root, group.source_key)
+            children = {
+                child.name: (child, *self._bind(child, group.source_key))
+                for kids in group.children.values()
+                for child in kids
+            }
+            generator = group.root.open(arguments)
+            try:
+                for item in generator:
+                    # the generator has just resumed past its previous yield: state written there
+                    # belongs to the rows already received, so this is the checkpoint moment
+                    if run.checkpoint_every and run.rows_since_commit >= run.checkpoint_every:
+                        self._commit(conn, loader, run, final=False)
+                        conn.begin()
+                    item, stop = _filter(item, incrementals)
+                    if item is not None:
+                        self._deliver(group, group.root, item, loader, run, children)
+                    if stop:
+                        break
+            finally:
+                close = getattr(generator, "close", None)
+                if close is not None:
+                    close()
+
+    def _deliver(
+        self,
+        group: _Group,
+        res: Resource,
+        item: Any,
+        loader: Loader,
+        run: _Run,
+        children: dict[str, tuple[Resource, Any, list[Incremental]]],
+    ) -> None:
+        """Load an item of ``res`` (if selected) and feed it to the transformers below it."""
+        if res.name in group.selected:
+            rows = item if isinstance(item, list) else [item]
+            loader.write(
+                res.table_name,
+                rows,
+                write_disposition=res.write_disposition,
+                primary_key=res.primary_key,
+                merge_key=res.merge_key,
+                resource_name=res.name,
+            )
+            run.rows_since_commit += len(rows)
+        for kid in group.children.get(res.name, ()):
+            child, arguments, incrementals = children[kid.name]
+            with context.scope(group.source_key, child.name):
+                for out in child.open(arguments, item):
+                    out, stop = _filter(out, incrementals)
+                    if out is not None:
+                        self._deliver(group, child, out, loader, run, children)
+                    if stop:
+                        break
+
+    # -- commit -----------------------------------------------------------------------------------
+    def _commit(self, conn: sa.Connection, loader: Loader, run: _Run, *, final: bool) -> None:
+        """Finish the load and commit it with the state, under the pipeline's lock (DESIGN §5.3)."""
+        counts = loader.finish()
+        rows = sum(counts.values())
+        ours = run.working
+        if self.restore_from_destination:
+            self.store.lock(conn)
+            newest = self.store.newest(conn)
+        else:
+            newest = None
+        if newest is not None and newest.load_id != run.committed_load_id:
+            theirs = newest.state
+            merged = model.merge(run.base, ours, theirs, pipeline_name=self.pipeline_name)
+            log.info(
+                "pipeline %r: merged with concurrent state version %d (load %s)",
+                self.pipeline_name,
+                newest.version,
+                newest.load_id,
+            )
+        else:
+            theirs = run.committed
+            merged = copy.deepcopy(ours)
+            for key in model.VERSION_KEYS:
+                if key in theirs:
+                    merged[key] = theirs[key]
+        merged.pop(model.LOCAL_KEY, None)
+        changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
+        if not changed and rows == 0:
+            conn.rollback()
+            if final:
+                log.info(
+                    "pipeline %r: no rows and no state change: nothing committed (state version %s)",
+                    self.pipeline_name,
+                    theirs.get("_state_version"),
+                )
+            return
+        if changed:
+            merged["_state_version"] = int(theirs.get("_state_version", 0))
+            merged["_version_hash"] = theirs.get("_version_hash")
+            model.bump_version(merged)
+            if merged["_version_hash"] == theirs.get("_version_hash"):
+                # first commit of an unchanged default state still gets its own version
+                merged["_state_version"] += 1
+            self.store.check_size(merged)
+        load_id = run.load_id
+        if newest is not None and newest.load_id >= load_id:
+            # keep load ids in commit order: dlt restores the state with the greatest load id
+            load_id = new_load_id(after=newest.load_id)
+            loader.restamp(load_id)
+        self.store.insert_load(conn, load_id)
+        if changed and self.restore_from_destination:
+            self.store.insert_state(conn, merged, load_id)
+            self.store.prune(conn)
+        conn.commit()
+
+        paths = model.changed_paths(theirs, merged) if changed else []
+        for table, count in counts.items():
+            run.row_counts[table] = run.row_counts.get(table, 0) + count
+            log.info("Loaded %d rows into %s.%s", count, self.dataset_name, table)
+        if changed:
+            run.changed_paths = sorted(set(run.changed_paths) | set(paths))
+            run.state_changed = True
+            log.info(
+                "Committed state version %d of pipeline %r with load %s; changed paths: %s",
+                merged["_state_version"],
+                self.pipeline_name,
+                load_id,
+                ", ".join(paths) or "(none: first version)",
+            )
+        else:
+            log.info(
+                "Committed load %s of pipeline %r; state unchanged (version %s)",
+                load_id,
+                self.pipeline_name,
+                merged.get("_state_version"),
+            )
+        run.committed = merged
+        run.committed_load_id = load_id if changed else run.committed_load_id
+        run.has_committed = run.has_committed or changed
+        run.base = copy.deepcopy(ours)
+        run.last_committed_load_id = load_id
+        run.rows_since_commit = 0
+        if not final:
+            run.checkpoints += 1
+            run.load_id = new_load_id(after=load_id)
+            loader.load_id = run.load_id
+        self._committed, self._first_run = copy.deepcopy(merged), False
+        if changed:
+            self._write_local(merged, load_id)
+
+    # -- SQL access -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def sql_client(self) -> Iterator[SqlClient]:
+        """A client whose unqualified table names resolve in the pipeline's dataset."""
+        with self.engine.connect() as conn:
+            self.dialect.use_dataset(conn, self.dataset_name)
+            yield SqlClient(conn, self.dataset_name)
+
+
+class SqlClient:
+    """Plain SQL against the pipeline's dataset."""
+
+    def __init__(self, conn: sa.Connection, dataset_name: str) -> None:
+        self.connection = conn
+        self.dataset_name = dataset_name
+
+    def execute_sql(self, sql: str, *args: Any, **kwargs: Any) -> list[tuple]:
+        """Run ``sql`` (``:name`` bind parameters as keyword arguments); returns the rows, if any."""
+        if args:
+            raise TypeError("execute_sql takes bind parameters as keyword arguments (:name style)")
+        result = self.connection.execute(sa.text(sql), kwargs)
+        rows = [tuple(r) for r in result] if result.returns_rows else []
+        self.connection.commit()
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def default_pipelines_dir() -> Path:
+    """``$AIRFLOW_STATE_PIPELINES_DIR`` or ``~/.airflow_state/pipelines``."""
+    env = os.environ.get("AIRFLOW_STATE_PIPELINES_DIR")
+    return Path(env) if env else Path.home() / ".airflow_state" / "pipelines"
+
+
+def _engine_from(destination: Any) -> sa.Engine:
+    if isinstance(destination, sa.Engine):
+        return destination
+    if isinstance(destination, str | sa.URL):
+        return sa.create_engine(destination)
+    get_engine = getattr(destination, "get_engine", None)  # PipelineStateHook, without importing Airflow
+    if callable(get_engine):
+        return get_engine()
+    raise TypeError(
+        "destination must be a SQLAlchemy URL, an Engine or a PipelineStateHook, "
+        f"got {type(destination).__name__}"
+    )
+
+
+def _as_items(data: Any, table_name: str | None, pipeline_name: str) -> list[Resource | Source]:
+    if isinstance(data, Resource | Source):
+        return [data]
+    if isinstance(data, list | tuple) and data and all(isinstance(d, Resource | Source) for d in data):
+        return list(data)
+    if isinstance(data, dict) or (isinstance(data, Iterable) and not isinstance(data, str | bytes)):
+        if not table_name:
+            raise ValueError(
+                f"pipeline {pipeline_name!r}: table_name is required to load a plain iterable of rows"
+            )
+        return [from_data([data] if isinstance(data, dict) else data, table_name=table_name)]
+    raise TypeError(
+        f"pipeline {pipeline_name!r}: cannot run {type(data).__name__}; pass a source, a resource, "
+        "a list of them, or an iterable of dict rows with table_name"
+    )
+
+
+def _groups_of(resources: dict[str, Resource], selected: set[str], source_key: str) -> list[_Group]:
+    """One group per root resource that a selected resource depends on."""
+    needed: set[str] = set()
+    for name in selected:
+        res: Resource | None = resources[name]
+        while res is not None:
+            needed.add(res.name)
+            res = res.data_from
+    groups: dict[str, _Group] = {}
+    for name in resources:
+        if name not in needed:
+            continue
+        res = resources[name]
+        root = res
+        while root.data_from is not None:
+            root = resources[root.data_from.name]
+        group = groups.setdefault(root.name, _Group(source_key, root, {}, set()))
+        if res.data_from is not None:
+            group.children.setdefault(res.data_from.name, []).append(res)
+        if name in selected:
+            group.selected.add(name)
+    return list(groups.values())
+
+
+def _find(group: _Group, name: str) -> Resource | None:
+    if group.root.name == name:
+        return group.root
+    for kids in group.children.values():
+        for kid in kids:
+            if kid.name == name:
+                return kid
+    return None
+
+
+def _reset_replace_slots(groups: list[_Group], state: dict) -> None:
+    """dlt semantics: a ``replace`` resource starts every run with empty resource state."""
+    for group in groups:
+        for name in group.selected:
+            res = _find(group, name)
+            if res is not None and res.write_disposition == "replace":
+                state.get("sources", {}).get(group.source_key, {}).get("resources", {}).pop(name, None)
+
+
+def _filter(item: Any, incrementals: list[Incremental]) -> tuple[Any, bool]:
+    stop = False
+    for inc in incrementals:
+        if item is None:
+            break
+        item, halt = inc.process(item)
+        stop = stop or halt
+    if isinstance(item, list) and not item:
+        item = None
+    return item, stop
