@@ -62,6 +62,8 @@ _MAX_NESTING = 254
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
+_INFLATE_STEP = 1024 * 1024
+
 _HASH_EXCLUDED_KEYS = frozenset({"_local", "_state_version", "_state_engine_version", "_version_hash"})
 
 _ALLOWED = (
@@ -95,12 +97,12 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
     try:
         out = orjson.dumps(prepared, default=encode_typed, option=option)
     except orjson.JSONEncodeError as exc:
-        problem = _find_problem(obj, "", 0, check_markers=False)
+        problem = _find_problem(obj, check_markers=False)
         if problem is None:  # pragma: no cover - orjson failed on something the walker accepts
             raise StateNotSerializableError(f"State cannot be serialized: {exc}. {_ALLOWED}.") from exc
         raise _not_serializable(*problem) from exc
     if _MARKER_UTF8_LEAD in out and (len(_MARKED_STRING_START.findall(out)) > typed_count[0] + uuid_count):
-        problem = _find_problem(obj, "", 0, check_markers=True)
+        problem = _find_problem(obj, check_markers=True)
         if problem is not None:
             raise _not_serializable(*problem)
     return out
@@ -191,45 +193,57 @@ def _tag_uuids(obj: Any, depth: int) -> tuple[Any, int]:
 # ------------------------------------------------------------------------------ locating a bad value
 
 
-def _find_problem(obj: Any, path: str, depth: int, *, check_markers: bool) -> tuple[str, str, str] | None:
+def _find_problem(root: Any, *, check_markers: bool) -> tuple[str, str, str] | None:
     """Return ``(path, what, hint)`` for the first value orjson (or the round trip) cannot handle.
 
-    Runs only after serialization failed, so it may be slow.
+    Runs only after serialization failed (or a marker needs checking), so it may be slow.
     """
-    if isinstance(obj, str):
-        return _string_problem(obj, path, check_markers=check_markers)
-    if obj is None or isinstance(obj, (bool, float)):
-        return None
-    if isinstance(obj, int):
-        if _INT_MIN <= obj <= _INT_MAX:
+    ancestors: set[int] = set()
+
+    def visit(obj: Any, path: str, depth: int) -> tuple[str, str, str] | None:
+        if isinstance(obj, str):
+            return _string_problem(obj, path, check_markers=check_markers)
+        if obj is None or isinstance(obj, (bool, float)):
             return None
-        return path, "an int outside the 64-bit range", "store it as a str or Decimal"
-    if isinstance(obj, Enum):
-        return _find_problem(obj.value, path, depth + 1, check_markers=check_markers)
-    if isinstance(obj, (dict, list, tuple)) and depth >= _MAX_NESTING:
-        return path, f"nested {_MAX_NESTING} containers deep (or a reference cycle)", "flatten the structure"
-    if isinstance(obj, dict):
+        if isinstance(obj, int):
+            if _INT_MIN <= obj <= _INT_MAX:
+                return None
+            return path, "an int outside the 64-bit range", "store it as a str or Decimal"
+        if isinstance(obj, Enum):
+            return visit(obj.value, path, depth)
+        is_list = isinstance(obj, list) or type(obj) is tuple
+        if isinstance(obj, dict) or is_list:
+            if id(obj) in ancestors:
+                return path, "a reference to a container that holds it (a cycle)", "store a copy instead"
+            if depth >= _MAX_NESTING:
+                return path, f"nested {_MAX_NESTING} containers deep", "flatten the structure"
+            ancestors.add(id(obj))
+            problem = visit_items(obj, path, depth) if is_list else visit_dict(obj, path, depth)
+            ancestors.discard(id(obj))
+            return problem
+        if isinstance(obj, (Decimal, datetime, date, time, UUID, bytes)):
+            return None
+        kind = type(obj).__qualname__
+        if isinstance(obj, (set, frozenset)):
+            return path, f"a value of type {kind}", "convert it to a sorted list"
+        return path, f"a value of type {kind}", "convert it to one of these types (e.g. a dict of its fields)"
+
+    def visit_dict(obj: dict, path: str, depth: int) -> tuple[str, str, str] | None:
         for key, value in obj.items():
             child = _join(path, key)
-            key_problem = _key_problem(key, child)
-            if key_problem is not None:
-                return key_problem
-            problem = _find_problem(value, child, depth + 1, check_markers=check_markers)
+            problem = _key_problem(key, child) or visit(value, child, depth + 1)
             if problem is not None:
                 return problem
         return None
-    if isinstance(obj, list) or type(obj) is tuple:
+
+    def visit_items(obj: list | tuple, path: str, depth: int) -> tuple[str, str, str] | None:
         for index, value in enumerate(obj):
-            problem = _find_problem(value, f"{path}[{index}]", depth + 1, check_markers=check_markers)
+            problem = visit(value, f"{path}[{index}]", depth + 1)
             if problem is not None:
                 return problem
         return None
-    if isinstance(obj, (Decimal, datetime, date, time, UUID, bytes)):
-        return None
-    kind = type(obj).__qualname__
-    if isinstance(obj, (set, frozenset)):
-        return path, f"a value of type {kind}", "convert it to a sorted list"
-    return path, f"a value of type {kind}", "convert it to one of these types (e.g. a dict of its fields)"
+
+    return visit(root, "", 0)
 
 
 def _string_problem(value: str, path: str, *, check_markers: bool) -> tuple[str, str, str] | None:
@@ -304,7 +318,7 @@ def _decode_marked(value: str) -> Any:
         return value  # like dlt: a marked string that does not parse is kept as text
 
 
-def typed_loads(data: bytes | str) -> Any:
+def typed_loads(data: bytes | bytearray | str) -> Any:
     """Parse typed JSON and turn prefixed strings back into their typed values.
 
     ``datetime`` values come back as stdlib ``datetime`` (a pendulum ``DateTime`` that was stored returns
@@ -355,7 +369,7 @@ def decode_state(blob: str, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES, where
     try:
         compressed = base64.b64decode(blob, validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text (which dlt does not catch)
-        raw: bytes | str = blob
+        raw: bytes | bytearray | str = blob
         if len(blob) > max_bytes or len(blob.encode("utf-8", "surrogatepass")) > max_bytes:
             raise _corrupt(where, f"the plain JSON text is larger than the {max_bytes}-byte limit") from None
         kind = "is neither base64 nor valid JSON"
@@ -371,20 +385,27 @@ def decode_state(blob: str, *, max_bytes: int = DEFAULT_MAX_DECODED_BYTES, where
     return doc
 
 
-def _inflate(compressed: bytes, max_bytes: int, where: str) -> bytes:
+def _inflate(compressed: bytes, max_bytes: int, where: str) -> bytearray:
+    """Inflate a zlib stream into at most ``max_bytes`` bytes; a bomb stops at the limit, not at its end."""
     inflater = zlib.decompressobj()
+    out = bytearray()
+    pending = compressed
     try:
-        # max_length bounds the output, so at most max_bytes + 1 bytes are ever allocated.
-        out = inflater.decompress(compressed, max_bytes + 1)
+        while not inflater.eof:
+            # Bounded steps into one growing buffer: peak memory stays near max_bytes, not a multiple.
+            chunk = inflater.decompress(pending, min(_INFLATE_STEP, max_bytes + 1 - len(out)))
+            out += chunk
+            if len(out) > max_bytes:
+                raise _corrupt(
+                    where,
+                    f"it decompresses to more than the {max_bytes}-byte limit "
+                    "(refused: possible decompression bomb)",
+                )
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:
+                raise _corrupt(where, "the zlib stream is truncated")
     except zlib.error as exc:
         raise _corrupt(where, f"the value is base64 but not a zlib stream ({exc})") from exc
-    if len(out) > max_bytes:
-        raise _corrupt(
-            where,
-            f"it decompresses to more than the {max_bytes}-byte limit (refused: possible decompression bomb)",
-        )
-    if not inflater.eof:
-        raise _corrupt(where, "the zlib stream is truncated")
     if inflater.unused_data:
         raise _corrupt(where, f"{len(inflater.unused_data)} unexpected bytes follow the zlib stream")
     return out
