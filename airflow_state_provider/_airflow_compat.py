@@ -1,0 +1,38 @@
+"""The one place the provider imports Airflow from, so that Airflow 3.1 and 3.3 both work.
+
+Airflow 3.2 moved ``conf``, ``determine_kwargs`` and ``AirflowTaskTerminated`` into ``airflow.sdk``;
+3.1 still has them in the core package. Everything else comes from ``airflow.sdk`` on every 3.x.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import BaseHook, BaseOperator, Connection
+from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
+from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
+from airflow.sdk.definitions.context import Context, context_merge
+from airflow.sdk.log import mask_secret
+
+try:
+    from airflow.sdk import conf
+    from airflow.sdk.bases.decorator import determine_kwargs
+    from airflow.sdk.exceptions import AirflowTaskTerminated
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowTaskTerminated  # type: ignore[no-redef]
+    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
+
+__all__ = [
+    "SET_DURING_EXECUTION",
+    "AirflowTaskTerminated",
+    "BaseHook",
+    "BaseOperator",
+    "Connection",
+    "Context",
+    "DecoratedOperator",
+    "TaskDecorator",
+    "conf",
+    "context_merge",
+    "determine_kwargs",
+    "mask_secret",
+    "task_decorator_factory",
+]
