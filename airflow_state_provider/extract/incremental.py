@@ -742,6 +742,7 @@ class Incremental:
         self._new_hashes: dict[str, None] = {}  # ordered set of hashes of rows at the running last value
         self._written_hash_count = len(self._state.get("unique_hashes") or [])
         self._hashes_dirty = False
+        self._boundary_rows = len(stored)  # rows known to sit on the running last value
         self._cap_warned = False
 
     def _dedup_enabled(self) -> bool:
@@ -928,6 +929,7 @@ class Incremental:
         self._advanced = True
         if self._dedup:
             self._new_hashes = {}
+            self._boundary_rows = 0
             self._hash_legacy = False
             self._remember(row, None)
 
@@ -937,10 +939,12 @@ class Incremental:
         if row_hash is None or self._hash_legacy != self._start_legacy:
             row_hash = self._row_hash(row, self._hash_legacy)
         self._hashes_dirty = True
+        self._boundary_rows += 1
         self._new_hashes[row_hash] = None
         if len(self._new_hashes) > self._cap:
             # bounded memory within the run too; dropping the oldest is what the state cap does anyway
             del self._new_hashes[next(iter(self._new_hashes))]
+            self._warn_cap(self._boundary_rows)
 
     def _last_label(self) -> str:
         return "last value of this run" if self._advanced else "stored last_value"
