@@ -8,7 +8,10 @@ file for writing at the same time anyway.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,6 +46,43 @@ class DuckDBDialect(Dialect):
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
         conn.exec_driver_sql("SET search_path = " + _quoted(dataset).replace("'", "''").join("''"))
         conn.commit()
+
+    def insert_rows(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]
+    ) -> None:
+        """One ``INSERT ... SELECT UNNEST(?), UNNEST(?), ...`` per batch, each column bound as one list.
+
+        Columnar binding converts whole Python lists natively; measured on 100k rows of 9 mixed
+        columns: ~80k rows/s, against ~1.7k rows/s for ``executemany`` and ~10k rows/s for
+        1000-row multi-VALUES statements. Decimals travel as text (7x faster, and exact).
+        """
+        if not rows:
+            return
+        data = [list(col) for col in zip(*rows, strict=True)]
+        for i, name in enumerate(columns):
+            fix = _fix_for(table.c[name].type)
+            if fix is not None:
+                data[i] = [None if v is None else fix(v) for v in data[i]]
+        prep = conn.dialect.identifier_preparer
+        statement = "INSERT INTO {} ({}) SELECT {}".format(
+            prep.format_table(table),
+            ", ".join(prep.quote(c) for c in columns),
+            ", ".join(["UNNEST(?)"] * len(columns)),
+        )
+        conn.connection.driver_connection.execute(statement, data)
+
+
+def _utc_wall_time(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
+    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
+        return str
+    if isinstance(t, sa.DateTime) and not t.timezone:
+        # a TIMESTAMPTZ value would be cast in the session's TimeZone, not UTC
+        return _utc_wall_time
+    return None
 
 
 def _quoted(identifier: str) -> str:

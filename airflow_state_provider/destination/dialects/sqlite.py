@@ -6,8 +6,11 @@ writers queue (up to the busy timeout) instead of failing at commit with a deadl
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -49,6 +52,55 @@ class SQLiteDialect(Dialect):
 
     def has_dataset(self, conn: sa.Connection, dataset: str) -> bool:
         return True
+
+    def insert_rows(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]
+    ) -> None:
+        """``executemany`` on the raw connection, values in the text formats SQLAlchemy reads back.
+
+        Timestamps are stored as UTC with an explicit ``+00:00``; decimals as text (SQLite's NUMERIC
+        affinity keeps about 15 significant digits).
+        """
+        if not rows:
+            return
+        fixes = [_fix_for(table.c[c].type) for c in columns]
+        if any(fixes):
+            data = [list(col) for col in zip(*rows, strict=True)]
+            for i, fix in enumerate(fixes):
+                if fix is not None:
+                    data[i] = [None if v is None else fix(v) for v in data[i]]
+            rows = list(zip(*data, strict=True))
+        prep = conn.dialect.identifier_preparer
+        statement = "INSERT INTO {} ({}) VALUES ({})".format(
+            prep.format_table(table),
+            ", ".join(prep.quote(c) for c in columns),
+            ", ".join(["?"] * len(columns)),
+        )
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(statement, rows)
+        finally:
+            cursor.close()
+
+
+def _utc_text(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds") + "+00:00"
+
+
+def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
+    if isinstance(t, sa.DateTime):
+        return _utc_text
+    if isinstance(t, (sa.Date, sa.Time)):
+        return _isoformat
+    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
+        return str
+    return None
+
+
+def _isoformat(value: dt.date | dt.time) -> str:
+    return value.isoformat()
 
 
 def _on_connect(datasets: set[str], database: str | None):

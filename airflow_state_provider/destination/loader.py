@@ -1,0 +1,761 @@
+"""Loading rows into data tables: schema inference and evolution, append / replace / merge (DESIGN §7).
+
+Rows are dicts. Their keys are normalized to snake_case exactly as dlt does
+(:mod:`~airflow_state_provider.destination.naming`), nested dicts are flattened into
+``parent__child`` columns at every level, and lists are stored whole in one JSON column:
+unlike dlt, no child tables are created, so a resource always maps to exactly one table.
+
+Column types come from the Python values (see :data:`KIND_OF_TYPE`); ``None`` never decides a type, so a
+column appears with its first non-null value. Every table also gets dlt's ``_dlt_load_id`` and
+``_dlt_id`` (random 10 bytes, base64 without padding). A value that does not fit its existing column
+raises :class:`SchemaConflictError` before anything of its batch is written.
+
+The loader never begins, commits or rolls back: the caller's transaction holds everything, DDL
+included, so a rollback leaves the destination exactly as it was. After a rollback, discard the loader
+(its picture of the tables may be stale).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import itertools
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
+
+from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.exceptions import PipelineStateError, SchemaConflictError
+
+C_LOAD_ID = "_dlt_load_id"
+C_ID = "_dlt_id"
+#: dlt's name for an empty (or blank) key
+EMPTY_KEY = "_empty"
+# Staging-only names. snake_case never produces a trailing "_", so no data column can clash.
+_SEQ = "_asp_seq_"
+_ROW_NUMBER = "_asp_rn_"
+
+WRITE_DISPOSITIONS = ("append", "replace", "merge")
+DECIMAL_PRECISION = (38, 9)  # dlt's default
+
+# column kinds: the loader's type system, one per dlt data type (plus "other" for foreign columns)
+BOOL, BIGINT, DOUBLE, DECIMAL, TEXT, JSON = "bool", "bigint", "double", "decimal", "text", "json"
+TIMESTAMP, DATE, TIME, BINARY, UUID, OTHER = "timestamp", "date", "time", "binary", "uuid", "other"
+
+#: value kinds of the exact Python types; subclasses are resolved by :func:`value_kind`
+KIND_OF_TYPE: dict[type, str] = {
+    bool: BOOL,
+    int: BIGINT,
+    float: DOUBLE,
+    str: TEXT,
+    Decimal: DECIMAL,
+    dt.datetime: TIMESTAMP,
+    dt.date: DATE,
+    dt.time: TIME,
+    bytes: BINARY,
+    uuid.UUID: UUID,
+    list: JSON,
+    tuple: JSON,
+    dict: JSON,
+}
+_KIND_OF_SUBCLASS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (dt.datetime, TIMESTAMP),  # before date: datetime is a date
+    (dt.date, DATE),
+    (dt.time, TIME),
+    (Decimal, DECIMAL),
+    (uuid.UUID, UUID),
+    (int, BIGINT),  # IntEnum
+    (float, DOUBLE),
+    (str, TEXT),  # StrEnum
+    ((bytes, bytearray, memoryview), BINARY),
+    ((Mapping, list, tuple), JSON),
+)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def value_kind(t: type) -> str | None:
+    """The column kind a Python value of type ``t`` creates, or None if it cannot be stored."""
+    kind = KIND_OF_TYPE.get(t)
+    if kind is None:
+        for base, candidate in _KIND_OF_SUBCLASS:
+            if issubclass(t, base):
+                return candidate
+    return kind
+
+
+def kind_of_sa_type(t: sa.types.TypeEngine) -> str:
+    """The column kind of an existing (reflected or created) column type."""
+    if isinstance(t, sa.Boolean):
+        return BOOL
+    if isinstance(t, sa.Integer):
+        return BIGINT
+    if isinstance(t, sa.Float):  # before Numeric: Float is a Numeric
+        return DOUBLE
+    if isinstance(t, sa.Numeric):
+        return DECIMAL
+    if isinstance(t, sa.Uuid):
+        return UUID
+    if isinstance(t, sa.JSON):
+        return JSON
+    if isinstance(t, sa.Enum):
+        return OTHER
+    if isinstance(t, sa.String):
+        return TEXT
+    if isinstance(t, sa.DateTime):
+        return TIMESTAMP
+    if isinstance(t, sa.Date):
+        return DATE
+    if isinstance(t, sa.Time):
+        return TIME
+    if isinstance(t, (sa.LargeBinary, sa.BINARY, sa.VARBINARY)):
+        return BINARY
+    return OTHER
+
+
+def new_column_type(kind: str, dialect_name: str) -> sa.types.TypeEngine:
+    """The type of a column created for ``kind``: JSON is jsonb on PostgreSQL and text on SQLite."""
+    if kind == JSON:
+        if dialect_name == "postgresql":
+            return postgresql.JSONB()
+        return sa.Text() if dialect_name == "sqlite" else sa.JSON()
+    return {
+        BOOL: sa.Boolean,
+        BIGINT: sa.BigInteger,
+        DOUBLE: sa.Double,
+        DECIMAL: lambda: sa.Numeric(*DECIMAL_PRECISION),
+        TEXT: sa.Text,
+        UUID: sa.Text,  # as dlt does
+        TIMESTAMP: lambda: sa.DateTime(timezone=True),
+        DATE: sa.Date,
+        TIME: sa.Time,
+        BINARY: sa.LargeBinary,
+    }[kind]()
+
+
+def infer_kind(kinds: set[str]) -> str | None:
+    """The kind of a new column whose first values have ``kinds``; None if they cannot share one."""
+    if len(kinds) == 1:
+        (kind,) = kinds
+        return TEXT if kind == UUID else kind
+    if kinds <= {BIGINT, DOUBLE, DECIMAL}:
+        return DECIMAL if DECIMAL in kinds else DOUBLE
+    if JSON in kinds and kinds <= {JSON, TEXT, BIGINT, DOUBLE, BOOL}:
+        return JSON
+    if kinds <= {TEXT, UUID}:
+        return TEXT
+    return None
+
+
+# -- value conversion -----------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (dt.date, dt.time)):  # only reached by the stdlib fallback
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dump_json(value: Any) -> str:
+    """JSON text of a column value (Decimal as string, bytes as base64, datetimes in ISO format)."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # integers beyond 64 bits; anything else fails here too
+        return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _parse_timestamp(value: str) -> dt.datetime:
+    return _aware(dt.datetime.fromisoformat(value))
+
+
+def _wall_time(value: dt.time) -> dt.time:
+    return value if value.tzinfo is None else value.replace(tzinfo=None)
+
+
+def _enum_text(value: Any) -> str:
+    return value.value if isinstance(value, Enum) else str(value)
+
+
+# Which value kinds each column kind accepts, and how each is converted (None: as is).
+_ACCEPTS: dict[str, dict[str, Callable[[Any], Any] | None]] = {
+    BOOL: {BOOL: None},
+    BIGINT: {BIGINT: None},
+    DOUBLE: {DOUBLE: None, BIGINT: float},
+    DECIMAL: {DECIMAL: None, BIGINT: Decimal, DOUBLE: lambda v: Decimal(repr(v))},
+    TEXT: {TEXT: None, UUID: str, JSON: dump_json},
+    JSON: {JSON: dump_json, TEXT: dump_json, BIGINT: dump_json, DOUBLE: dump_json, BOOL: dump_json},
+    TIMESTAMP: {TIMESTAMP: _aware, TEXT: _parse_timestamp},
+    DATE: {DATE: None, TEXT: dt.date.fromisoformat},
+    TIME: {TIME: _wall_time, TEXT: lambda v: _wall_time(dt.time.fromisoformat(v))},
+    BINARY: {BINARY: None},
+    UUID: {UUID: None, TEXT: uuid.UUID},
+}
+# subclass instances (IntEnum, StrEnum, bytearray, ...) become their base type first
+_TO_BASE: dict[str, Callable[[Any], Any]] = {
+    BIGINT: int,
+    DOUBLE: float,
+    TEXT: _enum_text,
+    BINARY: bytes,
+    JSON: lambda v: dict(v) if isinstance(v, Mapping) else list(v),
+}
+
+
+def _compose(first: Callable[[Any], Any] | None, then: Callable[[Any], Any] | None):
+    if first is None or then is None:
+        return first or then
+    return lambda v: then(first(v))
+
+
+def new_dlt_ids(n: int) -> list[str]:
+    """``n`` random ``_dlt_id`` values: 10 random bytes, base64 without padding (14 chars), as dlt."""
+    raw = secrets.token_bytes(10 * n)
+    encode = base64.b64encode
+    return [encode(raw[i : i + 10])[:14].decode("ascii") for i in range(0, 10 * n, 10)]
+
+
+# -- DDL ------------------------------------------------------------------------------------------
+
+
+class _AddColumn(sa.schema.ExecutableDDLElement):
+    """``ALTER TABLE t ADD COLUMN c type``; the column must already be appended to ``table``."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, column: sa.Column) -> None:
+        self.table = table
+        self.column = column
+
+
+@compiles(_AddColumn)
+def _compile_add_column(element: _AddColumn, compiler: Any, **kw: Any) -> str:
+    table = compiler.preparer.format_table(element.table)
+    return f"ALTER TABLE {table} ADD COLUMN {compiler.get_column_specification(element.column)}"
+
+
+_DUCKDB_TYPES: dict[str, Callable[[], sa.types.TypeEngine]] = {
+    "BOOLEAN": sa.Boolean,
+    "TINYINT": sa.SmallInteger,
+    "SMALLINT": sa.SmallInteger,
+    "INTEGER": sa.Integer,
+    "BIGINT": sa.BigInteger,
+    "UTINYINT": sa.SmallInteger,
+    "USMALLINT": sa.Integer,
+    "UINTEGER": sa.BigInteger,
+    "FLOAT": sa.REAL,
+    "DOUBLE": sa.Double,
+    "VARCHAR": sa.Text,
+    "DATE": sa.Date,
+    "TIME": sa.Time,
+    "TIMESTAMP": sa.DateTime,
+    "TIMESTAMP_S": sa.DateTime,
+    "TIMESTAMP_MS": sa.DateTime,
+    "TIMESTAMP_NS": sa.DateTime,
+    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True),
+    "BLOB": sa.LargeBinary,
+    "UUID": sa.Uuid,
+    "JSON": sa.JSON,
+}
+
+
+def _duckdb_type(data_type: str) -> sa.types.TypeEngine:
+    name = data_type.upper()
+    if name.startswith("DECIMAL(") and name.endswith(")"):
+        precision, _, scale = name[len("DECIMAL(") : -1].partition(",")
+        return sa.Numeric(int(precision), int(scale or 0))
+    factory = _DUCKDB_TYPES.get(name)
+    return factory() if factory is not None else sa.types.NullType()
+
+
+# -- the loader -----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _TableState:
+    name: str
+    disposition: str
+    primary_key: tuple[str, ...]
+    merge_key: tuple[str, ...]
+    resource_name: str | None
+    #: column -> kind, once reflected (None before)
+    kinds: dict[str, str] | None = None
+    #: the table as it is in the database, None while it does not exist
+    table: sa.Table | None = None
+    #: raw key -> (normalized key, column name), per nesting path
+    names: dict[tuple[str, ...], dict[Any, tuple[str, str]]] = field(default_factory=dict)
+    buffer: list[dict[str, Any]] = field(default_factory=list)
+    emptied: bool = False
+    staging: sa.Table | None = None
+    seq: int = 0
+    #: rows loaded in the current chunk
+    loaded: int = 0
+
+
+class Loader:
+    """Streams rows into the data tables of one dataset, inside the caller's transaction.
+
+    ``write`` buffers up to ``batch_size`` normalized rows per table and writes full batches through the
+    dialect's bulk path; ``finish`` writes the rest, applies merges and replaces, and returns the rows
+    loaded per table. A loader may then take the next chunk (checkpoint) on the same connection; what it
+    knows about each table, and that a ``replace`` table was emptied, lasts for its whole lifetime.
+    """
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        dialect: Dialect,
+        dataset: str,
+        load_id: str,
+        *,
+        pipeline_name: str,
+        batch_size: int = 10_000,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.conn = conn
+        self.dialect = dialect
+        self.dataset = dataset
+        self.load_id = load_id
+        self.pipeline_name = pipeline_name
+        self.batch_size = batch_size
+        #: normalized names of the tables this loader created, changed or wrote rows to
+        self.tables_written: set[str] = set()
+        self._tables: dict[str, _TableState] = {}
+        self._table_names: dict[str, str] = {}
+        self._chunk: dict[str, None] = {}  # tables written since the last finish(), in order
+        self._dataset_ready = False
+        # dlt's identifier limits: 63 on PostgreSQL, none on DuckDB (whose engine claims PostgreSQL's)
+        self._max_length = None if dialect.name == "duckdb" else conn.dialect.max_identifier_length
+        # the portable insert path binds through sa.JSON, which serializes by itself
+        self._json_as_text = type(dialect).insert_rows is not Dialect.insert_rows
+
+    # -- public API -------------------------------------------------------------------------------
+    def write(
+        self,
+        table_name: str,
+        rows: Iterable[dict],
+        *,
+        write_disposition: str = "append",
+        primary_key: str | Sequence[str] | None = None,
+        merge_key: str | Sequence[str] | None = None,
+        resource_name: str | None = None,
+    ) -> None:
+        """Buffer ``rows`` for ``table_name``, writing a batch whenever ``batch_size`` rows are buffered.
+
+        The first write of a table fixes its disposition and keys. ``merge`` needs a primary key.
+        """
+        state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
+        self._chunk[state.name] = None
+        flatten = self._flatten
+        for row in rows:
+            if not isinstance(row, dict):
+                raise PipelineStateError(
+                    f"Pipeline {self.pipeline_name!r}: table {state.name!r} received a row of type "
+                    f"{type(row).__name__} ({_preview(row)}); rows must be dicts. Yield dicts, or lists of "
+                    "dicts, from the resource."
+                )
+            out: dict[str, Any] = {}
+            flatten(state, row, (), out)
+            state.buffer.append(out)
+            if len(state.buffer) >= self.batch_size:
+                self._flush(state)
+
+    def finish(self) -> dict[str, int]:
+        """Write what is buffered, apply replaces and merges; rows loaded per table since the last call.
+
+        Merge counts the rows inserted after deduplication.
+        """
+        counts: dict[str, int] = {}
+        for name in self._chunk:
+            state = self._tables[name]
+            self._flush(state)
+            if state.disposition == "replace" and not state.emptied:
+                self._reflect(state)
+                self._empty(state)
+            if state.staging is not None:
+                state.loaded += self._merge(state)
+            counts[name] = state.loaded
+            state.loaded = 0
+        self._chunk.clear()
+        return counts
+
+    def restamp(self, new_load_id: str) -> None:
+        """Move the rows written under the current load id to ``new_load_id``, and use it from now on."""
+        old = self.load_id
+        if new_load_id != old:
+            for name in sorted(self.tables_written):
+                state = self._tables[name]
+                for table in (state.table, state.staging):
+                    if table is not None:
+                        stmt = sa.update(table).where(table.c[C_LOAD_ID] == old)
+                        self.conn.execute(stmt.values({C_LOAD_ID: new_load_id}))
+        self.load_id = new_load_id
+
+    # -- tables -----------------------------------------------------------------------------------
+    def _table(
+        self,
+        table_name: str,
+        disposition: str,
+        primary_key: str | Sequence[str] | None,
+        merge_key: str | Sequence[str] | None,
+        resource_name: str | None,
+    ) -> _TableState:
+        name = self._table_names.get(table_name)
+        if name is None:
+            name = self._normalize(table_name, what="table name", table=table_name)
+            self._table_names[table_name] = name
+        state = self._tables.get(name)
+        if state is not None:
+            return state
+        if disposition not in WRITE_DISPOSITIONS:
+            raise PipelineStateError(
+                f"Pipeline {self.pipeline_name!r}: table {name!r} has write_disposition {disposition!r}; "
+                f"use one of {', '.join(WRITE_DISPOSITIONS)}."
+            )
+        pk = self._key_columns(primary_key, name)
+        if disposition == "merge" and not pk:
+            raise PipelineStateError(
+                f"Pipeline {self.pipeline_name!r}: table {name!r} has write_disposition 'merge' but no "
+                "primary_key; give the resource a primary_key (a column or tuple of columns)."
+            )
+        state = _TableState(name, disposition, pk, self._key_columns(merge_key, name), resource_name)
+        self._tables[name] = state
+        return state
+
+    def _key_columns(self, key: str | Sequence[str] | None, table: str) -> tuple[str, ...]:
+        if not key:
+            return ()
+        keys = (key,) if isinstance(key, str) else tuple(key)
+        return tuple(self._normalize(k, what="key column", table=table) for k in keys)
+
+    def _normalize(self, name: Any, *, what: str, table: str) -> str:
+        if not isinstance(name, str):
+            raise PipelineStateError(
+                f"Pipeline {self.pipeline_name!r}: table {table!r}: {what} {name!r} is a "
+                f"{type(name).__name__}; names must be strings."
+            )
+        try:
+            return naming.normalize_path(name, self._max_length)
+        except naming.InvalidIdentifierError as e:
+            raise PipelineStateError(
+                f"Pipeline {self.pipeline_name!r}: table {table!r}: {what} {name!r} is not usable: {e}. "
+                "Rename it in the resource."
+            ) from None
+
+    def _flatten(self, state: _TableState, row: dict, path: tuple[str, ...], out: dict[str, Any]) -> None:
+        names = state.names.get(path)
+        if names is None:
+            names = state.names[path] = {}
+        for key, value in row.items():
+            entry = names.get(key)
+            if entry is None:
+                entry = names[key] = self._column_name(state, path, key)
+            if type(value) is dict:  # exactly dict, as dlt: other mappings are stored as JSON
+                self._flatten(state, value, (*path, entry[0]), out)
+            else:
+                out[entry[1]] = value
+
+    def _column_name(self, state: _TableState, path: tuple[str, ...], key: Any) -> tuple[str, str]:
+        if isinstance(key, str) and not key.strip():
+            part = EMPTY_KEY
+        else:
+            part = self._normalize(key, what="column", table=state.name)
+        if not path:
+            return part, part
+        return part, naming.make_path(*path, part, max_length=self._max_length)
+
+    def _ensure_dataset(self) -> None:
+        if self._dataset_ready:
+            return
+        if self.dialect.creates_schemas and not self.dialect.has_dataset(self.conn, self.dataset):
+            self.dialect.create_dataset(self.conn, self.dataset)
+        self._dataset_ready = True
+
+    def _reflect(self, state: _TableState) -> None:
+        """Learn the table's columns from the database, once per loader."""
+        if state.kinds is not None:
+            return
+        self._ensure_dataset()
+        types = self._existing_columns(state.name)
+        state.kinds = {}
+        if types is not None:
+            columns = [sa.Column(n, t) for n, t in types.items()]
+            state.table = sa.Table(state.name, sa.MetaData(), *columns, schema=self.dataset)
+            state.kinds = {n: kind_of_sa_type(t) for n, t in types.items()}
+
+    def _existing_columns(self, name: str) -> dict[str, sa.types.TypeEngine] | None:
+        if self.dialect.name == "duckdb":
+            # duckdb-engine's inspector cannot reflect columns under SQLAlchemy 2.1
+            cols = sa.table(
+                "columns",
+                sa.column("table_catalog"),
+                sa.column("table_schema"),
+                sa.column("table_name"),
+                sa.column("column_name"),
+                sa.column("data_type"),
+                sa.column("ordinal_position"),
+                schema="information_schema",
+            )
+            query = (
+                sa.select(cols.c.column_name, cols.c.data_type)
+                .where(cols.c.table_catalog == sa.func.current_database())
+                .where(cols.c.table_schema == self.dataset, cols.c.table_name == name)
+                .order_by(cols.c.ordinal_position)
+            )
+            found = self.conn.execute(query).all()
+            return {c: _duckdb_type(t) for c, t in found} if found else None
+        inspector = sa.inspect(self.conn)
+        if not inspector.has_table(name, schema=self.dataset):
+            return None
+        return {c["name"]: c["type"] for c in inspector.get_columns(name, schema=self.dataset)}
+
+    def _ensure_columns(self, state: _TableState, new: dict[str, str]) -> None:
+        """Create the table, or add the columns it lacks (schema evolution)."""
+        assert state.kinds is not None
+        dialect_name = self.dialect.name
+        if state.table is None:
+            columns = [sa.Column(n, new_column_type(k, dialect_name)) for n, k in new.items()]
+            columns += [
+                sa.Column(C_LOAD_ID, sa.Text, nullable=False),
+                # no UNIQUE on DuckDB, as dlt: its index makes bulk inserts ~2.5x slower there
+                sa.Column(C_ID, sa.Text, nullable=False, unique=dialect_name != "duckdb"),
+            ]
+            state.table = sa.Table(state.name, sa.MetaData(), *columns, schema=self.dataset)
+            self.conn.execute(sa.schema.CreateTable(state.table))
+            state.kinds.update({c.name: kind_of_sa_type(c.type) for c in columns})
+            self.tables_written.add(state.name)
+            return
+        missing = {c: TEXT for c in (C_LOAD_ID, C_ID) if c not in state.kinds}
+        for name, kind in {**new, **missing}.items():
+            for table in (state.table, state.staging):
+                if table is not None:
+                    column = sa.Column(name, new_column_type(kind, dialect_name))
+                    table.append_column(column)
+                    self.conn.execute(_AddColumn(table, column))
+            state.kinds[name] = kind_of_sa_type(state.table.c[name].type)
+            self.tables_written.add(state.name)
+
+    def _empty(self, state: _TableState) -> None:
+        if state.table is not None:
+            self.conn.execute(sa.delete(state.table))
+            self.tables_written.add(state.name)
+        state.emptied = True
+
+    # -- batches ----------------------------------------------------------------------------------
+    def _flush(self, state: _TableState) -> None:
+        rows, state.buffer = state.buffer, []
+        if not rows:
+            return
+        self._reflect(state)
+        assert state.kinds is not None
+        seen: dict[str, set[type]] = {}
+        for row in rows:
+            for name, value in row.items():
+                if value is not None:
+                    types = seen.get(name)
+                    if types is None:
+                        seen[name] = {type(value)}
+                    else:
+                        types.add(type(value))
+        seen.pop(C_LOAD_ID, None)  # ours to set, as in dlt
+        seen.pop(C_ID, None)
+
+        # decide and check every column before anything of this batch is written
+        new: dict[str, str] = {}
+        columns = list(seen)
+        values: list[list[Any]] = []
+        for name in columns:
+            kinds = {t: self._value_kind(state, name, t, rows) for t in seen[name]}
+            kind = state.kinds.get(name)
+            if kind is None:
+                inferred = infer_kind(set(kinds.values()))
+                if inferred is None:
+                    found = sorted(set(kinds.values()))
+                    raise self._conflict(state, name, found[0], found[1], None, new_column=True)
+                kind = new[name] = kind_of_sa_type(new_column_type(inferred, self.dialect.name))
+            values.append(self._convert(state, name, kind, kinds, [row.get(name) for row in rows]))
+        if state.disposition == "merge":
+            self._check_keys(state, columns, values)
+
+        self._ensure_columns(state, new)
+        if state.disposition == "replace" and not state.emptied:
+            self._empty(state)
+        n = len(rows)
+        tail: list[Iterable[Any]] = [itertools.repeat(self.load_id, n), new_dlt_ids(n)]
+        columns += [C_LOAD_ID, C_ID]
+        target = state.table
+        if state.disposition == "merge":
+            target = self._staging(state)
+            tail.append(range(state.seq, state.seq + n))
+            columns.append(_SEQ)
+            state.seq += n
+        else:
+            state.loaded += n
+        assert target is not None
+        self.dialect.insert_rows(self.conn, target, columns, list(zip(*values, *tail, strict=True)))
+        self.tables_written.add(state.name)
+
+    def _value_kind(self, state: _TableState, column: str, t: type, rows: list[dict]) -> str:
+        kind = value_kind(t)
+        if kind is None:
+            example = next(r[column] for r in rows if type(r.get(column)) is t)
+            raise PipelineStateError(
+                f"Pipeline {self.pipeline_name!r}: column {column!r} of table {state.name!r} got a value "
+                f"of type {t.__name__} ({_preview(example)}), which cannot be stored. Convert it in the "
+                "resource to str, int, float, bool, Decimal, datetime, date, time, bytes, UUID, dict or list."
+            )
+        return kind
+
+    def _convert(
+        self, state: _TableState, column: str, kind: str, kinds: dict[type, str], values: list[Any]
+    ) -> list[Any]:
+        """``values`` converted to what a ``kind`` column stores; SchemaConflictError if one does not fit."""
+        if kind == OTHER:  # a column of a type we do not manage: the database decides
+            return values
+        accepts = _ACCEPTS[kind]
+        if kind == JSON and not self._json_as_text:
+            accepts = dict.fromkeys(accepts)
+        converters: dict[type, Callable[[Any], Any] | None] = {}
+        for t, value_kind_ in kinds.items():
+            if value_kind_ not in accepts:
+                example = next(v for v in values if type(v) is t)
+                raise self._conflict(state, column, kind, value_kind_, example)
+            to_base = _TO_BASE.get(value_kind_) if t not in KIND_OF_TYPE else None
+            converters[t] = _compose(to_base, accepts[value_kind_])
+        if any(converters.values()):
+            try:
+                if len(converters) == 1:
+                    (convert,) = converters.values()
+                    assert convert is not None
+                    values = [None if v is None else convert(v) for v in values]
+                else:
+                    values = [None if v is None else _apply(converters[type(v)], v) for v in values]
+            except (ValueError, TypeError, ArithmeticError):
+                self._raise_unconvertible(state, column, kind, kinds, converters, values)
+        if kind == BIGINT:
+            ints = [v for v in values if v is not None]
+            if ints and (min(ints) < _INT64[0] or max(ints) > _INT64[1]):
+                bad = next(v for v in ints if not _INT64[0] <= v <= _INT64[1])
+                raise self._conflict(state, column, kind, "integer beyond 64 bits", bad)
+        return values
+
+    def _raise_unconvertible(
+        self,
+        state: _TableState,
+        column: str,
+        kind: str,
+        kinds: dict[type, str],
+        converters: dict[type, Callable[[Any], Any] | None],
+        values: list[Any],
+    ) -> None:
+        for v in values:
+            if v is None:
+                continue
+            try:
+                _apply(converters[type(v)], v)
+            except (ValueError, TypeError, ArithmeticError) as e:
+                raise self._conflict(state, column, kind, kinds[type(v)], v, reason=str(e)) from e
+        raise AssertionError("a conversion failed but no value fails again")  # pragma: no cover
+
+    def _check_keys(self, state: _TableState, columns: list[str], values: list[list[Any]]) -> None:
+        for key in state.primary_key:
+            if key not in columns or any(v is None for v in values[columns.index(key)]):
+                raise PipelineStateError(
+                    f"Pipeline {self.pipeline_name!r}: table {state.name!r} is merged on primary key "
+                    f"{', '.join(state.primary_key)} but a row has no value for {key!r}. Every row of a "
+                    "merge table needs its primary key."
+                )
+
+    def _conflict(
+        self,
+        state: _TableState,
+        column: str,
+        expected: str,
+        found: str,
+        value: Any,
+        *,
+        new_column: bool = False,
+        reason: str | None = None,
+    ) -> SchemaConflictError:
+        where = f"column {column!r} of table {self.dataset}.{state.name}"
+        if new_column:
+            what = f"new {where} got values of incompatible types {expected} and {found} in one batch"
+        else:
+            what = f"{where} has type {expected} but a row has a value of type {found} ({_preview(value)})"
+            if reason:
+                what += f": {reason}"
+        return SchemaConflictError(
+            f"Pipeline {self.pipeline_name!r}: {what}. Nothing of this load is committed. Convert the "
+            "value in the resource, or load it under another column name."
+        )
+
+    # -- merge ------------------------------------------------------------------------------------
+    def _staging(self, state: _TableState) -> sa.Table:
+        """A temporary table shaped like the target, plus the row order; dropped by :meth:`_merge`."""
+        if state.staging is None:
+            assert state.table is not None
+            name = f"_asp_stage_{secrets.token_hex(4)}"
+            order = sa.cast(sa.null(), sa.BigInteger).label(_SEQ)
+            shape = sa.select(*state.table.c, order).where(sa.false())
+            self.conn.execute(sa.schema.CreateTableAs(shape, name, temporary=True))
+            columns = [sa.Column(c.name, c.type) for c in state.table.c]
+            state.staging = sa.Table(name, sa.MetaData(), *columns, sa.Column(_SEQ, sa.BigInteger))
+        return state.staging
+
+    def _merge(self, state: _TableState) -> int:
+        """Upsert the staged rows: delete matching keys, insert the last row of each primary key."""
+        target, staging = state.table, state.staging
+        assert target is not None and staging is not None
+        for keys in (state.primary_key, state.merge_key):
+            missing = [k for k in keys if k not in staging.c]
+            if missing:
+                raise PipelineStateError(
+                    f"Pipeline {self.pipeline_name!r}: table {state.name!r} is merged on "
+                    f"{', '.join(keys)} but no row has {', '.join(missing)}."
+                )
+            if keys:
+                match = sa.and_(*(staging.c[k] == target.c[k] for k in keys))
+                self.conn.execute(sa.delete(target).where(sa.exists().where(match)))
+        names = [c.name for c in target.c]
+        rank = sa.func.row_number().over(
+            partition_by=[staging.c[k] for k in state.primary_key], order_by=staging.c[_SEQ].desc()
+        )
+        ranked = sa.select(*(staging.c[n] for n in names), rank.label(_ROW_NUMBER)).subquery()
+        last = sa.select(*(ranked.c[n] for n in names)).where(ranked.c[_ROW_NUMBER] == 1)
+        insert = sa.insert(target).from_select(names, last).execution_options(preserve_rowcount=True)
+        inserted = self.conn.execute(insert).rowcount
+        self.conn.execute(sa.schema.DropTable(staging))
+        state.staging = None
+        return inserted
+
+
+def _apply(convert: Callable[[Any], Any] | None, value: Any) -> Any:
+    return value if convert is None else convert(value)
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
