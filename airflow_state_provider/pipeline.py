@@ -305,7 +305,7 @@ class Pipeline:
         for item in items:
             if isinstance(item, Source):
                 resources = item.evaluate()  # again, now with the restored state visible
-                selected = set(item.selected)
+                selected = set(item.selection(resources))
                 source_key = item.name
             else:
                 resources = {item.name: item}

@@ -63,7 +63,11 @@ class Source:
     @property
     def selected(self) -> tuple[str, ...]:
         """Names of the resources a run loads (all unless narrowed by :meth:`with_resources`)."""
-        return self._selected if self._selected is not None else tuple(self.resources)
+        return self.selection(self.resources)
+
+    def selection(self, resources: dict[str, Resource]) -> tuple[str, ...]:
+        """The selected names among ``resources`` (a fresh evaluation of the body)."""
+        return self._selected if self._selected is not None else tuple(resources)
 
     def with_resources(self, *names: str) -> Source:
         """A copy that loads only the named resources."""
