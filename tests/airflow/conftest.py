@@ -96,7 +96,7 @@ def load_example_dag(dag_id: str):
     except ImportError:  # Airflow 3.1
         from airflow.models.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert not bag.import_errors, bag.import_errors
     return bag.dags[dag_id]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
@@ -225,15 +224,12 @@ def dialect(request):
 def test_load_through_a_real_connection(dialect, form, tmp_path, monkeypatch, request, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     hook = set_conn(monkeypatch, "dest", real_connection(dialect, form, tmp_path, request))
-    if dialect == "sqlite":
-        sqlite3.connect(hook.get_sqlalchemy_url().database).close()
-    ok, message = hook.test_connection()
-    assert ok, message
-    assert message.startswith("Connected to ")
-
     pipeline = hook.get_pipeline("hooked", pipelines_dir=tmp_path / "pipelines")
     info = pipeline.run([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}], table_name="items")
     hook.dispose()
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert message.startswith("Connected to ")
     assert info.row_counts == {"items": 2}
     expected_dataset = "from_conn" if form == "json" and dialect == "postgresql" else "hooked_dataset"
     assert pipeline.dataset_name == expected_dataset
