@@ -383,18 +383,34 @@ def test_the_dedup_list_is_capped_keeping_the_newest_with_a_warning(caplog: pyte
     assert second.ids() == [0, 1, 2]
 
 
+def test_the_cap_also_bounds_stored_plus_new_hashes_on_an_unmoved_boundary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    inc = incremental("c", max_unique_hashes=5)
+    first = run(inc, rows_of(*[(i, T1) for i in range(4)]), primary_key="id")
+    assert len(first.slot()["unique_hashes"]) == 4 and not caplog.records
+    second = run(inc, rows_of(*[(i, T1) for i in range(7)]), state=first.state, primary_key="id")
+    assert second.ids() == [4, 5, 6]
+    assert second.slot()["unique_hashes"] == [dedup_hash(i) for i in range(2, 7)]
+    assert len([r for r in caplog.records if "deduplication hashes kept in state" in r.message]) == 1
+
+
 def test_the_module_default_cap_applies_without_the_kwarg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(incremental_module, "MAX_UNIQUE_HASHES", 3)
     result = run(incremental("c"), rows_of(*[(i, T1) for i in range(5)]), primary_key="id")
     assert result.slot()["unique_hashes"] == [dedup_hash(i) for i in (2, 3, 4)]
 
 
-@pytest.mark.parametrize(("count", "warned"), [(200, False), (201, True)])
+@pytest.mark.parametrize(
+    ("count", "split", "warned"), [(200, 200, False), (201, 201, True), (201, 200, True)]
+)
 def test_many_rows_on_one_cursor_value_warn_like_dlt(
-    caplog: pytest.LogCaptureFixture, count: int, warned: bool
+    caplog: pytest.LogCaptureFixture, count: int, split: int, warned: bool
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    run(incremental("c"), rows_of(*[(i, T1) for i in range(count)]), primary_key="id")
+    rows = rows_of(*[(i, T1) for i in range(count)])
+    run(incremental("c"), rows[:split], rows[split:], primary_key="id")
     messages = [r.message for r in caplog.records if "Large number of records" in r.message]
     assert messages == (
         [
@@ -801,7 +817,9 @@ def test_empty_pages_leave_the_state_untouched() -> None:
 
 
 def test_process_returns_the_rows_untouched() -> None:
-    bound = incremental("c", initial_value="2023-12-31").bind(pipeline_name=PIPE, resource_name=RES, resource_state={})
+    bound = incremental("c", initial_value="2023-12-31").bind(
+        pipeline_name=PIPE, resource_name=RES, resource_state={}
+    )
     row = {"id": 1, "c": "2024-01-01T00:00:00Z", "nested": {"a": [1]}}
     snapshot = copy.deepcopy(row)
     out, _ = bound.process(row)
