@@ -35,6 +35,8 @@ class StatefulLoadOperator(BaseOperator):
     :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics).
     :param checkpoint_every: commit data and state every N rows, so a failed backfill resumes.
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
+    :param read_only_sources: source names whose source-level state this task may only read, mapped
+        to the message a write raises (``ReadOnlyStateError``); set by ``decompose_source``.
     :param do_xcom_push: push :meth:`LoadInfo.asdict` (a small summary, never state). Default False.
     """
 
@@ -56,6 +58,7 @@ class StatefulLoadOperator(BaseOperator):
         refresh: str | None = None,
         checkpoint_every: int | None = None,
         dev_mode: bool = False,
+        read_only_sources: dict[str, str] | None = None,
         do_xcom_push: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -70,6 +73,7 @@ class StatefulLoadOperator(BaseOperator):
         self.refresh = refresh
         self.checkpoint_every = checkpoint_every
         self.dev_mode = dev_mode
+        self.read_only_sources = read_only_sources
         self._running = False
 
     def resolve_data(self) -> Any:
@@ -101,6 +105,7 @@ class StatefulLoadOperator(BaseOperator):
                     table_name=self.table_name,
                     primary_key=self.primary_key,
                     checkpoint_every=self.checkpoint_every,
+                    read_only_sources=self.read_only_sources,
                     **options,
                 )
         finally:
