@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from airflow_state_provider._airflow_compat import BaseHook, conf, mask_secret
-from airflow_state_provider.get_provider_info import CONFIG_SECTION
+from airflow_state_provider.get_provider_info import CONFIG_SECTION, get_provider_info
 
 if TYPE_CHECKING:
     from airflow_state_provider._airflow_compat import Connection
@@ -163,13 +163,13 @@ class PipelineStateHook(BaseHook):
 
     def state_settings(self) -> dict[str, int]:
         """State limits: connection extras first, then the ``[state_provider]`` Airflow config."""
+        options = get_provider_info()["config"][CONFIG_SECTION]["options"]
         settings = {}
         for key in STATE_SETTINGS:
             value = self._extra(key)
             if value is None:
-                value = conf.get(CONFIG_SECTION, key, fallback=None)
-            if value is None:
-                continue
+                # Airflow 3.1 processes do not always load provider config defaults: fall back to ours
+                value = conf.get(CONFIG_SECTION, key, fallback=options[key]["default"])
             try:
                 settings[key] = int(value)
             except (TypeError, ValueError):
