@@ -426,6 +426,7 @@ class Pipeline:
                 if key in theirs:
                     merged[key] = theirs[key]
         merged.pop(model.LOCAL_KEY, None)
+        model.drop_untouched_empty_slots(merged, theirs)
         changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
         if not changed and rows == 0:
             conn.rollback()

@@ -37,7 +37,7 @@ def customers(path: Path = DATA_FILE):
 def orders(
     path: Path = DATA_FILE,
     until: datetime | None = None,
-    created_at=incremental("created_at", initial_value="2024-01-01T00:00:00Z"),  # noqa: B008
+    created_at=incremental("created_at", initial_value="2024-01-01T00:00:00Z"),
 ):
     currencies = current.source_state().setdefault("currencies", [])
     for order in read_shop(path)["orders"]:

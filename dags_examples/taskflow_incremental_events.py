@@ -56,7 +56,7 @@ def taskflow_incremental_events():
     )
     def events(
         data_interval_end=None,
-        updated_at=incremental("updated_at", initial_value="2024-01-01T00:00:00+00:00"),  # noqa: B008
+        updated_at=incremental("updated_at", initial_value="2024-01-01T00:00:00+00:00"),
     ):
         yield fetch_events(since=updated_at.start_value, until=data_interval_end)
 

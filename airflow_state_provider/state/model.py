@@ -74,6 +74,24 @@ def resource_slot(state: dict, source_key: str, resource_name: str) -> dict:
     return source_slot(state, source_key)["resources"].setdefault(resource_name, {})
 
 
+def drop_untouched_empty_slots(state: dict, reference: dict) -> None:
+    """Remove empty resource slots and sources that only exist because code looked at them.
+
+    Reading ``current.resource_state()`` or binding a stateless incremental creates an empty slot; it
+    must not make a new state version. Slots that are empty in ``reference`` too are kept as they are.
+    """
+    ref_sources = reference.get("sources") or {}
+    sources = state.get("sources") or {}
+    for source_key in list(sources):
+        source = sources[source_key]
+        ref_resources = (ref_sources.get(source_key) or {}).get("resources") or {}
+        resources = source.get("resources") or {}
+        for name in [n for n, slot in resources.items() if slot == {} and n not in ref_resources]:
+            del resources[name]
+        if source == {"resources": {}} and source_key not in ref_sources:
+            del sources[source_key]
+
+
 def iter_slots(state: dict) -> Iterator[tuple[Slot, Any]]:
     """Yield ``(slot, value)`` for every slot of a document (version bookkeeping excluded)."""
     for key, value in state.items():

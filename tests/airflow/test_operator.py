@@ -34,7 +34,7 @@ def url(warehouse, fresh_pipelines_dir) -> str:
 
 
 @resource(primary_key="id")
-def days(at=incremental("at", allow_external_schedulers=True)):  # noqa: B008
+def days(at=incremental("at", allow_external_schedulers=True)):
     yield JAN
 
 
@@ -151,7 +151,7 @@ def test_decorated_generator_is_the_resource(url):
         def events(
             prefix: str,
             data_interval_end=None,
-            at=incremental("at", initial_value=datetime(2024, 1, 1, tzinfo=UTC)),  # noqa: B008
+            at=incremental("at", initial_value=datetime(2024, 1, 1, tzinfo=UTC)),
         ):
             current.resource_state()["prefix"] = prefix
             for row in JAN:

@@ -123,3 +123,13 @@ def test_merge_property(base, ours, theirs):
         assert merged.get(slot, missing) == expected, slot
     # merging with nothing changed on our side yields theirs
     assert model.slot_map(model.merge(t, copy.deepcopy(t), o, pipeline_name="p")) == so
+
+
+def test_empty_slots_created_by_reading_are_not_persisted():
+    committed = doc(s={"resources": {"kept_empty": {}}})
+    state = copy.deepcopy(committed)
+    model.resource_slot(state, "s", "looked_at")
+    model.resource_slot(state, "other", "looked_at")
+    model.drop_untouched_empty_slots(state, committed)
+    assert state["sources"] == {"s": {"resources": {"kept_empty": {}}}}
+    assert model.content_equal(state, committed)
