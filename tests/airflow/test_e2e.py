@@ -1,0 +1,251 @@
+"""The real stack: ``airflow api-server``, ``scheduler`` and ``dag-processor`` with the LocalExecutor.
+
+One DAG run of ``e2e_dags/stateful_retry.py``: its stateful task fails on try 1 after loading a page
+and succeeds on try 2. Asserted from the task log files, the REST API (what the UI shows), the
+destination and XCom; then a headless Chromium opens the UI's log view of try 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests.airflow.conftest import REPO, committed_state, sql, sqlite_conn_json
+
+pytestmark = [pytest.mark.airflow, pytest.mark.e2e]
+
+DAG_ID = "stateful_retry"
+TASK_ID = "events"
+ARTIFACTS = REPO / "test-artifacts"
+STARTUP_TIMEOUT = 120
+RUN_TIMEOUT = 240
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check, timeout: float, services: list[subprocess.Popen] = ()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in services:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[-1]} exited with {proc.returncode} while waiting for {what}")
+        try:
+            result = check()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        time.sleep(1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Stack:
+    home: Path
+    base_url: str
+    warehouse: Path
+    client: httpx.Client
+    run_id: str
+
+    def api(self, path: str) -> dict:
+        response = self.client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(self.run_id, safe='')}{path}")
+        response.raise_for_status()
+        return response.json()
+
+    def log_file_events(self, try_number: int) -> list[str]:
+        path = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={self.run_id}" / f"task_id={TASK_ID}"
+        lines = (path / f"attempt={try_number}.log").read_text().splitlines()
+        return [json.loads(line).get("event", "") for line in lines if line.strip()]
+
+    def api_log_events(self, try_number: int) -> list[str]:
+        run = quote(self.run_id, safe="")
+        response = self.client.get(
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances/{TASK_ID}/logs/{try_number}",
+            params={"full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        response.raise_for_status()
+        return [item.get("event", "") for item in response.json()["content"] if isinstance(item, dict)]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Start the services, trigger one run of the retry DAG and wait until it has finished."""
+    root = tmp_path_factory.mktemp("e2e")
+    home, dags, warehouse = root / "airflow_home", root / "dags", root / "warehouse.sqlite"
+    shutil.copytree(Path(__file__).parent / "e2e_dags", dags)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": sqlite_conn_json(warehouse),
+            "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
+        }
+    )
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    services: list[subprocess.Popen] = []
+    for name in ("api-server", "scheduler", "dag-processor"):
+        out = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        services.append(subprocess.Popen([*airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT))
+    client = httpx.Client(base_url=base_url, timeout=30)
+    try:
+        wait_for(
+            "the api-server",
+            lambda: client.get("/api/v2/monitor/health").is_success,
+            STARTUP_TIMEOUT,
+            services,
+        )
+        token = client.get("/auth/token").json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        wait_for(
+            "the DAG to be parsed", lambda: client.get(f"/api/v2/dags/{DAG_ID}").is_success, STARTUP_TIMEOUT
+        )
+        started = time.monotonic()
+        run = client.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+        run.raise_for_status()
+        stack = Stack(home, base_url, warehouse, client, run.json()["dag_run_id"])
+        finished = wait_for(
+            "the DAG run to finish",
+            lambda: (state := stack.api("")["state"]) in ("success", "failed") and state,
+            RUN_TIMEOUT,
+            services,
+        )
+        print(f"e2e: DAG run {finished} after {time.monotonic() - started:.1f}s")
+        yield stack
+    except Exception:
+        for log in sorted(root.glob("*.log")):
+            print(f"----- {log.name} (tail)\n{log.read_text(errors='replace')[-4000:]}")
+        raise
+    finally:
+        client.close()
+        for proc in services:
+            proc.terminate()
+        for proc in services:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_failed_try_commits_nothing_and_the_retry_continues(stack: Stack):
+    assert stack.api("")["state"] == "success"
+    ti = stack.api(f"/taskInstances/{TASK_ID}")
+    assert (ti["state"], ti["try_number"]) == ("success", 2)
+
+    first, second = stack.log_file_events(1), stack.log_file_events(2)
+    bind = (
+        "Bind incremental on events with initial_value: 2024-01-01T00:00:00+00:00, "
+        "start_value: 2024-01-01T00:00:00+00:00, end_value: None, func: max"
+    )
+    for events in (first, second):
+        # the failed try left nothing behind: the retry restores "first run" and binds the same start
+        assert any(
+            "No committed state of pipeline 'retry_events' in dataset 'retry_data': first run" in e
+            for e in events
+        )
+        assert any(e.startswith(bind) for e in events)
+    assert any("simulated outage after the first page (try 1)" in e for e in first)
+    assert not any(e.startswith(("Loaded ", "Committed ")) for e in first)
+    assert "Loaded 10 rows into retry_data.events" in second
+    commits = [e for e in second if e.startswith("Committed state version 1 of pipeline 'retry_events'")]
+    assert len(commits) == 1 and "sources.retry_events" in commits[0]
+
+    # the REST API serves the same lines the UI shows
+    for try_number, from_file in ((1, first), (2, second)):
+        from_api = stack.api_log_events(try_number)
+        for line in (bind, "No committed state of pipeline 'retry_events'", "Committed state version 1"):
+            assert any(line in e for e in from_api) == any(line in e for e in from_file), (try_number, line)
+
+    url = f"sqlite:///{stack.warehouse}"
+    assert sql(
+        url, "retry_data", "SELECT count(*), count(DISTINCT id), count(DISTINCT _dlt_load_id) FROM events"
+    ) == [(10, 10, 1)]
+    state = committed_state(url, "retry_events", "retry_data")
+    slot = state["sources"]["retry_events"]["resources"]["events"]
+    assert slot["loaded_by_try"] == 2
+    assert slot["incremental"]["updated_at"]["last_value"] == "2024-01-01T10:00:00+00:00"
+
+
+def test_no_xcom_holds_state(stack: Stack):
+    assert stack.api(f"/taskInstances/{TASK_ID}/xcomEntries")["total_entries"] == 0
+    entries = stack.api("/taskInstances/audit/xcomEntries")["xcom_entries"]
+    assert [e["key"] for e in entries] == ["return_value"]
+    value = stack.api("/taskInstances/audit/xcomEntries/return_value")["value"]
+    summary = value if isinstance(value, dict) else json.loads(value)
+    assert summary["row_counts"] == {"audit": 1}
+    assert set(summary) <= {
+        "pipeline_name",
+        "dataset_name",
+        "load_id",
+        "row_counts",
+        "state_version",
+        "state_changed",
+        "changed_paths",
+        "checkpoints",
+    }
+    assert "loaded_by_try" not in json.dumps(summary)
+
+
+def test_ui_log_view_shows_the_bind_line(stack: Stack):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium") if os.environ.get(
+            "CI"
+        ) else pytest.skip(f"{CHROMIUM} is missing")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    view = f"/dags/{DAG_ID}/runs/{quote(stack.run_id, safe='')}/tasks/{TASK_ID}?try_number=2"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # the simple auth manager (all admins) logs the browser in and redirects to the view
+            page.goto(f"{stack.base_url}/auth/token/login?next={quote(view, safe='')}")
+            line = page.get_by_text("Bind incremental on events").first
+            line.wait_for(timeout=60_000)
+            assert "start_value: 2024-01-01T00:00:00+00:00" in line.inner_text()
+            page.screenshot(path=ARTIFACTS / "ui-task-log-bind-incremental.png", full_page=True)
+        finally:
+            browser.close()
