@@ -15,6 +15,7 @@ from airflow.sdk import DAG, task
 
 from airflow_state_provider import current, incremental, resource, source
 from airflow_state_provider._airflow_compat import AirflowTaskTerminated
+from airflow_state_provider.exceptions import ReadOnlyStateError
 from airflow_state_provider.operators.stateful_load import StatefulLoadOperator
 from tests.airflow.conftest import committed_state, sql
 
@@ -181,3 +182,24 @@ def test_decorated_parameters_without_defaults_must_be_given_at_parse_time():
 
         with pytest.raises(TypeError, match="prefix"):
             rows()
+
+
+def test_read_only_source_state_fails_the_task_and_commits_nothing(url):
+    @resource
+    def writer():
+        current.source_state()["x"] = 1
+        yield {"id": 1}
+
+    @source
+    def src():
+        return (writer(),)
+
+    op = StatefulLoadOperator(
+        task_id="reader",
+        data=src(),
+        pipeline_name="p",
+        read_only_sources={"src": "task 'reader' is not the writer"},
+    )
+    with pytest.raises(ReadOnlyStateError, match="is not the writer"):
+        op.execute(context())
+    assert committed_state(url, "p", "p_dataset")["_state_version"] == 0
