@@ -101,6 +101,8 @@ _LEGACY_HASH_LEN = 20
 _ROW_REPR_LIMIT = 300
 _UTC = UTC
 _EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=_UTC)
+_ONE_US = timedelta(microseconds=1)
 _EPOCH_ORDINAL = _EPOCH.toordinal()
 _NS_PER_DAY = 86_400 * 10**9
 
@@ -256,13 +258,10 @@ def _to_utc(value: datetime) -> datetime:
 
 def _epoch_us(value: datetime) -> int:
     """Whole microseconds since the Unix epoch; naive values are UTC (dlt's ``datetime_to_timestamp_us``)."""
-    value = _to_stdlib(value)
-    offset = value.utcoffset()
-    naive = value.replace(tzinfo=None)
-    if offset:
-        naive -= offset
-    delta = naive - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    value = _to_stdlib(value)  # pendulum subtraction yields an Interval
+    if value.tzinfo is None or value.utcoffset() is None:
+        return (value.replace(tzinfo=None) - _EPOCH) // _ONE_US
+    return (value - _EPOCH_UTC) // _ONE_US
 
 
 def _like(template: Any, value: datetime) -> datetime:
@@ -299,6 +298,15 @@ def _cursor_key(value: Any) -> tuple[str, Any]:
     if isinstance(value, date):
         return ("timestamp", (value.toordinal() - _EPOCH_ORDINAL) * _NS_PER_DAY)
     if isinstance(value, str):
+        m = _ISO_RE.fullmatch(value)
+        if m is None:
+            return ("str", value)
+        if m[4] is not None and (m[9] is None or len(m[9]) <= 6) and m[8] != "," and m[10] != "z":
+            # the hot path (one call per row): the C parser agrees with _parse_iso on these shapes
+            try:
+                return ("timestamp", _epoch_us(datetime.fromisoformat(value)) * 1000)
+            except ValueError:
+                pass
         parsed = _parse_iso(value)
         if parsed is None:
             return ("str", value)
@@ -559,7 +567,24 @@ class Incremental:
         self._state: dict[str, Any] | None = None
         self._start_value: Any = initial_value
         self._pre_run_last_value: Any = None
-        self._stop = False
+        self._start_key: tuple[str, Any] | None = None
+        self._end_key: tuple[str, Any] | None = None
+        self._last: Any = None  # the running last value of this run
+        self._last_key: tuple[str, Any] | None = None
+        self._advanced = False  # the running last value moved past the start value
+        self._stop = False  # sticky: ordered rows left the range
+        self._dedup = False
+        self._cap = MAX_UNIQUE_HASHES
+        self._start_hashes: list[str] = []  # stored unique_hashes, in their stored order
+        self._start_hash_set: set[str] = set()
+        self._start_legacy = False  # stored hashes are dlt < 1.29 ones
+        self._hash_legacy = False  # format of the hashes collected in this run
+        self._new_hashes: dict[str, None] = {}  # ordered set: rows on the running last value
+        self._pending: list[tuple[Any, str | None]] = []  # rows on it not hashed yet (this page)
+        self._boundary_rows = 0
+        self._written_hash_count = 0
+        self._hashes_dirty = False
+        self._cap_warned = False
 
         if end_value is not None:
             if initial_value is None:
@@ -739,7 +764,8 @@ class Incremental:
         self._start_hash_set = set(stored)
         self._start_legacy = any(len(h) == _LEGACY_HASH_LEN for h in stored)
         self._hash_legacy = self._start_legacy
-        self._new_hashes: dict[str, None] = {}  # ordered set of hashes of rows at the running last value
+        self._new_hashes = {}
+        self._pending = []
         self._written_hash_count = len(self._state.get("unique_hashes") or [])
         self._hashes_dirty = False
         self._boundary_rows = len(stored)  # rows known to sit on the running last value
@@ -929,22 +955,28 @@ class Incremental:
         self._advanced = True
         if self._dedup:
             self._new_hashes = {}
+            self._pending = []
             self._boundary_rows = 0
             self._hash_legacy = False
             self._remember(row, None)
 
     def _remember(self, row: Any, row_hash: str | None) -> None:
-        """Record the hash of a row sitting on the running last value (``row_hash`` if already computed
-        in the current hash format)."""
-        if row_hash is None or self._hash_legacy != self._start_legacy:
-            row_hash = self._row_hash(row, self._hash_legacy)
+        """Note a row sitting on the running last value; it is hashed at the end of the page (like dlt),
+        so rows that a later row of the page moves past are never hashed."""
+        self._pending.append((row, row_hash))
         self._hashes_dirty = True
-        self._boundary_rows += 1
-        self._new_hashes[row_hash] = None
-        if len(self._new_hashes) > self._cap:
-            # bounded memory within the run too; dropping the oldest is what the state cap does anyway
-            del self._new_hashes[next(iter(self._new_hashes))]
-            self._warn_cap(self._boundary_rows)
+
+    def _hash_pending(self) -> None:
+        for row, row_hash in self._pending:
+            if row_hash is None or self._hash_legacy != self._start_legacy:
+                row_hash = self._row_hash(row, self._hash_legacy)
+            self._boundary_rows += 1
+            self._new_hashes[row_hash] = None
+            if len(self._new_hashes) > self._cap:
+                # bounded memory within the run too; dropping the oldest is what the state cap does anyway
+                del self._new_hashes[next(iter(self._new_hashes))]
+                self._warn_cap(self._boundary_rows)
+        self._pending = []
 
     def _last_label(self) -> str:
         return "last value of this run" if self._advanced else "stored last_value"
@@ -972,6 +1004,7 @@ class Incremental:
         if not self._hashes_dirty:
             return
         self._hashes_dirty = False
+        self._hash_pending()
         hashes = [] if self._advanced else list(self._start_hashes)
         hashes.extend(h for h in self._new_hashes if h not in self._start_hash_set or self._advanced)
         if len(hashes) > self._cap:

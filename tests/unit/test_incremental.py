@@ -703,6 +703,12 @@ def test_non_dict_rows_are_read_by_attribute() -> None:
             ["2024-01-01T00:00:00.000000099Z", "2024-01-01T00:00:00.0000002Z"],
             [2],
         ),
+        # ISO shapes beyond isoformat's: 7+ fraction digits, a comma, a lowercase z
+        (
+            "2024-01-01T00:00:00Z",
+            ["2023-12-31T23:59:59.9999999Z", "2024-01-01T00:00:00.0000001Z", "2024-01-01T00:00:00,5z"],
+            [2, 3],
+        ),
         # non-ISO strings compare as strings
         ("b", ["a", "c"], [2]),
     ],
