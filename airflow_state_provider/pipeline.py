@@ -10,6 +10,7 @@ import copy
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -104,6 +105,7 @@ class Pipeline:
         *,
         restore_from_destination: bool = True,
         dev_mode: bool = False,
+        full_refresh: bool | None = None,
         pipelines_dir: str | os.PathLike[str] | None = None,
         max_state_versions: int | None = DEFAULT_MAX_VERSIONS,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
@@ -114,13 +116,21 @@ class Pipeline:
             raise ValueError("pipeline_name must be a non-empty string")
         if destination is None:
             raise ValueError(f"pipeline {pipeline_name!r}: a destination (URL, Engine or hook) is required")
+        if full_refresh is not None:
+            warnings.warn(
+                "Pipeline(full_refresh=...) is deprecated; use dev_mode=... (dlt renamed it too)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            dev_mode = dev_mode or full_refresh
         self.pipeline_name = pipeline_name
         self.dev_mode = dev_mode
         dataset = dataset_name or f"{pipeline_name}_dataset"
         if dev_mode:
             dataset = f"{dataset}_{datetime.now(UTC):%Y%m%d%H%M%S}"
         self.dataset_name = dataset
-        self.restore_from_destination = restore_from_destination and not dev_mode
+        # dev mode starts fresh because its dataset is new; its state rows go there, as in dlt
+        self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
         self.engine = _engine_from(destination)
         self.dialect = dialect_for(self.engine)
@@ -135,6 +145,9 @@ class Pipeline:
         )
         base_dir = Path(pipelines_dir) if pipelines_dir else default_pipelines_dir()
         self.working_dir = base_dir / pipeline_name
+        if dev_mode:
+            # unlike dlt, which wipes the working dir, leave the normal local state alone
+            self.working_dir = self.working_dir / "dev_mode" / dataset
         self._committed: dict | None = None
         self._first_run = True
         self._tables_ready = False
@@ -256,8 +269,11 @@ class Pipeline:
         }
         items = _as_items(data, table_name, self.pipeline_name)
         restored = self.sync_destination()
-        if self.restore_from_destination and not self._tables_ready:
-            self.store.ensure_tables(self.engine)
+        if not self._tables_ready:
+            if self.restore_from_destination:
+                self.store.ensure_tables(self.engine)
+            else:
+                self.store.ensure_loads_table(self.engine)  # loads are recorded; state stays local
             self._tables_ready = True
         run = _Run(self, restored, checkpoint_every)
         ctx = context.RunContext(
