@@ -137,6 +137,21 @@ class StateStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
+    def ensure_loads_table(self, engine: sa.Engine) -> None:
+        """Create the dataset and ``_dlt_loads`` only: pipelines that keep their state locally
+        (``restore_from_destination=False``) record their loads but write no state rows."""
+        for attempt in range(3):
+            try:
+                with engine.begin() as conn:
+                    if self.dialect.creates_schemas:
+                        self.dialect.create_dataset(conn, self.dataset)
+                    self.loads_table.create(conn, checkfirst=True)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
     # -- reading ----------------------------------------------------------------------------------
     def _newest_query(self) -> sa.Select:
         s, loads = self.state_table, self.loads_table
@@ -176,6 +191,37 @@ class StateStore:
         if limit:
             query = query.limit(limit)
         return [self._decode(r) for r in conn.execute(query)]
+
+    def version(self, conn: sa.Connection, number: int) -> StoredState | None:
+        """The committed row with state version ``number`` (the newest such row), or None."""
+        row = conn.execute(self._history_query().where(self.state_table.c.version == number).limit(1)).first()
+        return None if row is None else self._decode(row)
+
+    def history_rows(self, conn: sa.Connection, limit: int | None = None) -> list[sa.Row]:
+        """Committed state rows, newest first, undecoded (decode each with :meth:`decode_row`), so one
+        corrupt version does not hide the others."""
+        query = self._history_query()
+        if limit:
+            query = query.limit(limit)
+        return list(conn.execute(query))
+
+    def decode_row(self, row: sa.Row) -> StoredState:
+        """Decode a row of :meth:`history_rows`; raises :class:`StateCorruptError` like a restore."""
+        return self._decode(row)
+
+    def pipeline_names(self, conn: sa.Connection) -> list[str]:
+        """Names of the pipelines with committed state in this dataset (for error messages)."""
+        s = self.state_table
+        return sorted(conn.execute(sa.select(s.c.pipeline_name).distinct()).scalars())
+
+    def _history_query(self) -> sa.Select:
+        s, loads = self.state_table, self.loads_table
+        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
+        return (
+            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
+            .where(s.c.pipeline_name == self.pipeline_name, committed.exists())
+            .order_by(s.c._dlt_load_id.desc())
+        )
 
     # -- writing (inside the caller's load transaction) -------------------------------------------
     def lock(self, conn: sa.Connection) -> None:
