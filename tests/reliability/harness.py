@@ -1,0 +1,509 @@
+"""Fault-injection harness: a child process runs a real ``Pipeline`` load; the parent SIGKILLs it.
+
+How a kill lands where it should, without hooks in the product:
+
+* **extract** -- the test's own resource generator counts the rows it yields;
+* **insert** -- the child wraps its pipeline's ``dialect.insert_rows`` so the rows reach the bulk path
+  (PostgreSQL ``COPY``, SQLite ``executemany``) through a lazy iterator that counts them: the trip fires
+  *inside* the running ``COPY`` / ``executemany``, with part of the batch already sent;
+* **commit** -- the child wraps its engine dialect's ``do_commit``; a commit counts when its transaction
+  inserted a ``_dlt_loads`` row (seen with a ``before_cursor_execute`` listener), i.e. a load commit.
+
+When the chosen point is reached, the child sends ``("trip", ...)`` on a pipe and blocks waiting for an
+answer. The parent either kills it there (``at``, ``before``, ``after``) or answers ``go`` and kills it a
+random moment later (``later``, ``during``). ``anywhere`` kills after a random delay from the start of
+the run. Children fork from a ``forkserver`` that preloaded this module: cheap, and no database
+connection of the test process is ever inherited.
+
+The invariant checked after every kill (:func:`check_committed`): the newest committed state decodes,
+and the table holds exactly the ids ``1..max_id`` that the committed state records -- no duplicate, no
+gap -- and every row and state row belongs to a committed load. The next, un-killed run must then end
+with exactly the ids ``1..total`` (:func:`check_final`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import random
+import signal
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from airflow_state_provider import Pipeline, current, resource
+
+PIPELINE = "faulty"
+DATASET = "ds"
+TABLE = "items"
+#: merge runs re-deliver this many already committed ids: the merge must not duplicate them
+MERGE_OVERLAP = 5
+PHASES = ("extract", "insert", "commit")
+LONG_PHASES = (*PHASES, "anywhere")
+VARIANTS = {
+    "extract": ("at", "later"),
+    "insert": ("at", "later"),
+    "commit": ("before", "during", "after"),
+    "anywhere": ("delay",),
+}
+#: how long the parent waits for a trip (or the end of a run) before calling the child hung
+CHILD_TIMEOUT = 120.0
+
+
+# --------------------------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One series of trials: a destination and how the pipeline loads into it."""
+
+    url: str
+    dialect: str
+    disposition: str
+    checkpoints: bool
+
+
+@dataclass(frozen=True)
+class Trip:
+    """Where the child stops and waits: the ``index``-th row yielded / inserted, or load commit."""
+
+    phase: str
+    index: int
+    #: for commits: stop ``before`` or ``after`` the database COMMIT
+    when: str = "before"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child run: load ids ``1..total`` (what is not committed yet) with these knobs."""
+
+    url: str
+    disposition: str
+    total: int
+    tag: str
+    page_size: int
+    batch_size: int
+    checkpoint_every: int | None
+    pipelines_dir: str
+    trip: Trip | None
+
+
+def first_id(disposition: str, committed_max: int) -> int:
+    """The first id a run yields, given the committed ``max_id``."""
+    if disposition == "replace":
+        return 1  # the resource state is reset at the start of every replace run (dlt semantics)
+    if disposition == "merge":
+        return max(1, committed_max - MERGE_OVERLAP + 1)
+    return committed_max + 1
+
+
+def items_resource(job: Job, wire: Wire | None = None):
+    """The resource under test: ids ``first..total`` in pages, the high-water mark written after each
+    ``yield`` (so it belongs to the rows before it, DESIGN §5.2)."""
+
+    @resource(name=TABLE, primary_key="id", write_disposition=job.disposition)
+    def items() -> Iterator[list[dict]]:
+        slot = current.resource_state()
+        start = first_id(job.disposition, int(slot.get("max_id", 0)))
+        for low in range(start, job.total + 1, job.page_size):
+            ids = range(low, min(low + job.page_size, job.total + 1))
+            if wire is not None:
+                wire.count("extract", len(ids))
+            yield [{"id": i, "tag": job.tag, "payload": f"{job.tag}:{i}"} for i in ids]
+            slot["max_id"] = max(int(slot.get("max_id", 0)), ids[-1])
+            slot["tag"] = job.tag
+
+    return items()
+
+
+# ------------------------------------------------------------------------------------------- child
+
+
+class Wire:
+    """The child's end: counts events per phase and stops at the trip point."""
+
+    def __init__(self, trip: Trip | None, pipe: multiprocessing.connection.Connection) -> None:
+        self.trip = trip
+        self.pipe = pipe
+        self.counts = dict.fromkeys(PHASES, 0)
+        self.load_pending = False
+
+    def count(self, phase: str, n: int = 1) -> None:
+        """``n`` more rows (or one more commit) of ``phase`` are about to go through."""
+        old = self.counts[phase]
+        self.counts[phase] = new = old + n
+        trip = self.trip
+        if trip is not None and trip.phase == phase and trip.when == "before" and old < trip.index <= new:
+            self.stop(f"{phase} #{trip.index}")
+
+    def committed(self) -> None:
+        """The database COMMIT of the current load commit has returned."""
+        trip = self.trip
+        here = ("commit", "after", self.counts["commit"])
+        if trip is not None and (trip.phase, trip.when, trip.index) == here:
+            self.stop(f"commit #{trip.index} (after COMMIT)")
+
+    def stop(self, where: str) -> None:
+        self.pipe.send(("trip", where))
+        self.pipe.recv()  # "go" -- or a SIGKILL while waiting here
+
+
+class _CountedRows:
+    """The rows of one bulk insert, counted one by one as the driver consumes them."""
+
+    def __init__(self, rows: list[tuple], wire: Wire) -> None:
+        self.rows = rows
+        self.wire = wire
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[tuple]:
+        for row in self.rows:
+            self.wire.count("insert")
+            yield row
+
+
+def instrument(pipeline: Pipeline, wire: Wire) -> None:
+    """Test-side wrappers on this child's own objects (nothing in the product changes)."""
+    insert_rows = pipeline.dialect.insert_rows
+
+    def counted_insert(conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]) -> None:
+        insert_rows(conn, table, columns, _CountedRows(rows, wire))  # type: ignore[arg-type]
+
+    pipeline.dialect.insert_rows = counted_insert  # type: ignore[method-assign]
+
+    engine = pipeline.engine
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT") and "_dlt_loads" in statement:
+            wire.load_pending = True
+
+    @sa.event.listens_for(engine, "rollback")
+    def _rolled_back(conn) -> None:
+        wire.load_pending = False
+
+    do_commit = engine.dialect.do_commit
+
+    def counted_commit(dbapi_connection: Any) -> None:
+        if not wire.load_pending:
+            do_commit(dbapi_connection)
+            return
+        wire.load_pending = False
+        wire.count("commit")
+        do_commit(dbapi_connection)
+        wire.committed()
+
+    engine.dialect.do_commit = counted_commit  # type: ignore[method-assign]
+
+
+def child_main(job: Job, pipe: multiprocessing.connection.Connection) -> None:
+    """Entry point of the child process."""
+    try:
+        engine = sa.create_engine(job.url)
+        wire = Wire(job.trip, pipe)
+        pipeline = Pipeline(
+            PIPELINE,
+            destination=engine,
+            dataset_name=DATASET,
+            pipelines_dir=job.pipelines_dir,
+            batch_size=job.batch_size,
+        )
+        instrument(pipeline, wire)
+        pipe.send(("ready", None))
+        info = pipeline.run(items_resource(job, wire), checkpoint_every=job.checkpoint_every)
+        engine.dispose()
+        pipe.send(("done", {"rows": info.row_counts.get(TABLE, 0), "checkpoints": info.checkpoints}))
+    except BaseException:
+        pipe.send(("error", traceback.format_exc()))
+        raise
+
+
+_CONTEXT: Any = None
+
+
+def context() -> Any:
+    """The forkserver context, with this module preloaded in the server."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+@dataclass
+class Outcome:
+    killed: bool
+    where: str | None
+    seconds: float
+    result: dict | None = None
+
+
+def run_child(job: Job, variant: str, rng: random.Random, anywhere_within: float = 0.5) -> Outcome:
+    """Run ``job`` in a child; kill it per ``variant`` at its trip point (or at a random moment)."""
+    ctx = context()
+    parent_end, child_end = ctx.Pipe()
+    proc = ctx.Process(target=child_main, args=(job, child_end), daemon=True)
+    started = time.perf_counter()
+    proc.start()
+    child_end.close()
+    where: str | None = None
+    result: dict | None = None
+    kill_at: float | None = None
+    try:
+        while True:
+            timeout = CHILD_TIMEOUT if kill_at is None else max(0.0, kill_at - time.perf_counter())
+            if not parent_end.poll(timeout):
+                if kill_at is not None:
+                    break  # the moment to kill has come
+                raise AssertionError(f"child hung: no message within {CHILD_TIMEOUT}s ({job})")
+            try:
+                kind, payload = parent_end.recv()
+            except EOFError:
+                break  # the child exited
+            if kind == "ready":
+                if variant == "delay":
+                    kill_at = time.perf_counter() + rng.uniform(0, anywhere_within)
+                    where = "anywhere"
+            elif kind == "trip":
+                where = payload
+                if variant in ("at", "before", "after"):
+                    break
+                # "later" / "during": let it go on and kill it a moment later
+                delay = rng.uniform(0, 0.001) if variant == "during" else rng.uniform(0, 0.005)
+                parent_end.send("go")
+                kill_at = time.perf_counter() + delay
+            elif kind == "done":
+                result = payload
+            elif kind == "error":
+                raise AssertionError(f"the child failed instead of being killed ({job}):\n{payload}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(30)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
+        parent_end.close()
+    seconds = time.perf_counter() - started
+    killed = proc.exitcode == -signal.SIGKILL and result is None
+    if not killed and proc.exitcode not in (0, -signal.SIGKILL):
+        raise AssertionError(f"child exited with {proc.exitcode} ({job})")
+    return Outcome(killed, where if killed else None, seconds, result)
+
+
+# ------------------------------------------------------------------------------------ observation
+
+
+@dataclass
+class Committed:
+    """What the destination holds, as a fresh reader sees it."""
+
+    max_id: int
+    tag: str | None
+    state_version: int
+    ids: list[int]
+    row_tags: set[str]
+    orphan_rows: int
+    orphan_states: int
+    staging_tables: list[str]
+    load_ids: int
+
+
+def observe(url: str) -> Committed:
+    """Restore the pipeline's state with a fresh ``Pipeline`` and read every committed row."""
+    engine = sa.create_engine(url)
+    try:
+        pipeline = Pipeline(PIPELINE, destination=engine, dataset_name=DATASET, pipelines_dir=os.devnull)
+        state = pipeline.state  # restore: decodes and verifies the newest committed version
+        slot = state.get("sources", {}).get(PIPELINE, {}).get("resources", {}).get(TABLE, {})
+        q = f'"{DATASET}".'
+        with engine.connect() as conn:
+            tables = _tables(conn, engine.dialect.name)
+            rows: list[tuple] = []
+            if TABLE in tables:
+                rows = conn.exec_driver_sql(f"SELECT id, tag, _dlt_load_id FROM {q}{TABLE}").all()
+            loads: set[str] = set()
+            state_loads: list[str] = []
+            if "_dlt_loads" in tables:
+                loads = {
+                    r[0] for r in conn.exec_driver_sql(f"SELECT load_id FROM {q}_dlt_loads WHERE status = 0")
+                }
+                state_loads = [
+                    r[0] for r in conn.exec_driver_sql(f"SELECT _dlt_load_id FROM {q}_dlt_pipeline_state")
+                ]
+        return Committed(
+            max_id=int(slot.get("max_id", 0)),
+            tag=slot.get("tag"),
+            state_version=int(state.get("_state_version", 0)),
+            ids=sorted(r[0] for r in rows),
+            row_tags={r[1] for r in rows},
+            orphan_rows=sum(1 for r in rows if r[2] not in loads),
+            orphan_states=sum(1 for s in state_loads if s not in loads),
+            staging_tables=sorted(t for t in tables if t.startswith("_asp_stage")),
+            load_ids=len(loads),
+        )
+    finally:
+        engine.dispose()
+
+
+def _tables(conn: sa.Connection, dialect: str) -> set[str]:
+    if dialect == "sqlite":
+        sql = f"SELECT name FROM \"{DATASET}\".sqlite_master WHERE type = 'table'"
+        return {r[0] for r in conn.exec_driver_sql(sql)}
+    sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = ?"
+    if dialect == "postgresql":
+        sql = sql.replace("?", "%(s)s")
+        return {r[0] for r in conn.exec_driver_sql(sql, {"s": DATASET})}
+    return {r[0] for r in conn.exec_driver_sql(sql, (DATASET,))}
+
+
+def check_committed(seen: Committed, disposition: str, context_: str) -> None:
+    """The committed state describes exactly the committed rows."""
+    expected = list(range(1, seen.max_id + 1))
+    if seen.ids != expected:
+        duplicates = len(seen.ids) - len(set(seen.ids))
+        missing = sorted(set(expected) - set(seen.ids))[:10]
+        extra = sorted(set(seen.ids) - set(expected))[:10]
+        raise AssertionError(
+            f"{context_}: state says max_id={seen.max_id} but the table holds {len(seen.ids)} rows "
+            f"({duplicates} duplicates, missing {missing}, beyond the state {extra})"
+        )
+    if disposition == "replace" and seen.ids:
+        mixed = f"{context_}: replace mixes runs {seen.row_tags} (state {seen.tag})"
+        assert seen.row_tags == {seen.tag}, mixed
+    assert seen.orphan_rows == 0, f"{context_}: {seen.orphan_rows} rows belong to no committed load"
+    assert seen.orphan_states == 0, f"{context_}: {seen.orphan_states} state rows belong to no committed load"
+    assert not seen.staging_tables, f"{context_}: staging tables left behind: {seen.staging_tables}"
+
+
+def check_final(seen: Committed, total: int, tag: str, disposition: str, context_: str) -> None:
+    """After an un-killed run: exactly ids 1..total, once each, and the state says so."""
+    check_committed(seen, disposition, context_)
+    assert seen.max_id == total, f"{context_}: state max_id {seen.max_id}, expected {total}"
+    if disposition == "replace":
+        assert seen.row_tags == {tag}, f"{context_}: replace left rows of other runs: {seen.row_tags}"
+
+
+# ---------------------------------------------------------------------------------------- trials
+
+
+@dataclass
+class Stats:
+    """Figures of one series, summed up for RELIABILITY.md."""
+
+    dialect: str
+    disposition: str
+    checkpoints: bool
+    trials: int = 0
+    kills: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LONG_PHASES, 0))
+    variants: dict[str, int] = field(default_factory=dict)
+    not_killed: int = 0
+    rows_loaded: int = 0
+    duplicates: int = 0
+    missing: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+def _knobs(rng: random.Random, checkpoints: bool) -> tuple[int, int, int | None]:
+    page_size = rng.choice([1, 3, 10, 25, 60, 150])
+    batch_size = rng.choice([7, 50, 200, 1000])
+    checkpoint_every = rng.randint(20, 300) if checkpoints else None
+    return page_size, batch_size, checkpoint_every
+
+
+def choose_trip(
+    rng: random.Random, phase: str, rows: int, page_size: int, checkpoint_every: int | None
+) -> Trip | None:
+    """A trip point this run is sure to reach: it yields and inserts ``rows`` rows."""
+    if phase in ("extract", "insert"):
+        return Trip(phase, rng.randint(1, rows))
+    if phase == "commit":
+        commits = 1 if checkpoint_every is None else 1 + rows // (checkpoint_every + page_size)
+        return Trip(phase, rng.randint(1, commits))
+    return None
+
+
+def run_series(
+    scenario: Scenario, trials: int, seed: int, workdir: Path, phases: tuple[str, ...] = PHASES
+) -> Stats:
+    """``trials`` kill-and-recover cycles on one destination; raises on the first broken invariant."""
+    rng = random.Random(seed)
+    stats = Stats(scenario.dialect, scenario.disposition, scenario.checkpoints)
+    started = time.perf_counter()
+    total = 0
+    run_seconds = 0.2
+    for n in range(trials):
+        phase = phases[(n + seed) % len(phases)]
+        total = rng.randint(30, 900) if scenario.disposition == "replace" else total + rng.randint(1, 600)
+        attempts = 2 if rng.random() < 0.2 else 1  # sometimes the retry is killed too
+        for attempt in range(attempts):
+            seen = observe(scenario.url)
+            page_size, batch_size, checkpoint_every = _knobs(rng, scenario.checkpoints)
+            rows = total - first_id(scenario.disposition, seen.max_id) + 1
+            variant = rng.choice(VARIANTS[phase])
+            trip = choose_trip(rng, phase, rows, page_size, checkpoint_every)
+            if phase == "commit":
+                trip = dataclasses.replace(trip, when="after" if variant == "after" else "before")
+            tag = f"t{n}a{attempt}"
+            job = Job(
+                scenario.url,
+                scenario.disposition,
+                total,
+                tag,
+                page_size,
+                batch_size,
+                checkpoint_every,
+                str(workdir / f"worker-{n}-{attempt}"),
+                trip,
+            )
+            context_ = f"seed {seed} trial {n} attempt {attempt} {phase}/{variant} {trip} {job}"
+            outcome = run_child(job, variant, rng, anywhere_within=run_seconds * 1.2)
+            if outcome.killed:
+                stats.kills[phase] += 1
+                key = f"{phase}/{variant}"
+                stats.variants[key] = stats.variants.get(key, 0) + 1
+            else:
+                stats.not_killed += 1
+                run_seconds = 0.7 * run_seconds + 0.3 * outcome.seconds
+            check_committed(observe(scenario.url), scenario.disposition, f"after the kill: {context_}")
+            phase = phases[(n + seed + attempt + 1) % len(phases)]
+        # the next run is not killed: it must end with every id exactly once
+        tag = f"t{n}ok"
+        page_size, batch_size, checkpoint_every = _knobs(rng, scenario.checkpoints)
+        job = Job(
+            scenario.url, scenario.disposition, total, tag, page_size, batch_size, checkpoint_every, "", None
+        )
+        t0 = time.perf_counter()
+        pipeline = Pipeline(
+            PIPELINE,
+            destination=scenario.url,
+            dataset_name=DATASET,
+            pipelines_dir=workdir / f"recovery-{n}",
+            batch_size=batch_size,
+        )
+        pipeline.run(items_resource(job), checkpoint_every=checkpoint_every)
+        pipeline.engine.dispose()
+        run_seconds = 0.7 * run_seconds + 0.3 * (time.perf_counter() - t0)
+        final = observe(scenario.url)
+        stats.duplicates += len(final.ids) - len(set(final.ids))
+        stats.missing += len(set(range(1, total + 1)) - set(final.ids))
+        check_final(final, total, tag, scenario.disposition, f"after recovery: seed {seed} trial {n}")
+        stats.trials += 1
+        stats.rows_loaded = total if scenario.disposition != "replace" else stats.rows_loaded + total
+    stats.seconds = round(time.perf_counter() - started, 2)
+    return stats
