@@ -82,7 +82,7 @@ class Stack:
     def log_file_events(self, try_number: int) -> list[str]:
         path = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={self.run_id}" / f"task_id={TASK_ID}"
         lines = (path / f"attempt={try_number}.log").read_text().splitlines()
-        return [json.loads(line).get("event", "") for line in lines if line.strip()]
+        return [line_text(json.loads(line)) for line in lines if line.strip()]
 
     def api_log_events(self, try_number: int) -> list[str]:
         run = quote(self.run_id, safe="")
@@ -92,7 +92,13 @@ class Stack:
             headers={"Accept": "application/json"},
         )
         response.raise_for_status()
-        return [item.get("event", "") for item in response.json()["content"] if isinstance(item, dict)]
+        return [line_text(item) for item in response.json()["content"] if isinstance(item, dict)]
+
+
+def line_text(record: dict) -> str:
+    """A structured log line as text: the message, then any exception type and message."""
+    errors = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in record.get("error_detail") or ()]
+    return " | ".join([str(record.get("event", "")), *errors])
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +136,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         out = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         services.append(subprocess.Popen([*airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT))
     client = httpx.Client(base_url=base_url, timeout=30)
+    t0 = time.monotonic()
     try:
         wait_for(
             "the api-server",
@@ -137,12 +144,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             STARTUP_TIMEOUT,
             services,
         )
+        print(f"e2e: api-server up after {time.monotonic() - t0:.1f}s")
         token = client.get("/auth/token").json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
         wait_for(
             "the DAG to be parsed", lambda: client.get(f"/api/v2/dags/{DAG_ID}").is_success, STARTUP_TIMEOUT
         )
         started = time.monotonic()
+        print(f"e2e: DAG parsed after {started - t0:.1f}s")
         run = client.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
         run.raise_for_status()
         stack = Stack(home, base_url, warehouse, client, run.json()["dag_run_id"])
