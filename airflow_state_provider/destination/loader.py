@@ -290,6 +290,15 @@ def _duckdb_type(data_type: str) -> sa.types.TypeEngine:
     return factory() if factory is not None else sa.types.NullType()
 
 
+def _column(name: str, type_: sa.types.TypeEngine, **kw: Any) -> sa.Column:
+    # quote=True: always quoted, so words reserved only in one database (DuckDB's AT, PIVOT...) work too
+    return sa.Column(name, type_, quote=True, **kw)
+
+
+def _table(name: str, columns: Iterable[sa.Column], schema: str | None) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), *columns, schema=schema, quote=True, quote_schema=True)
+
+
 # -- the loader -----------------------------------------------------------------------------------
 
 
@@ -502,8 +511,8 @@ class Loader:
         types = self._existing_columns(state.name)
         state.kinds = {}
         if types is not None:
-            columns = [sa.Column(n, t) for n, t in types.items()]
-            state.table = sa.Table(state.name, sa.MetaData(), *columns, schema=self.dataset)
+            columns = [_column(n, t) for n, t in types.items()]
+            state.table = _table(state.name, columns, self.dataset)
             state.kinds = {n: kind_of_sa_type(t) for n, t in types.items()}
 
     def _existing_columns(self, name: str) -> dict[str, sa.types.TypeEngine] | None:
@@ -537,13 +546,13 @@ class Loader:
         assert state.kinds is not None
         dialect_name = self.dialect.name
         if state.table is None:
-            columns = [sa.Column(n, new_column_type(k, dialect_name)) for n, k in new.items()]
+            columns = [_column(n, new_column_type(k, dialect_name)) for n, k in new.items()]
             columns += [
-                sa.Column(C_LOAD_ID, sa.Text, nullable=False),
+                _column(C_LOAD_ID, sa.Text(), nullable=False),
                 # no UNIQUE on DuckDB, as dlt: its index makes bulk inserts ~2.5x slower there
-                sa.Column(C_ID, sa.Text, nullable=False, unique=dialect_name != "duckdb"),
+                _column(C_ID, sa.Text(), nullable=False, unique=dialect_name != "duckdb"),
             ]
-            state.table = sa.Table(state.name, sa.MetaData(), *columns, schema=self.dataset)
+            state.table = _table(state.name, columns, self.dataset)
             self.conn.execute(sa.schema.CreateTable(state.table))
             state.kinds.update({c.name: kind_of_sa_type(c.type) for c in columns})
             self.tables_written.add(state.name)
@@ -552,7 +561,7 @@ class Loader:
         for name, kind in {**new, **missing}.items():
             for table in (state.table, state.staging):
                 if table is not None:
-                    column = sa.Column(name, new_column_type(kind, dialect_name))
+                    column = _column(name, new_column_type(kind, dialect_name))
                     table.append_column(column)
                     self.conn.execute(_AddColumn(table, column))
             state.kinds[name] = kind_of_sa_type(state.table.c[name].type)
@@ -717,12 +726,12 @@ class Loader:
         """A temporary table shaped like the target, plus the row order; dropped by :meth:`_merge`."""
         if state.staging is None:
             assert state.table is not None
-            name = f"_asp_stage_{secrets.token_hex(4)}"
+            name = sa.sql.quoted_name(f"_asp_stage_{secrets.token_hex(4)}", quote=True)
             order = sa.cast(sa.null(), sa.BigInteger).label(_SEQ)
             shape = sa.select(*state.table.c, order).where(sa.false())
             self.conn.execute(sa.schema.CreateTableAs(shape, name, temporary=True))
-            columns = [sa.Column(c.name, c.type) for c in state.table.c]
-            state.staging = sa.Table(name, sa.MetaData(), *columns, sa.Column(_SEQ, sa.BigInteger))
+            columns = [_column(c.name, c.type) for c in state.table.c]
+            state.staging = _table(name, [*columns, _column(_SEQ, sa.BigInteger())], None)
         return state.staging
 
     def _merge(self, state: _TableState) -> int:

@@ -66,7 +66,7 @@ class DuckDBDialect(Dialect):
         prep = conn.dialect.identifier_preparer
         statement = "INSERT INTO {} ({}) SELECT {}".format(
             prep.format_table(table),
-            ", ".join(prep.quote(c) for c in columns),
+            ", ".join(prep.quote_identifier(c) for c in columns),
             ", ".join(["UNNEST(?)"] * len(columns)),
         )
         conn.connection.driver_connection.execute(statement, data)

@@ -73,7 +73,7 @@ class SQLiteDialect(Dialect):
         prep = conn.dialect.identifier_preparer
         statement = "INSERT INTO {} ({}) VALUES ({})".format(
             prep.format_table(table),
-            ", ".join(prep.quote(c) for c in columns),
+            ", ".join(prep.quote_identifier(c) for c in columns),
             ", ".join(["?"] * len(columns)),
         )
         cursor = conn.connection.driver_connection.cursor()
