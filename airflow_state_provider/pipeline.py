@@ -300,7 +300,7 @@ class Pipeline:
                         self._extract_group(group, loader, run, conn)
                     self._commit(conn, loader, run, final=True)
                 except BaseException:
-                    conn.rollback()
+                    _rollback_after_failure(conn, self.pipeline_name)
                     raise
         committed_version = int(run.committed.get("_state_version", 0))
         info = LoadInfo(
@@ -534,6 +534,18 @@ class SqlClient:
 
 
 # ---------------------------------------------------------------------------------------------------
+
+
+def _rollback_after_failure(conn: sa.Connection, pipeline_name: str) -> None:
+    """Roll the load transaction back without hiding why it failed.
+
+    After an outage the rollback fails too (the connection is gone; the server discards the
+    transaction by itself). That secondary error must not replace the database's own error.
+    """
+    try:
+        conn.rollback()
+    except Exception as e:
+        log.warning("pipeline %r: the rollback after the failure failed too: %s", pipeline_name, e)
 
 
 def default_pipelines_dir() -> Path:
