@@ -208,6 +208,16 @@ class Pipeline:
 
     def _read_destination(self) -> StoredState | None:
         try:
+            return self._read_newest()
+        except sa.exc.DBAPIError as e:
+            if not e.connection_invalidated:
+                raise
+        # a pooled connection the server had dropped (restart, failover, idle timeout): SQLAlchemy
+        # renewed the pool and nothing ran yet, so read once more on a fresh connection
+        return self._read_newest()
+
+    def _read_newest(self) -> StoredState | None:
+        try:
             with self.engine.connect() as conn:
                 stored = self.store.newest(conn)
             self._tables_ready = True
