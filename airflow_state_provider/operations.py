@@ -1,0 +1,685 @@
+"""Operating a pipeline's committed state (DESIGN §9): read and set values by path, drop resources and
+state paths, list the history, roll back, and restore a local working dir.
+
+An edit is *planned* against the newest committed version (:func:`plan_set`, :func:`plan_drop`,
+:func:`plan_rollback`), which gives the new document and its diff without writing anything, and then
+*applied* (:func:`apply`) as a new version with its own ``_dlt_loads`` row, under the same lock as a
+load (DESIGN §5.3). Applying fails with :class:`ConcurrentEditError` and writes nothing when another
+version was committed after the plan was made, so an edit reviewed as a dry run is exactly what lands.
+Loads that run concurrently with an edit merge with it per slot, as with any other commit.
+
+Pipelines with ``restore_from_destination=False`` keep their state in the local pipelines dir: the same
+operations read and write that file (no history there, so no rollback).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from jsonpath_ng import Fields, Index
+from jsonpath_ng.ext import parse as parse_jsonpath
+
+from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.store import STATE_TABLE, StoredState, new_load_id
+from airflow_state_provider.exceptions import PipelineStateError, StateConflictError, StateCorruptError
+from airflow_state_provider.extract.resource import Resource
+from airflow_state_provider.state import codec, model
+
+if TYPE_CHECKING:
+    from airflow_state_provider.pipeline import Pipeline
+
+log = logging.getLogger("airflow_state_provider.operations")
+
+#: Keys that every commit writes; editing them would break versioning or dlt's restore.
+PROTECTED_KEYS = (*model.VERSION_KEYS, model.LOCAL_KEY, "pipeline_name")
+#: ``value_type`` choices of :func:`parse_value`.
+VALUE_TYPES = ("auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes")
+
+_MISSING: Any = object()
+
+
+class StateOperationError(PipelineStateError, ValueError):
+    """Bad input to a state operation: an unknown pipeline, path, resource, source or version, or a
+    value that cannot be stored. Nothing was written."""
+
+
+class ConcurrentEditError(StateConflictError):
+    """Another state version was committed after the edit was planned. Nothing was written."""
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two state documents: ``kind`` is ``added``, ``removed`` or ``changed``."""
+
+    path: str
+    kind: str
+    old: Any = None
+    new: Any = None
+
+
+@dataclass
+class EditPlan:
+    """A planned edit: the new document, its diff against ``base`` and the tables it drops."""
+
+    pipeline: Pipeline
+    action: str
+    base: StoredState
+    state: dict
+    changes: list[Change]
+    drop_tables: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """True when applying would change nothing."""
+        return not self.changes and not self.drop_tables
+
+
+@dataclass
+class EditResult:
+    """What :func:`apply` did: ``committed`` is False for an empty plan (nothing written)."""
+
+    plan: EditPlan
+    committed: bool
+    version: int
+    load_id: str | None
+
+    @property
+    def changed_paths(self) -> list[str]:
+        return [c.path for c in self.plan.changes] if self.committed else []
+
+    @property
+    def dropped_tables(self) -> list[str]:
+        return list(self.plan.drop_tables) if self.committed else []
+
+
+@dataclass
+class VersionInfo:
+    """One retained state version; ``changed_paths`` is None when its predecessor is not retained."""
+
+    version: int
+    load_id: str
+    created_at: datetime | None
+    size: int
+    changed_paths: list[str] | None
+    error: str | None = None
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def where(pipeline: Pipeline) -> str:
+    """Where the pipeline's state lives, for messages (the URL never shows a password)."""
+    if not pipeline.restore_from_destination:
+        return f"local state dir {pipeline.working_dir}"
+    url = pipeline.engine.url.render_as_string(hide_password=True)
+    return f"dataset {pipeline.dataset_name!r} of {url}"
+
+
+def newest(pipeline: Pipeline) -> StoredState:
+    """The newest committed state; :class:`StateOperationError` naming what is missing if there is none."""
+    name = pipeline.pipeline_name
+    if not pipeline.restore_from_destination:
+        stored = pipeline._read_local()
+        if stored is None:
+            raise StateOperationError(
+                f"pipeline {name!r} has no state in {where(pipeline)} (no {pipeline._state_file().name}); "
+                "check the pipeline name and the pipelines dir"
+            )
+        return stored
+    with pipeline.engine.connect() as conn:
+        if not pipeline.store.tables_exist(conn):
+            raise StateOperationError(
+                f"{where(pipeline)} has no {STATE_TABLE} table: check the dataset name (--dataset); "
+                f"pipeline {name!r} has never committed state there"
+            )
+        stored = pipeline.store.newest(conn)
+        if stored is None:
+            others = pipeline.store.pipeline_names(conn)
+            raise StateOperationError(
+                f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
+                f"there: {', '.join(others) or 'none'}"
+            )
+    return stored
+
+
+def get_value(state: dict, path: str, *, pipeline_name: str) -> Any:
+    """The value at a dot-separated ``path`` (the whole document for an empty path).
+
+    A key that itself contains dots (e.g. the cursor path ``data.updated_at``) matches too: at each
+    level the longest key that fits the rest of the path wins. Digits index lists.
+    """
+    parts = split_path(path, pipeline_name=pipeline_name)
+    if not parts:
+        return state
+    parent, key = _locate(state, parts, path, pipeline_name, create=False)
+    return parent[key]
+
+
+def split_path(path: str, *, pipeline_name: str) -> list[str]:
+    if not path:
+        return []
+    parts = path.split(".")
+    if any(not p for p in parts):
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: state path {path!r} has an empty key; write keys separated by "
+            "single dots, e.g. sources.<source>.resources.<resource>.incremental.<cursor>.last_value"
+        )
+    return parts
+
+
+def _locate(doc: Any, parts: list[str], path: str, pipeline_name: str, *, create: bool) -> tuple[Any, Any]:
+    """The container holding the path's last key, and that key. With ``create``, missing dict keys
+    along the way are created (the last one is left for the caller to assign)."""
+    node, i = doc, 0
+    walked: list[str] = []
+    while True:
+        rest = parts[i:]
+        if isinstance(node, dict):
+            key = next(
+                (".".join(rest[:j]) for j in range(len(rest), 0, -1) if ".".join(rest[:j]) in node), None
+            )
+            if key is None:
+                if not create:
+                    raise _not_found(path, walked, rest[0], node, pipeline_name)
+                for part in rest[:-1]:
+                    node[part] = {}
+                    node = node[part]
+                return node, rest[-1]
+            used = key.count(".") + 1
+        elif isinstance(node, list):
+            key = _list_index(node, rest[0], path, walked, pipeline_name)
+            used = 1
+        else:
+            shown = ".".join(walked) or "(the document)"
+            raise StateOperationError(
+                f"pipeline {pipeline_name!r}: state path {path!r} not found: {shown} is a "
+                f"{type(node).__name__}, not a dict or list"
+            )
+        if i + used == len(parts):
+            return node, key
+        node = node[key]
+        walked.append(str(key))
+        i += used
+
+
+def _list_index(node: list, part: str, path: str, walked: list[str], pipeline_name: str) -> int:
+    try:
+        index = int(part)
+    except ValueError:
+        index = None
+    if index is None or not -len(node) <= index < len(node):
+        shown = ".".join(walked)
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: state path {path!r} not found: {shown} is a list of "
+            f"{len(node)} item(s), {part!r} is not an index in it"
+        )
+    return index
+
+
+def _not_found(
+    path: str, walked: list[str], part: str, node: dict, pipeline_name: str
+) -> StateOperationError:
+    shown = ".".join(walked) or "the document"
+    keys = sorted(map(str, node))
+    listed = ", ".join(keys[:30]) + (", ..." if len(keys) > 30 else "")
+    return StateOperationError(
+        f"pipeline {pipeline_name!r}: state path {path!r} not found: {shown} has no key {part!r} "
+        f"(keys: {listed or 'none'})"
+    )
+
+
+def to_plain(value: Any) -> Any:
+    """A JSON-ready copy: typed values in their ISO / str form, bytes as base64."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def diff(old: dict, new: dict) -> list[Change]:
+    """Leaf-level differences between two documents (version bookkeeping and ``_local`` ignored)."""
+    out: list[Change] = []
+
+    def walk(a: Any, b: Any, path: list[str]) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(a.keys() | b.keys(), key=str):
+                walk(a.get(k, _MISSING), b.get(k, _MISSING), [*path, str(k)])
+            return
+        if type(a) is type(b) and a == b:  # 1 == 1.0 == True, but a type change is a change
+            return
+        dotted = ".".join(path)
+        if a is _MISSING:
+            out.append(Change(dotted, "added", new=b))
+        elif b is _MISSING:
+            out.append(Change(dotted, "removed", old=a))
+        else:
+            out.append(Change(dotted, "changed", old=a, new=b))
+
+    skip = {*model.VERSION_KEYS, model.LOCAL_KEY}
+    walk({k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}, [])
+    return out
+
+
+# -- set -------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str, *, current: Any = _MISSING, value_type: str = "auto") -> Any:
+    """The value ``set`` stores for the command-line text ``text``.
+
+    ``text`` is JSON. With ``value_type="auto"`` a value replacing a typed one (datetime, date, time,
+    Decimal, UUID, bytes) keeps that type: the JSON string (or, for Decimal, number) is parsed as it.
+    An explicit ``value_type`` does the same for new keys; ``"json"`` stores the JSON value as is.
+    Where a typed value is expected, text that is not valid JSON is taken as the string itself, so
+    ``2024-05-01T00:00:00+00:00`` needs no quotes.
+    """
+    if value_type not in VALUE_TYPES:
+        raise StateOperationError(f"unknown value type {value_type!r}; use one of {', '.join(VALUE_TYPES)}")
+    target = value_type if value_type != "auto" else _typed_name(current)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if target == "json":
+            raise StateOperationError(
+                f"{text!r} is not valid JSON ({exc.msg}); strings need JSON quotes, e.g. '\"text\"'"
+            ) from None
+        value = text
+    if target == "json" or value is None:
+        return value
+    return _coerce(value, target, auto=value_type == "auto")
+
+
+def _typed_name(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "datetime"
+    for kind, name in ((date, "date"), (time, "time"), (Decimal, "decimal"), (uuid.UUID, "uuid")):
+        if isinstance(value, kind):
+            return name
+    return "bytes" if isinstance(value, bytes) else "json"
+
+
+def _coerce(value: Any, target: str, *, auto: bool) -> Any:
+    why = "the current value is one" if auto else f"--type {target}"
+    try:
+        if target == "decimal" and isinstance(value, int | float) and not isinstance(value, bool):
+            return Decimal(str(value))
+        if not isinstance(value, str):
+            raise TypeError
+        if target == "datetime":
+            return datetime.fromisoformat(value)
+        if target == "date":
+            return date.fromisoformat(value)
+        if target == "time":
+            return time.fromisoformat(value)
+        if target == "decimal":
+            return Decimal(value)
+        if target == "uuid":
+            return uuid.UUID(value)
+        return base64.b64decode(value, validate=True)
+    except (TypeError, ValueError, InvalidOperation, binascii.Error):
+        form = {
+            "datetime": "an ISO 8601 timestamp such as 2024-05-01T00:00:00+00:00",
+            "date": "an ISO date such as 2024-05-01",
+            "time": "an ISO time such as 10:30:00",
+            "decimal": "a decimal number such as 10.25",
+            "uuid": "a UUID",
+            "bytes": "base64 text",
+        }[target]
+        hint = " (pass --type json to store the JSON value as it is)" if auto else ""
+        raise StateOperationError(
+            f"expected {form} because {why} is a {target}, got {to_plain(value)!r}{hint}"
+        ) from None
+
+
+def plan_set(
+    pipeline: Pipeline,
+    path: str,
+    value: Any,
+    *,
+    create: bool = False,
+    expect_version: int | None = None,
+    base: StoredState | None = None,
+) -> EditPlan:
+    """Plan setting the value at ``path``. The path must exist unless ``create``; version bookkeeping,
+    ``_local`` and ``pipeline_name`` cannot be set."""
+    name = pipeline.pipeline_name
+    parts = split_path(path, pipeline_name=name)
+    if not parts:
+        raise StateOperationError(f"pipeline {name!r}: set needs a state path")
+    if parts[0] in PROTECTED_KEYS:
+        raise StateOperationError(
+            f"pipeline {name!r}: {parts[0]!r} is written by every commit and cannot be set"
+        )
+    base = _base(pipeline, base, expect_version)
+    state = copy.deepcopy(base.state)
+    parent, key = _locate(state, parts, path, name, create=create)
+    parent[key] = value
+    codec.typed_dumps(state)  # a value outside the supported types fails here, naming its path
+    return EditPlan(pipeline, "set", base, state, diff(base.state, state))
+
+
+# -- drop ------------------------------------------------------------------------------------------
+
+
+def table_name_of(name: str, engine: sa.Engine) -> str:
+    """The table a resource (or table hint) ``name`` loads into, normalized as the loader does."""
+    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
+    try:
+        return naming.normalize_path(name, max_length)
+    except naming.InvalidIdentifierError as exc:
+        raise StateOperationError(str(exc)) from None
+
+
+def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` that are tables in ``dataset``, in the given order."""
+    inspector = sa.inspect(conn)
+    return [n for n in dict.fromkeys(names) if inspector.has_table(n, schema=dataset)]
+
+
+def drop_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
+    """``DROP TABLE`` inside the caller's transaction."""
+    for name in names:
+        conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=dataset), if_exists=True))
+
+
+def truncate_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
+    """Delete all rows inside the caller's transaction (``DELETE``: transactional everywhere)."""
+    for name in names:
+        conn.execute(sa.delete(sa.table(name, schema=dataset)))
+
+
+def plan_drop(
+    pipeline: Pipeline,
+    resources: Sequence[str | Resource] = (),
+    state_paths: Sequence[str] = (),
+    *,
+    drop_all: bool = False,
+    state_only: bool = False,
+    sources: Sequence[str] | None = None,
+    expect_version: int | None = None,
+    base: StoredState | None = None,
+) -> EditPlan:
+    """Plan dropping resources and state paths, with dlt's semantics (``dlt pipeline drop``).
+
+    ``resources`` are names, ``re:<regex>`` patterns matched against resource names, or
+    :class:`Resource` objects (their ``table_name`` is the table dropped). A matched resource loses its
+    state slot and, unless ``state_only``, its table: the table named like the resource (normalized as
+    the loader does), if it exists. ``drop_all`` matches every resource. ``state_paths`` are JSONPaths
+    relative to each source's state (``resources`` itself is never deleted). ``sources`` limits all of
+    it to those source keys (default: every source in the state). Nothing else in the document changes.
+    """
+    name = pipeline.pipeline_name
+    if not (resources or state_paths or drop_all):
+        raise StateOperationError(
+            f"pipeline {name!r}: nothing to drop; name resources, state paths, or use drop_all"
+        )
+    base = _base(pipeline, base, expect_version)
+    state = copy.deepcopy(base.state)
+    all_sources: dict = state.get("sources") or {}
+    selected = _select_sources(all_sources, sources, name)
+    names: dict[str, str] = {}  # resource name -> table name hint
+    patterns: list[tuple[str, re.Pattern]] = []
+    for item in resources:
+        if isinstance(item, Resource):
+            names[item.name] = item.table_name
+        elif item.startswith("re:"):
+            try:
+                patterns.append((item, re.compile(item[3:])))
+            except re.error as exc:
+                raise StateOperationError(
+                    f"pipeline {name!r}: bad resource pattern {item!r}: {exc}"
+                ) from None
+        else:
+            names[item] = item
+
+    matched: dict[str, None] = {}
+    pattern_hits: set[str] = set()
+    for source_key in selected:
+        slots = all_sources[source_key].get("resources") or {}
+        for resource_name in list(slots):
+            hits = [p for p, rx in patterns if rx.match(resource_name)]
+            pattern_hits.update(hits)
+            if drop_all or resource_name in names or hits:
+                del slots[resource_name]
+                matched[resource_name] = None
+
+    tables: list[str] = []
+    table_of = {r: table_name_of(names.get(r, r), pipeline.engine) for r in [*names, *matched]}
+    if not state_only and table_of:
+        with pipeline.engine.connect() as conn:
+            tables = existing_tables(conn, pipeline.dataset_name, table_of.values())
+    for resource_name in names:
+        if resource_name not in matched and table_of[resource_name] not in tables:
+            known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
+            table_note = "" if state_only else f" and no table {table_of[resource_name]!r}"
+            raise StateOperationError(
+                f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
+                f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "
+                f"state: {', '.join(known) or 'none'}"
+            )
+    warnings = [f"resource pattern {p!r} matched no resource" for p, _ in patterns if p not in pattern_hits]
+
+    for state_path in state_paths:
+        if not _delete_state_path(all_sources, selected, state_path, name):
+            raise StateOperationError(
+                f"pipeline {name!r}: state path {state_path!r} selected nothing in source(s) "
+                f"{', '.join(selected) or '(none)'} (paths are relative to a source's state, "
+                "e.g. 'last_sync' or 'resources.events.incremental')"
+            )
+    return EditPlan(pipeline, "drop", base, state, diff(base.state, state), tables, warnings)
+
+
+def _select_sources(all_sources: dict, wanted: Sequence[str] | None, pipeline_name: str) -> list[str]:
+    if not wanted:
+        return list(all_sources)
+    unknown = [s for s in wanted if s not in all_sources]
+    if unknown:
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: no source(s) {', '.join(map(repr, unknown))} in the state; "
+            f"sources: {', '.join(all_sources) or 'none'}"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def _delete_state_path(all_sources: dict, selected: list[str], state_path: str, pipeline_name: str) -> bool:
+    try:
+        expr = parse_jsonpath(state_path)
+    except Exception as exc:  # jsonpath-ng raises several unrelated types for bad syntax
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: {state_path!r} is not a valid JSONPath: {exc}"
+        ) from None
+    hit = False
+    for source_key in selected:
+        matches = [m for m in expr.find(all_sources[source_key]) if str(m.full_path) != "resources"]
+        # delete list items from the back so earlier indexes stay valid
+        for match in sorted(matches, key=lambda m: -m.path.index if isinstance(m.path, Index) else 0):
+            parent = match.context.value if match.context is not None else None
+            if isinstance(match.path, Fields) and isinstance(parent, dict):
+                for key in match.path.fields:
+                    hit = parent.pop(key, _MISSING) is not _MISSING or hit
+            elif (
+                isinstance(match.path, Index) and isinstance(parent, list) and match.path.index < len(parent)
+            ):
+                del parent[match.path.index]
+                hit = True
+    return hit
+
+
+# -- rollback and history --------------------------------------------------------------------------
+
+
+def plan_rollback(
+    pipeline: Pipeline, version: int, *, expect_version: int | None = None, base: StoredState | None = None
+) -> EditPlan:
+    """Plan a new version whose content equals retained version ``version``."""
+    name = pipeline.pipeline_name
+    if not pipeline.restore_from_destination:
+        raise StateOperationError(
+            f"pipeline {name!r} keeps its state in {where(pipeline)}, which has no history to roll back to"
+        )
+    base = _base(pipeline, base, expect_version)
+    with pipeline.engine.connect() as conn:
+        target = pipeline.store.version(conn, version)
+        if target is None:
+            retained = sorted(r.version for r in pipeline.store.history_rows(conn))
+            span = f"{retained[0]}..{retained[-1]}" if retained else "none"
+            raise StateOperationError(
+                f"pipeline {name!r}: state version {version} is not retained in {where(pipeline)} "
+                f"(retained versions: {span}; max_state_versions={pipeline.store.max_versions})"
+            )
+    state = copy.deepcopy(target.state)
+    for key in model.VERSION_KEYS:
+        state[key] = base.state.get(key)
+    return EditPlan(pipeline, f"rollback to version {version}", base, state, diff(base.state, state))
+
+
+def history(pipeline: Pipeline, limit: int | None = None) -> list[VersionInfo]:
+    """Retained versions, newest first, each with the paths changed since the version before it."""
+    if not pipeline.restore_from_destination:
+        stored = newest(pipeline)
+        return [VersionInfo(stored.version, stored.load_id, stored.created_at, stored.size, None)]
+    newest(pipeline)  # a clear error for an unknown pipeline or dataset
+    with pipeline.engine.connect() as conn:
+        rows = pipeline.store.history_rows(conn, limit + 1 if limit else None)
+    decoded: list[StoredState | str] = []
+    for row in rows:
+        try:
+            decoded.append(pipeline.store.decode_row(row))
+        except StateCorruptError as exc:
+            decoded.append(str(exc))
+    out: list[VersionInfo] = []
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        this, older = decoded[i], decoded[i + 1] if i + 1 < len(decoded) else None
+        paths = None
+        if isinstance(this, StoredState) and isinstance(older, StoredState):
+            paths = [c.path for c in diff(older.state, this.state)]
+        error = this if isinstance(this, str) else None
+        out.append(
+            VersionInfo(int(row.version), row._dlt_load_id, row.created_at, len(row.state), paths, error)
+        )
+    return out
+
+
+# -- applying --------------------------------------------------------------------------------------
+
+
+def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
+    """Commit ``plan`` as a new state version (and drop its tables) in one transaction, under the
+    pipeline's commit lock. Raises :class:`ConcurrentEditError` (nothing written) if a version was
+    committed after the plan was made. ``write_local`` also writes the pipelines dir's state file
+    (always done for pipelines that keep their state locally)."""
+    pipeline, base = plan.pipeline, plan.base
+    if plan.empty:
+        return EditResult(plan, False, base.version, None)
+    new = copy.deepcopy(plan.state)
+    new.pop(model.LOCAL_KEY, None)
+    new["_state_version"] = base.version
+    new["_state_engine_version"] = base.state.get("_state_engine_version", model.STATE_ENGINE_VERSION)
+    new["_version_hash"] = base.state.get("_version_hash")
+    if not model.bump_version(new):
+        new["_state_version"] += 1  # a drop of tables only still gets its own, audited version
+    pipeline.store.check_size(new)
+    load_id = new_load_id(after=base.load_id or None)
+    dataset = pipeline.dataset_name
+    if pipeline.restore_from_destination:
+        with pipeline.engine.connect() as conn:
+            conn.begin()
+            try:
+                pipeline.store.lock(conn)
+                _check_not_moved(plan, pipeline.store.newest(conn))
+                drop_tables(conn, dataset, plan.drop_tables)
+                pipeline.store.insert_load(conn, load_id)
+                pipeline.store.insert_state(conn, new, load_id)
+                pipeline.store.prune(conn)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+    else:
+        _check_not_moved(plan, pipeline._read_local())
+        if plan.drop_tables:
+            pipeline.store.ensure_loads_table(pipeline.engine)
+            with pipeline.engine.begin() as conn:
+                drop_tables(conn, dataset, plan.drop_tables)
+                pipeline.store.insert_load(conn, load_id)
+        write_local = True
+    if write_local:
+        pipeline._write_local(new, load_id)
+    pipeline._committed, pipeline._first_run = copy.deepcopy(new), False
+    log.info(
+        "pipeline %r: %s committed as state version %d with load %s; changed paths: %s; dropped tables: %s",
+        pipeline.pipeline_name,
+        plan.action,
+        new["_state_version"],
+        load_id,
+        ", ".join(c.path for c in plan.changes) or "(none)",
+        ", ".join(plan.drop_tables) or "(none)",
+    )
+    return EditResult(plan, True, int(new["_state_version"]), load_id)
+
+
+def _base(pipeline: Pipeline, base: StoredState | None, expect_version: int | None) -> StoredState:
+    base = base if base is not None else newest(pipeline)
+    if expect_version is not None and base.version != expect_version:
+        raise ConcurrentEditError(
+            f"pipeline {pipeline.pipeline_name!r}: expected state version {expect_version}, but the newest "
+            f"committed version is {base.version} (load {base.load_id or 'local'}). Nothing was written. "
+            "Review the change (airflow-state history) and run the command again."
+        )
+    return base
+
+
+def _check_not_moved(plan: EditPlan, current: StoredState | None) -> None:
+    base = plan.base
+    same = (
+        current is not None
+        and current.version == base.version
+        and current.load_id == base.load_id
+        and current.state.get("_version_hash") == base.state.get("_version_hash")
+    )
+    if not same:
+        now = "no state" if current is None else f"state version {current.version} (load {current.load_id})"
+        raise ConcurrentEditError(
+            f"pipeline {plan.pipeline.pipeline_name!r}: {now} was committed after this {plan.action} was "
+            f"planned against version {base.version} (load {base.load_id or 'local'}). Nothing was "
+            "written. Run the command again: it plans against the newest version."
+        )
+
+
+# -- local working dir -----------------------------------------------------------------------------
+
+
+def sync_local(pipeline: Pipeline) -> tuple[StoredState, Path]:
+    """Write the destination's newest state into the pipeline's local working dir (what
+    ``restore_from_destination=False`` reads). Returns the state and the file written."""
+    if not pipeline.restore_from_destination:
+        raise StateOperationError(
+            f"pipeline {pipeline.pipeline_name!r}: sync restores from the destination; this pipeline "
+            "object reads its state locally (restore_from_destination=False)"
+        )
+    stored = newest(pipeline)
+    pipeline._write_local(stored.state, stored.load_id)
+    return stored, pipeline._state_file()
