@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from airflow_state_provider import operations
 from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
@@ -35,6 +36,9 @@ from airflow_state_provider.extract.source import Source
 from airflow_state_provider.state import codec, context, model
 
 log = logging.getLogger("airflow_state_provider.pipeline")
+
+#: ``Pipeline.run(refresh=...)`` modes, dlt's names and semantics.
+REFRESH_MODES = ("drop_sources", "drop_resources", "drop_data")
 
 DESTINATION_TYPES = {
     "sqlite": "dlt.destinations.sqlalchemy",
@@ -88,6 +92,8 @@ class _Run:
         self.checkpoints = 0
         self.load_id = new_load_id()
         self.last_committed_load_id: str | None = None
+        #: commit even without rows or state change: ``refresh`` dropped or emptied tables
+        self.force_commit = False
 
 
 class Pipeline:
@@ -261,6 +267,7 @@ class Pipeline:
         merge_key: str | Sequence[str] | None = None,
         checkpoint_every: int | None = None,
         read_only_sources: dict[str, str] | None = None,
+        refresh: str | None = None,
     ) -> LoadInfo:
         """Restore, extract, load and commit ``data`` (a source, resource, list of them, or rows).
 
@@ -268,7 +275,19 @@ class Pipeline:
         with ``checkpoint_every=N`` in several, each after at least N rows. An exception anywhere
         rolls the current transaction back. ``read_only_sources`` maps source names whose
         source-level state this run may only read to the reason a write error shows.
+
+        ``refresh`` resets what this run extracts first, with dlt's semantics, in the same transaction
+        as the load (a failed run leaves tables and state as they were): ``"drop_sources"`` drops the
+        tables of every resource of the sources run and wipes their whole source state;
+        ``"drop_resources"`` drops the tables and wipes the state of the resources run;
+        ``"drop_data"`` empties those tables and wipes those resources' state. A resource's tables are
+        its ``table_name`` and, for resources known only from the state, the table named like it.
         """
+        if refresh not in (None, *REFRESH_MODES):
+            raise ValueError(
+                f"pipeline {self.pipeline_name!r}: refresh must be one of {', '.join(REFRESH_MODES)} "
+                f"or None, got {refresh!r}"
+            )
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"pipeline {self.pipeline_name!r}: checkpoint_every must be >= 1")
         hints = {
@@ -293,8 +312,10 @@ class Pipeline:
             interval=context.current_interval(),
         )
         with context.run_context(ctx):
-            groups = self._plan(items, hints)
+            catalog: dict[str, dict[str, Resource]] = {}
+            groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
+            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self.engine)
             with self.engine.connect() as conn:
                 conn.begin()
                 try:
@@ -306,6 +327,8 @@ class Pipeline:
                         pipeline_name=self.pipeline_name,
                         batch_size=self.batch_size,
                     )
+                    if refresh_tables:
+                        run.force_commit = self._refresh_tables(conn, refresh, refresh_tables)
                     for group in groups:
                         self._extract_group(group, loader, run, conn)
                     self._commit(conn, loader, run, final=True)
@@ -325,8 +348,31 @@ class Pipeline:
         )
         return info
 
+    def _refresh_tables(self, conn: sa.Connection, refresh: str | None, tables: list[str]) -> bool:
+        """Drop or empty the refreshed tables inside the load transaction; True if any existed."""
+        existing = operations.existing_tables(conn, self.dataset_name, tables)
+        if refresh == "drop_data":
+            operations.truncate_tables(conn, self.dataset_name, existing)
+        else:
+            operations.drop_tables(conn, self.dataset_name, existing)
+        if existing:
+            log.info(
+                "refresh=%s: %s tables %s of dataset %r (committed with this load)",
+                refresh,
+                "emptied" if refresh == "drop_data" else "dropped",
+                ", ".join(existing),
+                self.dataset_name,
+            )
+        return bool(existing)
+
     # -- planning ---------------------------------------------------------------------------------
-    def _plan(self, items: list[Resource | Source], hints: dict[str, Any]) -> list[_Group]:
+    def _plan(
+        self,
+        items: list[Resource | Source],
+        hints: dict[str, Any],
+        catalog: dict[str, dict[str, Resource]] | None = None,
+    ) -> list[_Group]:
+        """Group the resources to run; ``catalog`` (if given) receives every resource per source key."""
         groups: list[_Group] = []
         for item in items:
             if isinstance(item, Source):
@@ -342,6 +388,8 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self.pipeline_name
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            if catalog is not None:
+                catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
         return groups
 
@@ -454,6 +502,7 @@ class Pipeline:
         merged.pop(model.LOCAL_KEY, None)
         model.drop_untouched_empty_slots(merged, theirs)
         changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
+        changed = changed or run.force_commit
         if not changed and rows == 0:
             conn.rollback()
             if final:
@@ -509,6 +558,7 @@ class Pipeline:
         run.base = copy.deepcopy(ours)
         run.last_committed_load_id = load_id
         run.rows_since_commit = 0
+        run.force_commit = False
         if not final:
             run.checkpoints += 1
             run.load_id = new_load_id(after=load_id)
@@ -516,6 +566,40 @@ class Pipeline:
         self._committed, self._first_run = copy.deepcopy(merged), False
         if changed:
             self._write_local(merged, load_id)
+
+    # -- operating state --------------------------------------------------------------------------
+    def drop(
+        self,
+        resources: str | Resource | Sequence[str | Resource] | None = None,
+        state_paths: str | Sequence[str] | None = None,
+        state_only: bool = False,
+        *,
+        drop_all: bool = False,
+        sources: Sequence[str] | None = None,
+        dry_run: bool = False,
+        expect_version: int | None = None,
+    ) -> operations.EditResult:
+        """Drop resources (their tables and state slots) and source state paths, with dlt's semantics.
+
+        ``resources`` are names, ``re:<regex>`` patterns or :class:`Resource` objects; ``state_paths``
+        are JSONPaths relative to each source's state; ``state_only`` keeps the tables; ``drop_all``
+        drops every resource; ``sources`` limits it to those source keys. The change is a new state
+        version committed with the table drops in one transaction, under the commit lock; nothing
+        else in the state changes. ``dry_run`` plans without writing (see ``result.plan.changes``).
+        ``expect_version`` fails with ``ConcurrentEditError`` unless it is the newest version.
+        """
+        plan = operations.plan_drop(
+            self,
+            [resources] if isinstance(resources, str | Resource) else list(resources or ()),
+            [state_paths] if isinstance(state_paths, str) else list(state_paths or ()),
+            drop_all=drop_all,
+            state_only=state_only,
+            sources=sources,
+            expect_version=expect_version,
+        )
+        if dry_run:
+            return operations.EditResult(plan, False, plan.base.version, None)
+        return operations.apply(plan, write_local=True)
 
     # -- SQL access -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -636,6 +720,34 @@ def _reset_replace_slots(groups: list[_Group], state: dict) -> None:
             res = _find(group, name)
             if res is not None and res.write_disposition == "replace":
                 state.get("sources", {}).get(group.source_key, {}).get("resources", {}).pop(name, None)
+
+
+def _refresh_state(
+    refresh: str | None,
+    groups: list[_Group],
+    catalog: dict[str, dict[str, Resource]],
+    state: dict,
+    engine: sa.Engine,
+) -> list[str]:
+    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties."""
+    if refresh is None:
+        return []
+    sources = state.get("sources", {})
+    tables: list[str] = []
+    if refresh == "drop_sources":
+        for source_key in dict.fromkeys(g.source_key for g in groups):
+            known = catalog.get(source_key, {})
+            tables += [r.table_name for r in known.values()]
+            wiped = sources.pop(source_key, None) or {}
+            tables += [name for name in wiped.get("resources") or {} if name not in known]
+    else:
+        for group in groups:
+            slots = sources.get(group.source_key, {}).get("resources", {})
+            for name in sorted(group.selected):
+                res = _find(group, name)
+                tables.append(res.table_name if res is not None else name)
+                slots.pop(name, None)
+    return list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
 
 
 def _filter(item: Any, incrementals: list[Incremental]) -> tuple[Any, bool]:
