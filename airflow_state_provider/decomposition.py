@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +54,13 @@ def task_id_for(name: str) -> str:
     return _INVALID_ID_CHARS.sub("_", name)
 
 
-def resource_groups(source: Source, pipeline_name: str) -> list[ResourceGroup]:
+def resource_groups(source: Source, pipeline_name: str | None = None) -> list[ResourceGroup]:
     """The resource groups of the source's selection, in source order.
 
-    A selected transformer brings its parent's group (the parent is extracted, not loaded).
+    A selected transformer brings its parent's group (the parent is extracted, not loaded). The
+    source body runs against the empty state of ``pipeline_name`` (default: the source name).
     """
-    with _parse_time_run(pipeline_name):
+    with _parse_time_run(pipeline_name or source.name):
         resources = source.resources
         selected = set(source.selected)
     members: dict[str, list[str]] = {}
@@ -130,27 +131,25 @@ def decompose_source(
             StatefulLoadOperator(
                 task_id=task_id_for(source.name),
                 data=source,
-                doc_md=_doc(source.name, [n for g in groups for n in g.resources], mode, None, False),
+                doc_md=_doc(source.name, [n for g in groups for n in g.resources], mode),
                 **common,
             )
             return group
         writer_id = group.child_id(writer.task_id)
         tasks = []
         for g in groups:
-            read_only = mode == "parallel" and g is not writer
-            this_id = group.child_id(g.task_id)
+            read_only = None
+            if mode == "parallel" and g is not writer:
+                reason = _read_only_reason(pipeline_name, source.name, group.child_id(g.task_id), writer_id)
+                read_only = {source.name: reason}
             with _parse_time_run(pipeline_name):
                 data = source.with_resources(*g.resources)
             tasks.append(
                 StatefulLoadOperator(
                     task_id=g.task_id,
                     data=data,
-                    read_only_sources=(
-                        {source.name: _read_only_reason(pipeline_name, source.name, this_id, writer_id)}
-                        if read_only
-                        else None
-                    ),
-                    doc_md=_doc(source.name, g.resources, mode, writer_id, this_id == writer_id),
+                    read_only_sources=read_only,
+                    doc_md=_doc(source.name, g.resources, mode, writer_id, is_writer=g is writer),
                     **common,
                 )
             )
@@ -241,17 +240,22 @@ def _read_only_reason(pipeline_name: str, source_name: str, task_id: str, writer
 
 def _doc(
     source_name: str,
-    resources: tuple[str, ...] | list[str],
+    resources: Sequence[str],
     mode: str,
-    writer_id: str | None,
-    is_writer: bool,
+    writer_id: str | None = None,
+    *,
+    is_writer: bool = False,
 ) -> str:
     loads = ", ".join(f"`{n}`" for n in resources)
     head = f"Loads {loads} of source `{source_name}` (`decompose_source`, mode `{mode}`)."
-    if mode != "parallel":
+    if mode == "none":
         return (
-            f"{head}\n\nThe tasks of this source do not overlap, so this task may write the source state "
-            f"`sources.{source_name}` and the resource state of what it loads."
+            f"{head}\n\nThe only task of this source: it may write the source state `sources.{source_name}`."
+        )
+    if mode == "serialize":
+        return (
+            f"{head}\n\nThe tasks of this source run one after another, so each may write the source "
+            f"state `sources.{source_name}`."
         )
     if is_writer:
         return (
