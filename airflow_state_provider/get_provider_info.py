@@ -106,6 +106,8 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
+        # ``airflow state ...`` (airflow_state_provider.cli): read by Airflow 3.2+, ignored by 3.1
+        "cli": ["airflow_state_provider.cli.get_airflow_cli_commands"],
         "task-decorators": [
             {
                 "name": "stateful_load",
