@@ -222,7 +222,7 @@ class Pipeline:
         # renewed the pool and nothing ran yet, so read once more on a fresh connection
         return self._read_newest()
 
-    def _read_newest(self) -> StoredState | None:
+    def _read_newest(self, *, retry_if_created: bool = True) -> StoredState | None:
         try:
             with self.engine.connect() as conn:
                 stored = self.store.newest(conn)
@@ -231,9 +231,13 @@ class Pipeline:
         except sa.exc.DBAPIError:
             # a missing table means "never committed"; anything else (an outage) must surface
             with self.engine.connect() as conn:
-                if self.store.tables_exist(conn):
-                    raise
-            return None
+                exists = self.store.tables_exist(conn)
+            if not exists:
+                return None
+            if retry_if_created:
+                # a concurrent first run may have created the tables after our query failed
+                return self._read_newest(retry_if_created=False)
+            raise
 
     def _state_file(self) -> Path:
         return self.working_dir / "state.json"

@@ -321,6 +321,8 @@ class _TableState:
     seq: int = 0
     #: rows loaded in the current chunk
     loaded: int = 0
+    #: this transaction holds the dialect's DDL lock on the table (see Dialect.lock_table_ddl)
+    ddl_locked: bool = False
 
 
 class Loader:
@@ -409,6 +411,8 @@ class Loader:
             counts[name] = state.loaded
             state.loaded = 0
         self._chunk.clear()
+        for state in self._tables.values():
+            state.ddl_locked = False  # the caller commits next: the lock ends with the transaction
         return counts
 
     def restamp(self, new_load_id: str) -> None:
@@ -545,6 +549,15 @@ class Loader:
         """Create the table, or add the columns it lacks (schema evolution)."""
         assert state.kinds is not None
         dialect_name = self.dialect.name
+        if not state.ddl_locked and self.dialect.lock_table_ddl(self.conn, self.dataset, state.name):
+            # a concurrent transaction may have created or extended the table while we waited
+            state.ddl_locked = True
+            if state.staging is None:
+                state.kinds, state.table = None, None
+                self._reflect(state)
+                new = {n: k for n, k in new.items() if n not in state.kinds}
+                if state.table is not None and not new:
+                    return
         if state.table is None:
             columns = [_column(n, new_column_type(k, dialect_name)) for n, k in new.items()]
             columns += [

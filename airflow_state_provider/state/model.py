@@ -145,7 +145,8 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
 
     ``base`` is what this run restored, ``ours`` what it wants to commit, ``theirs`` the newest committed
     document. A slot changed only by us comes from us, one changed only by them from them; a slot
-    changed by both to different values raises :class:`StateConflictError`.
+    changed by both raises :class:`StateConflictError` -- also when both changed it to the same value:
+    two runs that advanced the same cursor loaded the same rows, and the later one must not commit them.
     """
     b, o, t = slot_map(base), slot_map(ours), slot_map(theirs)
     merged_slots: dict[Slot, Any] = {}
@@ -154,7 +155,7 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
         vb, vo, vt = b.get(slot, _MISSING), o.get(slot, _MISSING), t.get(slot, _MISSING)
         if vo == vb:
             value = vt
-        elif vt in (vb, vo):
+        elif vt == vb:
             value = vo
         else:
             conflicts.append(slot)

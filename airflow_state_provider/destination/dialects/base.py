@@ -35,6 +35,14 @@ class Dialect:
         The generic fallback relies on the database's own write serialization.
         """
 
+    def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
+        """Serialize DDL on ``table`` across concurrent transactions until this one ends.
+
+        Returns True when a lock was taken: the caller must then re-read the table, which a
+        concurrent transaction may have created or altered while this one waited.
+        """
+        return False
+
     # -- bulk loading -----------------------------------------------------------------------------
     def insert_rows(
         self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]

@@ -13,9 +13,9 @@ from sqlalchemy.dialects import postgresql
 from airflow_state_provider.destination.dialects.base import Dialect
 
 
-def advisory_key(dataset: str, pipeline_name: str) -> int:
+def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
     """A stable signed 64-bit key for ``pg_advisory_xact_lock``."""
-    digest = hashlib.blake2b(f"asp:{dataset}:{pipeline_name}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"asp:{kind}:{dataset}:{pipeline_name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -25,8 +25,15 @@ class PostgresDialect(Dialect):
     def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(dataset, pipeline_name)})
 
+    def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
+        # two transactions creating one table: the second would fail on the catalog's unique index
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(dataset, table, "ddl")})
+        return True
+
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
-        conn.execute(sa.text("SELECT set_config('search_path', :p, false)"), {"p": _quoted(dataset) + ", public"})
+        conn.execute(
+            sa.text("SELECT set_config('search_path', :p, false)"), {"p": _quoted(dataset) + ", public"}
+        )
         conn.commit()
 
     def insert_rows(
