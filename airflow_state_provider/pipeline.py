@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
@@ -179,7 +180,17 @@ class Pipeline:
         return self._first_run
 
     def _fresh_state(self) -> dict:
-        return model.default_state(self.pipeline_name, self.dataset_name, self.destination_type)
+        return model.default_state(
+            self.pipeline_name,
+            self.dataset_name,
+            self.destination_type,
+            schema_name=default_schema_name(self.pipeline_name),
+        )
+
+    def _standalone_source_key(self) -> str:
+        """Where resources run without a source keep their state: the default schema, as in dlt."""
+        restored = (self._committed or {}).get("default_schema_name")
+        return restored or default_schema_name(self.pipeline_name)
 
     # -- restore ----------------------------------------------------------------------------------
     def sync_destination(self) -> StoredState | None:
@@ -390,7 +401,7 @@ class Pipeline:
                     resources.setdefault(parent.name, parent)
                     parent = parent.data_from
                 selected = {item.name}
-                source_key = item.source_key or self.pipeline_name
+                source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
@@ -644,6 +655,20 @@ def _rollback_after_failure(conn: sa.Connection, pipeline_name: str) -> None:
         conn.rollback()
     except Exception as e:
         log.warning("pipeline %r: the rollback after the failure failed too: %s", pipeline_name, e)
+
+
+def default_schema_name(pipeline_name: str) -> str:
+    """dlt's default schema name of a new pipeline: its name without a ``_pipeline`` suffix, snake_case.
+
+    dlt keeps the state of resources run without a source under the pipeline's default schema name
+    (``dlt/extract/utils.py::make_schema_with_default_name``), e.g. ``chess_pipeline`` -> ``chess`` and
+    ``Orders-Sync`` -> ``orders_sync``; so do we, so both tools address the same state slots.
+    """
+    name = pipeline_name[: -len("_pipeline")] if pipeline_name.endswith("_pipeline") else pipeline_name
+    try:
+        return naming.normalize_identifier(name, 64)
+    except naming.InvalidIdentifierError:  # e.g. "_pipeline": no usable schema name (dlt refuses it)
+        return pipeline_name
 
 
 def default_pipelines_dir() -> Path:

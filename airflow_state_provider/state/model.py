@@ -26,15 +26,26 @@ Slot = tuple[str, ...]
 _MISSING: Any = object()
 
 
-def default_state(pipeline_name: str, dataset_name: str, destination_type: str | None = None) -> dict:
-    """A fresh document for a pipeline that never committed (dlt's defaults)."""
+def default_state(
+    pipeline_name: str,
+    dataset_name: str,
+    destination_type: str | None = None,
+    *,
+    schema_name: str | None = None,
+) -> dict:
+    """A fresh document for a pipeline that never committed (dlt's defaults).
+
+    ``schema_name`` is the default schema (the source key of resources run without a source); dlt
+    derives it from the pipeline name, see ``pipeline.default_schema_name``. Defaults to the pipeline name.
+    """
+    schema = schema_name or pipeline_name
     state = {
         "_state_version": 0,
         "_state_engine_version": STATE_ENGINE_VERSION,
         "pipeline_name": pipeline_name,
         "dataset_name": dataset_name,
-        "default_schema_name": pipeline_name,
-        "schema_names": [pipeline_name],
+        "default_schema_name": schema,
+        "schema_names": [schema],
         "destination_type": destination_type,
         "destination_name": None,
         "sources": {},
