@@ -1,0 +1,59 @@
+"""Peak memory of one load, measured in a fresh process.
+
+``python -m benchmarks.rss URL ROWS`` streams ``ROWS`` generated rows (pages of 1,000, built on the fly)
+through ``Pipeline.run`` into ``URL`` and prints one JSON line: the process's peak resident set
+(``VmHWM``) after the imports and at the end. The parent runs it once per sample, so every sample
+starts from a clean interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size in KiB (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def measure(url: str, rows: int, timeout: float = 900) -> dict[str, int]:
+    """Run one load in a child process; returns ``{"baseline_kib": ..., "peak_kib": ...}``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rss", url, str(rows)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child(url: str, rows: int) -> None:
+    from airflow_state_provider import Pipeline
+    from benchmarks.data import stream_rows
+
+    import_peak = peak_rss_kib()
+    with tempfile.TemporaryDirectory() as pipelines_dir:
+        p = Pipeline("rss", destination=url, dataset_name="rss", pipelines_dir=pipelines_dir)
+        info = p.run(stream_rows(rows), table_name="t")
+        p.engine.dispose()
+    if info.row_counts.get("t") != rows:
+        raise SystemExit(f"loaded {info.row_counts}, expected {rows}")
+    print(json.dumps({"baseline_kib": import_peak, "peak_kib": peak_rss_kib()}))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], int(sys.argv[2]))

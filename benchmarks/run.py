@@ -1,0 +1,127 @@
+"""``python -m benchmarks``: run every case and write ``BENCHMARKS.md``.
+
+python -m benchmarks            # full sizes (the targets' own), ~15 minutes on 2 cores
+python -m benchmarks --quick    # smaller bulk and RSS sizes, 3 repetitions, a few minutes
+python -m benchmarks --only bulk --only history --output /tmp/b.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import shlex
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import cases
+from benchmarks.data import make_rows
+from benchmarks.postgres import start_postgres
+from benchmarks.report import RunInfo, render
+from benchmarks.results import TIMES, Measure
+
+CASES = ("incremental", "bulk", "history", "rss")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller bulk/RSS sizes and 3 repetitions")
+    size.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition (for the test suite)")
+    parser.add_argument("--reps", type=int, help="repetitions per measure (default: 5, quick 3, smoke 1)")
+    parser.add_argument("--only", action="append", choices=CASES, help="run only these cases (repeatable)")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="report file")
+    parser.add_argument("--no-profile", action="store_true", help="skip profiling the rows that miss")
+    parser.add_argument(
+        "--workdir", type=Path, help="where databases and pipelines dirs go (default: a tmp dir)"
+    )
+    return parser.parse_args(argv)
+
+
+def _warm_up() -> None:
+    """Import everything the contenders use before any clock starts."""
+    import dlt  # noqa: F401
+    import duckdb  # noqa: F401
+    import psycopg  # noqa: F401
+
+    import airflow_state_provider.pipeline  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import pyarrow  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = cases.SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.reps:
+        sizes = cases.Sizes(**{**sizes.__dict__, "reps": args.reps})
+    selected = args.only or list(CASES)
+    started_at, started = dt.datetime.now(dt.UTC), time.perf_counter()
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    _warm_up()
+    measures: list[Measure] = []
+    with tempfile.TemporaryDirectory(prefix="asp-bench-", dir=args.workdir) as tmp, start_postgres() as pg:
+        ctx = cases.Context(sizes, Path(tmp), pg, _log, profile=not args.no_profile)
+        steps: list[tuple[str, Callable[[], list[Measure]]]] = []
+        if "incremental" in selected:
+            for kind in ("duckdb", "postgresql"):
+                steps.append((f"incremental vs dlt, {kind}", lambda k=kind: cases.incremental_vs_dlt(ctx, k)))
+        if "bulk" in selected:
+            rows: list[dict] = []
+
+            def bulk(kind: str) -> list[Measure]:
+                if not rows:
+                    _log(f"  building {sizes.bulk_rows:,} rows (untimed)")
+                    rows.extend(make_rows(0, sizes.bulk_rows))
+                return [cases.bulk_vs_raw(ctx, kind, rows)]
+
+            for kind in ("postgresql", "duckdb", "sqlite"):
+                steps.append((f"bulk load, {kind}", lambda k=kind: bulk(k)))
+        if "history" in selected:
+            for kind in ("postgresql", "duckdb", "sqlite"):
+                steps.append(
+                    (f"restore with history, {kind}", lambda k=kind: [cases.restore_history(ctx, k)])
+                )
+        if "rss" in selected:
+            for kind in ("postgresql", "duckdb", "sqlite"):
+                steps.append((f"peak RSS, {kind}", lambda k=kind: [cases.peak_rss(ctx, k)]))
+        for label, step in steps:
+            _log(f"== {label}")
+            measures.extend(step())
+            cases.cleanup(ctx)
+        measures = _ordered(measures)
+        if ctx.profile:
+            for m in measures:
+                rerun = ctx.reruns.get(m.key)
+                if not m.met and rerun is not None:
+                    _log(f"== profiling {m.key}")
+                    m.profile = cases.profile(rerun)
+        info = RunInfo(
+            sizes,
+            "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            started_at,
+            time.perf_counter() - started,
+            pg.version,
+        )
+        args.output.write_text(render(info, measures, ctx.plans), encoding="utf-8")
+    _log(f"wrote {args.output} ({sum(m.met for m in measures)}/{len(measures)} targets met)")
+    for m in measures:
+        _log(f"  {'ok  ' if m.met else 'MISS'} {m.ratio:8.2f}{TIMES} (target {m.target_text})  {m.key}")
+    return 0
+
+
+_ORDER = ("incremental", "zero_new", "restore", "bulk", "history", "rss")
+
+
+def _ordered(measures: list[Measure]) -> list[Measure]:
+    """The issue's table order: incremental, 0 new rows, restore, bulk, history, memory."""
+    return sorted(measures, key=lambda m: next(i for i, p in enumerate(_ORDER) if m.key.startswith(p)))

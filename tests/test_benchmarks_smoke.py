@@ -1,0 +1,74 @@
+"""A tiny run of the benchmark script, so it cannot rot. It asserts on the report's shape only: no timing
+is ever asserted (timings on a shared 2-core machine are not a test)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.postgres import ENV_URL, pg_bindir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: every row of issue 8's table, per database
+EXPECTED_ROWS = [
+    r"rows incremental run \(restore \+ extract \+ load \+ commit\) into DuckDB",
+    r"rows incremental run \(restore \+ extract \+ load \+ commit\) into PostgreSQL",
+    r"incremental run with 0 new rows of \S+ seen, DuckDB",
+    r"incremental run with 0 new rows of \S+ seen, PostgreSQL",
+    r"restore on a clean worker, DuckDB",
+    r"restore on a clean worker, PostgreSQL",
+    r"rows \u00d7 6 columns into PostgreSQL, vs psycopg COPY",
+    r"rows \u00d7 6 columns into DuckDB, vs DuckDB",
+    r"rows \u00d7 6 columns into SQLite, vs sqlite3 executemany",
+    r"historical versions \(retention off\) vs 1 version, PostgreSQL",
+    r"historical versions \(retention off\) vs 1 version, DuckDB",
+    r"historical versions \(retention off\) vs 1 version, SQLite",
+    r"peak RSS loading \S+ rows vs \S+ rows, PostgreSQL",
+    r"peak RSS loading \S+ rows vs \S+ rows, DuckDB",
+    r"peak RSS loading \S+ rows vs \S+ rows, SQLite",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
+    if pg_bindir() is None and not os.environ.get(ENV_URL):
+        msg = "PostgreSQL server binaries not found (install Debian's 'postgresql' package)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    report = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(report), "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = report.read_text(encoding="utf-8")
+
+    results = text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    lines = results.splitlines()
+    table = [line for line in lines if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
+    assert len(table) == len(EXPECTED_ROWS), table
+    for pattern in EXPECTED_ROWS:
+        matching = [row for row in table if re.search(pattern, row)]
+        assert len(matching) == 1, pattern
+        cells = [cell.strip() for cell in matching[0].strip("|").split("|")]
+        assert len(cells) == 6
+        assert re.fullmatch(r"[\u2265\u2264] [\d.]+\u00d7", cells[1])
+        assert re.search(r"\d", cells[2]) and re.search(r"\d", cells[3])
+        assert re.match(r"[\d.]+\u00d7", cells[4])
+        assert cells[5] in ("yes", "**no**")
+
+    sections = ("## Machine and versions", "## Method", "## Details", "## Query plans on the long history")
+    for section in sections:
+        assert section in text
+    assert "smoke run: the sizes differ from the targets'" in text
