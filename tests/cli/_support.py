@@ -99,6 +99,8 @@ def tables(url: str, dataset: str = DATASET) -> set[str]:
                 "rates",
                 "_dlt_loads",
                 "_dlt_pipeline_state",
+                "contacts",
+                "deals",
             )
             return set(ops.existing_tables(conn, dataset, names))
     finally:
