@@ -91,9 +91,6 @@ class StatefulLoadOperator(BaseOperator):
         else:
             self.log.info("Data interval %s to %s", start, end)
         hook = PipelineStateHook(destination_conn_id=self.destination_conn_id)
-        options: dict[str, Any] = {}
-        if self.refresh is not None:
-            options["refresh"] = self.refresh
         try:
             pipeline = hook.get_pipeline(
                 self.pipeline_name, dataset_name=self.dataset_name, dev_mode=self.dev_mode
@@ -108,7 +105,7 @@ class StatefulLoadOperator(BaseOperator):
                     primary_key=self.primary_key,
                     checkpoint_every=self.checkpoint_every,
                     read_only_sources=self.read_only_sources,
-                    **options,
+                    refresh=self.refresh,
                 )
         finally:
             self._running = False

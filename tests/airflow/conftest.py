@@ -8,6 +8,7 @@ metadata database (``dag.test()``). The DAG folder is the repository's ``dags_ex
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ if "airflow" in sys.modules:
         "run tests/airflow first or in its own pytest process"
     )
 AIRFLOW_HOME = tempfile.mkdtemp(prefix="asp-airflow-home-")
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": AIRFLOW_HOME,
     "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
@@ -61,10 +63,6 @@ def airflow_db() -> str:
         stderr=subprocess.PIPE,
     )
     return AIRFLOW_HOME
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture

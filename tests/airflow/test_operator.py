@@ -94,6 +94,20 @@ def test_template_fields_render(url):
     assert sql(url, "ds_prod", "SELECT count(*) FROM t_prod") == [(1,)]
 
 
+def test_refresh_drops_the_source_state_and_tables_first(url):
+    @resource
+    def counter():
+        state = current.resource_state()
+        state["runs"] = state.get("runs", 0) + 1
+        yield {"run": state["runs"]}
+
+    for refresh in (None, None, "drop_sources"):
+        StatefulLoadOperator(task_id="load", data=counter, pipeline_name="p", refresh=refresh).execute(
+            context()
+        )
+    assert sql(url, "p_dataset", "SELECT run FROM counter") == [(1,)]
+
+
 def test_multi_resource_source_with_shared_state(url):
     @resource(write_disposition="merge", primary_key="id")
     def users():
