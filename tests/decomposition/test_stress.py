@@ -1,7 +1,9 @@
 """8 processes x 25 commits of one pipeline against PostgreSQL, as parallel decomposed tasks make them.
 
-Disjoint resources: every update survives (the per-slot merge, DESIGN §5.3). One resource, written by
-every process: each overlapping commit fails with ``StateConflictError`` and leaves no rows behind.
+All processes start together on an empty database, so their first runs also race to create the state
+and data tables. Disjoint resources: every update survives (the per-slot merge, DESIGN §5.3). One
+resource, written by every process: each overlapping commit fails with ``StateConflictError`` and
+leaves no rows behind.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ pytestmark = pytest.mark.postgres
 WORKERS, RUNS = 8, 25
 
 
-def run_workers(url: str, resource_names: list[str], runs: int = RUNS) -> list[Outcome]:
+def run_workers(url: str, resource_names: list[str]) -> list[Outcome]:
     """Start one process per resource name, released together by a barrier; collect their outcomes."""
     ctx = multiprocessing.get_context("spawn")  # no state inherited from the test process
     barrier, results = ctx.Barrier(len(resource_names)), ctx.Queue()
     processes = [
-        ctx.Process(target=stress_worker.work, args=(url, i, name, runs, barrier, results))
+        ctx.Process(target=stress_worker.work, args=(url, i, name, RUNS, barrier, results))
         for i, name in enumerate(resource_names)
     ]
     started = time.monotonic()
@@ -52,15 +54,6 @@ def run_workers(url: str, resource_names: list[str], runs: int = RUNS) -> list[O
     return sorted(outcomes, key=lambda o: o.worker)
 
 
-def create_state_tables(url: str) -> None:
-    """What the first task on a fresh destination does; see ``test_first_commits_on_a_fresh_destination``."""
-    pipeline = Pipeline(PIPELINE, destination=url, dataset_name=DATASET)
-    try:
-        pipeline.store.ensure_tables(pipeline.engine)
-    finally:
-        pipeline.engine.dispose()
-
-
 def newest_state(url: str) -> dict:
     pipeline = Pipeline(PIPELINE, destination=url, dataset_name=DATASET)
     try:
@@ -80,7 +73,6 @@ def rows(url: str, table: str) -> list[tuple[str, str]]:
 
 def test_disjoint_resources_lose_no_update(postgres_url):
     names = [f"r{i}" for i in range(WORKERS)]  # r0 is the state writer of the source
-    create_state_tables(postgres_url)
     outcomes = run_workers(postgres_url, names)
     assert [o.conflicts for o in outcomes] == [0] * WORKERS
     assert [len(o.committed) for o in outcomes] == [RUNS] * WORKERS
@@ -98,14 +90,10 @@ def test_disjoint_resources_lose_no_update(postgres_url):
 
 
 def test_overlapping_resources_conflict_loudly_and_roll_back(postgres_url):
-    # one commit first, so the table exists: concurrent first DDL is test_first_commits_... below
-    warm_up = Pipeline(PIPELINE, destination=postgres_url, dataset_name=DATASET)
-    warm_up.run(stress_worker.stress(("shared",), "warm-up"))
-    warm_up.engine.dispose()
     outcomes = run_workers(postgres_url, ["shared"] * WORKERS)
-    committed = ["warm-up"] + [tag for o in outcomes for tag in o.committed]
+    committed = [tag for o in outcomes for tag in o.committed]
     conflicts = sum(o.conflicts for o in outcomes)
-    assert len(committed) - 1 + conflicts == WORKERS * RUNS
+    assert len(committed) + conflicts == WORKERS * RUNS
     assert conflicts > 0, "no two commits overlapped: not a stress"
 
     slot = newest_state(postgres_url)["sources"][SOURCE]["resources"]["shared"]
@@ -114,18 +102,3 @@ def test_overlapping_resources_conflict_loudly_and_roll_back(postgres_url):
     loaded = rows(postgres_url, "shared")
     assert len(loaded) == len({row_id for row_id, _ in loaded}) == len(committed) * ROWS_PER_RUN
     assert {run for _, run in loaded} == set(committed)  # a conflicting run left no row behind
-
-
-@pytest.mark.xfail(
-    reason="core races on a fresh destination: Pipeline._read_destination re-raises 'relation "
-    "..._dlt_pipeline_state does not exist' when a concurrent run created the state tables between its "
-    "read and its existence check; concurrent first CREATE TABLE of one data table raises UniqueViolation",
-    strict=False,
-)
-@pytest.mark.parametrize(
-    "names", [[f"r{i}" for i in range(WORKERS)], ["shared"] * WORKERS], ids=["disjoint", "shared"]
-)
-def test_first_commits_on_a_fresh_destination(postgres_url, names):
-    """Parallel tasks of a decomposed source on a destination that has no tables yet."""
-    outcomes = run_workers(postgres_url, names, runs=1)
-    assert sum(len(o.committed) + o.conflicts for o in outcomes) == WORKERS
