@@ -233,6 +233,20 @@ class Warehouse:
         finally:
             engine.dispose()
 
+    def rows(self, table: str) -> dict[int, dict[str, Any]]:
+        """The rows of ``table`` by id (one per id, or the test fails)."""
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                found = [
+                    dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {DATASET}.{table}")).mappings()
+                ]
+        finally:
+            engine.dispose()
+        by_id = {r["id"]: r for r in found}
+        assert len(by_id) == len(found), f"duplicate ids in {table}"
+        return by_id
+
     def ids(self, table: str = RESOURCE) -> list[int]:
         """Every id in ``table``, duplicates included, sorted."""
         return [r[0] for r in self.query(f"SELECT id FROM {{ds}}.{table} ORDER BY id")]
@@ -287,11 +301,13 @@ def our_pipeline(wh: Warehouse, pipeline_name: str = PIPELINE) -> Pipeline:
     )
 
 
-def run_ours(wh: Warehouse, data: Any, pipeline_name: str = PIPELINE) -> tuple[Pipeline, LoadInfo]:
+def run_ours(
+    wh: Warehouse, data: Any, pipeline_name: str = PIPELINE, **run_options: Any
+) -> tuple[Pipeline, LoadInfo]:
     """One run of our pipeline on a clean worker; its connections are closed afterwards."""
     pipeline = our_pipeline(wh, pipeline_name)
     try:
-        return pipeline, pipeline.run(data)
+        return pipeline, pipeline.run(data, **run_options)
     finally:
         pipeline.engine.dispose()
 
