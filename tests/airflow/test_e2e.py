@@ -1,8 +1,9 @@
 """The real stack: ``airflow api-server``, ``scheduler`` and ``dag-processor`` with the LocalExecutor.
 
-One DAG run of ``e2e_dags/stateful_retry.py``: its stateful task fails on try 1 after loading a page
-and succeeds on try 2. Asserted from the task log files, the REST API (what the UI shows), the
-destination and XCom; then a headless Chromium opens the UI's log view of try 2.
+One run of ``e2e_dags/stateful_retry.py``: its stateful task fails on try 1 after loading a page and
+succeeds on try 2. Asserted from the task log files, the REST API (what the UI shows), the destination
+and XCom; a headless Chromium opens the UI's log view of try 2. One run of ``stateful_kill.py``: the
+task is marked failed while it loads, the supervisor kills it, nothing is committed.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from tests.airflow.conftest import REPO, committed_state, sql, sqlite_conn_json
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e]
 
-DAG_ID = "stateful_retry"
-TASK_ID = "events"
+DAG_IDS = ("stateful_retry", "stateful_kill")
 ARTIFACTS = REPO / "test-artifacts"
 STARTUP_TIMEOUT = 120
 RUN_TIMEOUT = 240
@@ -68,26 +68,60 @@ def wait_for(what: str, check, timeout: float, services: list[subprocess.Popen] 
 
 @dataclass
 class Stack:
+    """The running services, a client authorized on the REST API, and the example destination."""
+
     home: Path
     base_url: str
     warehouse: Path
     client: httpx.Client
+    services: list[subprocess.Popen]
+
+    def trigger(self, dag_id: str) -> Run:
+        response = self.client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
+        response.raise_for_status()
+        return Run(self, dag_id, response.json()["dag_run_id"])
+
+
+@dataclass
+class Run:
+    stack: Stack
+    dag_id: str
     run_id: str
 
-    def api(self, path: str) -> dict:
-        response = self.client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(self.run_id, safe='')}{path}")
+    @property
+    def path(self) -> str:
+        return f"/api/v2/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}"
+
+    def api(self, path: str = "") -> dict:
+        response = self.stack.client.get(f"{self.path}{path}")
         response.raise_for_status()
         return response.json()
 
-    def log_file_events(self, try_number: int) -> list[str]:
-        path = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={self.run_id}" / f"task_id={TASK_ID}"
-        lines = (path / f"attempt={try_number}.log").read_text().splitlines()
+    def wait(self, what: str, check, timeout: float = RUN_TIMEOUT):
+        return wait_for(f"{what} ({self.dag_id})", check, timeout, self.stack.services)
+
+    def finished(self) -> str:
+        return self.wait(
+            "the DAG run to finish", lambda: (s := self.api()["state"]) in ("success", "failed") and s
+        )
+
+    def log_file(self, task_id: str, try_number: int) -> Path:
+        return (
+            self.stack.home
+            / "logs"
+            / f"dag_id={self.dag_id}"
+            / f"run_id={self.run_id}"
+            / f"task_id={task_id}"
+            / f"attempt={try_number}.log"
+        )
+
+    def log_file_events(self, task_id: str, try_number: int) -> list[str]:
+        lines = self.log_file(task_id, try_number).read_text().splitlines()
         return [line_text(json.loads(line)) for line in lines if line.strip()]
 
-    def api_log_events(self, try_number: int) -> list[str]:
-        run = quote(self.run_id, safe="")
-        response = self.client.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances/{TASK_ID}/logs/{try_number}",
+    def api_log_events(self, task_id: str, try_number: int) -> list[str]:
+        response = self.stack.client.get(
+            f"{self.path}/taskInstances/{task_id}/logs/{try_number}",
             params={"full_content": True},
             headers={"Accept": "application/json"},
         )
@@ -103,7 +137,7 @@ def line_text(record: dict) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Start the services, trigger one run of the retry DAG and wait until it has finished."""
+    """Start the services and wait until the api-server answers and the DAGs are parsed."""
     root = tmp_path_factory.mktemp("e2e")
     home, dags, warehouse = root / "airflow_home", root / "dags", root / "warehouse.sqlite"
     shutil.copytree(Path(__file__).parent / "e2e_dags", dags)
@@ -133,8 +167,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     services: list[subprocess.Popen] = []
     for name in ("api-server", "scheduler", "dag-processor"):
-        out = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        services.append(subprocess.Popen([*airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT))
+        with open(root / f"{name}.log", "wb") as out:  # the child keeps its own descriptor
+            services.append(subprocess.Popen([*airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT))
     client = httpx.Client(base_url=base_url, timeout=30)
     t0 = time.monotonic()
     try:
@@ -147,22 +181,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         print(f"e2e: api-server up after {time.monotonic() - t0:.1f}s")
         token = client.get("/auth/token").json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
-        wait_for(
-            "the DAG to be parsed", lambda: client.get(f"/api/v2/dags/{DAG_ID}").is_success, STARTUP_TIMEOUT
-        )
-        started = time.monotonic()
-        print(f"e2e: DAG parsed after {started - t0:.1f}s")
-        run = client.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
-        run.raise_for_status()
-        stack = Stack(home, base_url, warehouse, client, run.json()["dag_run_id"])
-        finished = wait_for(
-            "the DAG run to finish",
-            lambda: (state := stack.api("")["state"]) in ("success", "failed") and state,
-            RUN_TIMEOUT,
-            services,
-        )
-        print(f"e2e: DAG run {finished} after {time.monotonic() - started:.1f}s")
-        yield stack
+        for dag_id in DAG_IDS:
+            wait_for(
+                f"{dag_id} to be parsed", lambda d=dag_id: client.get(f"/api/v2/dags/{d}").is_success, 120
+            )
+        print(f"e2e: DAGs parsed after {time.monotonic() - t0:.1f}s")
+        yield Stack(home, base_url, warehouse, client, services)
     except Exception:
         for log in sorted(root.glob("*.log")):
             print(f"----- {log.name} (tail)\n{log.read_text(errors='replace')[-4000:]}")
@@ -178,12 +202,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 proc.kill()
 
 
-def test_failed_try_commits_nothing_and_the_retry_continues(stack: Stack):
-    assert stack.api("")["state"] == "success"
-    ti = stack.api(f"/taskInstances/{TASK_ID}")
+@pytest.fixture(scope="module")
+def retry_run(stack: Stack) -> Run:
+    """One run of ``stateful_retry``, finished."""
+    started = time.monotonic()
+    run = stack.trigger("stateful_retry")
+    print(f"e2e: retry DAG run {run.finished()} after {time.monotonic() - started:.1f}s")
+    return run
+
+
+def test_failed_try_commits_nothing_and_the_retry_continues(retry_run: Run):
+    assert retry_run.api()["state"] == "success"
+    ti = retry_run.api("/taskInstances/events")
     assert (ti["state"], ti["try_number"]) == ("success", 2)
 
-    first, second = stack.log_file_events(1), stack.log_file_events(2)
+    first, second = retry_run.log_file_events("events", 1), retry_run.log_file_events("events", 2)
     bind = (
         "Bind incremental on events with initial_value: 2024-01-01T00:00:00+00:00, "
         "start_value: 2024-01-01T00:00:00+00:00, end_value: None, func: max"
@@ -203,25 +236,25 @@ def test_failed_try_commits_nothing_and_the_retry_continues(stack: Stack):
 
     # the REST API serves the same lines the UI shows
     for try_number, from_file in ((1, first), (2, second)):
-        from_api = stack.api_log_events(try_number)
+        from_api = retry_run.api_log_events("events", try_number)
         for line in (bind, "No committed state of pipeline 'retry_events'", "Committed state version 1"):
             assert any(line in e for e in from_api) == any(line in e for e in from_file), (try_number, line)
 
-    url = f"sqlite:///{stack.warehouse}"
-    assert sql(
-        url, "retry_data", "SELECT count(*), count(DISTINCT id), count(DISTINCT _dlt_load_id) FROM events"
-    ) == [(10, 10, 1)]
-    state = committed_state(url, "retry_events", "retry_data")
-    slot = state["sources"]["retry_events"]["resources"]["events"]
+    url = f"sqlite:///{retry_run.stack.warehouse}"
+    counts = "SELECT count(*), count(DISTINCT id), count(DISTINCT _dlt_load_id) FROM events"
+    assert sql(url, "retry_data", counts) == [(10, 10, 1)]
+    slot = committed_state(url, "retry_events", "retry_data")["sources"]["retry_events"]["resources"][
+        "events"
+    ]
     assert slot["loaded_by_try"] == 2
     assert slot["incremental"]["updated_at"]["last_value"] == "2024-01-01T10:00:00+00:00"
 
 
-def test_no_xcom_holds_state(stack: Stack):
-    assert stack.api(f"/taskInstances/{TASK_ID}/xcomEntries")["total_entries"] == 0
-    entries = stack.api("/taskInstances/audit/xcomEntries")["xcom_entries"]
+def test_no_xcom_holds_state(retry_run: Run):
+    assert retry_run.api("/taskInstances/events/xcomEntries")["total_entries"] == 0
+    entries = retry_run.api("/taskInstances/audit/xcomEntries")["xcom_entries"]
     assert [e["key"] for e in entries] == ["return_value"]
-    value = stack.api("/taskInstances/audit/xcomEntries/return_value")["value"]
+    value = retry_run.api("/taskInstances/audit/xcomEntries/return_value")["value"]
     summary = value if isinstance(value, dict) else json.loads(value)
     assert summary["row_counts"] == {"audit": 1}
     assert set(summary) <= {
@@ -237,21 +270,52 @@ def test_no_xcom_holds_state(stack: Stack):
     assert "loaded_by_try" not in json.dumps(summary)
 
 
-def test_ui_log_view_shows_the_bind_line(stack: Stack):
+def test_killed_task_commits_nothing(stack: Stack):
+    """Marking a running task failed makes the supervisor SIGTERM it: on_kill rolls the load back."""
+    run = stack.trigger("stateful_kill")
+    run.wait(
+        "the first page to be loaded",
+        lambda: (
+            run.log_file("slow", 1).exists()
+            and any("waiting to be killed" in e for e in run.log_file_events("slow", 1))
+        ),
+    )
+    response = stack.client.patch(f"{run.path}/taskInstances/slow", json={"new_state": "failed"})
+    response.raise_for_status()
+    run.wait(
+        "the task process to end",
+        lambda: (
+            any(
+                e.startswith("Task killed: aborting pipeline 'killed'")
+                for e in run.log_file_events("slow", 1)
+            )
+            and any("AirflowTaskTerminated" in e for e in run.log_file_events("slow", 1))
+        ),
+        timeout=60,
+    )
+    events = run.log_file_events("slow", 1)
+    assert not any(e.startswith(("Loaded ", "Committed ")) for e in events)
+    url = f"sqlite:///{stack.warehouse}"
+    assert committed_state(url, "killed", "killed_data")["_state_version"] == 0
+    tables = sql(url, "killed_data", "SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert ("slow_pages",) not in tables
+
+
+def test_ui_log_view_shows_the_bind_line(retry_run: Run):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium") if os.environ.get(
-            "CI"
-        ) else pytest.skip(f"{CHROMIUM} is missing")
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip(f"{CHROMIUM} is missing")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    view = f"/dags/{DAG_ID}/runs/{quote(stack.run_id, safe='')}/tasks/{TASK_ID}?try_number=2"
+    view = f"/dags/stateful_retry/runs/{quote(retry_run.run_id, safe='')}/tasks/events?try_number=2"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             # the simple auth manager (all admins) logs the browser in and redirects to the view
-            page.goto(f"{stack.base_url}/auth/token/login?next={quote(view, safe='')}")
+            page.goto(f"{retry_run.stack.base_url}/auth/token/login?next={quote(view, safe='')}")
             line = page.get_by_text("Bind incremental on events").first
             line.wait_for(timeout=60_000)
             assert "start_value: 2024-01-01T00:00:00+00:00" in line.inner_text()
