@@ -81,8 +81,17 @@ class Stack:
             lambda: (s := self.get(run_path)["state"]) in ("success", "failed") and s,
             RUN_TIMEOUT,
         )
-        assert state == "success", self.task_states(run_id)
+        assert state == "success", self.failure_report(run_id)
         return run_id
+
+    def failure_report(self, run_id: str) -> str:
+        """Task states and the end of every task log file of the run."""
+        report = [str(self.task_states(run_id))]
+        logs = self.root / "airflow_home" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+        for log_file in sorted(logs.glob("task_id=*/attempt=*.log")):
+            tail = log_file.read_text(errors="replace")[-3000:]
+            report.append(f"----- {log_file.relative_to(logs)}\n{tail}")
+        return "\n".join(report)
 
     def task_instances(self, run_id: str) -> dict[str, dict]:
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances"
@@ -171,7 +180,7 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             proc.terminate()
         for proc in services:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
