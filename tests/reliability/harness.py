@@ -321,13 +321,14 @@ class Committed:
     load_ids: int
 
 
-def observe(url: str) -> Committed:
+def observe(url: str, pipeline: str = PIPELINE) -> Committed:
     """Restore the pipeline's state with a fresh ``Pipeline`` and read every committed row."""
     engine = sa.create_engine(url)
     try:
-        pipeline = Pipeline(PIPELINE, destination=engine, dataset_name=DATASET, pipelines_dir=os.devnull)
-        state = pipeline.state  # restore: decodes and verifies the newest committed version
-        slot = state.get("sources", {}).get(PIPELINE, {}).get("resources", {}).get(TABLE, {})
+        reader = Pipeline(pipeline, destination=engine, dataset_name=DATASET, pipelines_dir=os.devnull)
+        state = reader.state  # restore: decodes and verifies the newest committed version
+        slots = [s.get("resources", {}).get(TABLE) for s in state.get("sources", {}).values()]
+        slot = next((s for s in slots if s is not None), {})
         q = f'"{DATASET}".'
         with engine.connect() as conn:
             tables = _tables(conn, engine.dialect.name)
@@ -507,3 +508,38 @@ def run_series(
         stats.rows_loaded = total if scenario.disposition != "replace" else stats.rows_loaded + total
     stats.seconds = round(time.perf_counter() - started, 2)
     return stats
+
+
+def hammer(
+    url: str,
+    pipelines_dir: str,
+    rounds: int,
+    step: int,
+    barrier: Any,
+    queue: Any,
+) -> None:
+    """A worker process of the overlap test: every round, all workers load ids up to ``step * round``
+    into the same slot at once, retrying on ``StateConflictError`` until their run commits."""
+    from airflow_state_provider.exceptions import StateConflictError
+
+    try:
+        conflicts = rows = 0
+        for r in range(rounds):
+            job = Job(url, "append", step * (r + 1), "", 30, 50, None, pipelines_dir, None)
+            barrier.wait(120)
+            while True:
+                pipeline = Pipeline(
+                    "hammer", destination=url, dataset_name=DATASET, pipelines_dir=pipelines_dir
+                )
+                try:
+                    info = pipeline.run(items_resource(job))
+                    rows += info.row_counts.get(TABLE, 0)
+                    break
+                except StateConflictError:
+                    conflicts += 1
+                finally:
+                    pipeline.engine.dispose()
+        queue.put({"conflicts": conflicts, "rows": rows})
+    except BaseException:
+        barrier.abort()  # the other workers fail now instead of waiting for this one
+        queue.put({"error": traceback.format_exc()})
