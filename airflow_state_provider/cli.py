@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
-from airflow_state_provider.exceptions import PipelineStateError
+from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError
 from airflow_state_provider.state import codec
 
 if TYPE_CHECKING:
@@ -218,6 +218,13 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     except operations.StateOperationError as exc:
         return _error(_scrub(str(exc), secrets), EXIT_USAGE)
+    except StateCorruptError as exc:
+        name = args.pipeline
+        hint = (
+            f" To repair it: 'airflow-state history {name}' lists the retained versions and "
+            f"'airflow-state rollback {name} --to-version N' commits a good one as the newest."
+        )
+        return _error(_scrub(str(exc), secrets) + hint, EXIT_FAILED)
     except PipelineStateError as exc:
         return _error(_scrub(str(exc), secrets), EXIT_FAILED)
     except sa.exc.SQLAlchemyError as exc:

@@ -144,19 +144,25 @@ def newest(pipeline: Pipeline) -> StoredState:
             )
         return stored
     with pipeline.engine.connect() as conn:
-        if not pipeline.store.tables_exist(conn):
-            raise StateOperationError(
-                f"{where(pipeline)} has no {STATE_TABLE} table: check the dataset name (--dataset); "
-                f"pipeline {name!r} has never committed state there"
-            )
-        stored = pipeline.store.newest(conn)
-        if stored is None:
-            others = pipeline.store.pipeline_names(conn)
-            raise StateOperationError(
-                f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
-                f"there: {', '.join(others) or 'none'}"
-            )
-    return stored
+        return pipeline.store.decode_row(newest_row(pipeline, conn))
+
+
+def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
+    """The newest committed state row, undecoded (a corrupt one can still be rolled back)."""
+    name = pipeline.pipeline_name
+    if not pipeline.store.tables_exist(conn):
+        raise StateOperationError(
+            f"{where(pipeline)} has no {STATE_TABLE} table: check the dataset name (--dataset); "
+            f"pipeline {name!r} has never committed state there"
+        )
+    rows = pipeline.store.history_rows(conn, limit=1)
+    if not rows:
+        others = pipeline.store.pipeline_names(conn)
+        raise StateOperationError(
+            f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
+            f"there: {', '.join(others) or 'none'}"
+        )
+    return rows[0]
 
 
 def get_value(state: dict, path: str, *, pipeline_name: str) -> Any:
@@ -540,8 +546,17 @@ def plan_rollback(
         raise StateOperationError(
             f"pipeline {name!r} keeps its state in {where(pipeline)}, which has no history to roll back to"
         )
-    base = _base(pipeline, base, expect_version)
+    warnings: list[str] = []
     with pipeline.engine.connect() as conn:
+        if base is None:
+            row = newest_row(pipeline, conn)
+            try:
+                base = pipeline.store.decode_row(row)
+            except StateCorruptError as exc:
+                # rolling back is how a corrupt newest version is repaired
+                base = _undecodable(row)
+                warnings.append(f"the newest version is corrupt and is replaced: {exc}")
+        base = _base(pipeline, base, expect_version)
         target = pipeline.store.version(conn, version)
         if target is None:
             retained = sorted(r.version for r in pipeline.store.history_rows(conn))
@@ -553,7 +568,14 @@ def plan_rollback(
     state = copy.deepcopy(target.state)
     for key in model.VERSION_KEYS:
         state[key] = base.state.get(key)
-    return EditPlan(pipeline, f"rollback to version {version}", base, state, diff(base.state, state))
+    changes = diff(base.state, state)
+    return EditPlan(pipeline, f"rollback to version {version}", base, state, changes, warnings=warnings)
+
+
+def _undecodable(row: sa.Row) -> StoredState:
+    """A stand-in for a corrupt row: its bookkeeping, no content."""
+    state = {"_state_version": int(row.version), "_version_hash": row.version_hash}
+    return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
 
 
 def history(pipeline: Pipeline, limit: int | None = None) -> list[VersionInfo]:
@@ -561,8 +583,8 @@ def history(pipeline: Pipeline, limit: int | None = None) -> list[VersionInfo]:
     if not pipeline.restore_from_destination:
         stored = newest(pipeline)
         return [VersionInfo(stored.version, stored.load_id, stored.created_at, stored.size, None)]
-    newest(pipeline)  # a clear error for an unknown pipeline or dataset
     with pipeline.engine.connect() as conn:
+        newest_row(pipeline, conn)  # a clear error for an unknown pipeline or dataset
         rows = pipeline.store.history_rows(conn, limit + 1 if limit else None)
     decoded: list[StoredState | str] = []
     for row in rows:
@@ -609,7 +631,9 @@ def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
             conn.begin()
             try:
                 pipeline.store.lock(conn)
-                _check_not_moved(plan, pipeline.store.newest(conn))
+                row = pipeline.store.history_rows(conn, limit=1)
+                current = (int(row[0].version), row[0]._dlt_load_id) if row else None
+                _check_not_moved(plan, current)
                 drop_tables(conn, dataset, plan.drop_tables)
                 pipeline.store.insert_load(conn, load_id)
                 pipeline.store.insert_state(conn, new, load_id)
@@ -619,7 +643,9 @@ def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
                 conn.rollback()
                 raise
     else:
-        _check_not_moved(plan, pipeline._read_local())
+        local = pipeline._read_local()
+        current = (local.version, local.load_id) if local else None
+        _check_not_moved(plan, current)
         if plan.drop_tables:
             pipeline.store.ensure_loads_table(pipeline.engine)
             with pipeline.engine.begin() as conn:
@@ -652,16 +678,11 @@ def _base(pipeline: Pipeline, base: StoredState | None, expect_version: int | No
     return base
 
 
-def _check_not_moved(plan: EditPlan, current: StoredState | None) -> None:
+def _check_not_moved(plan: EditPlan, current: tuple[int, str] | None) -> None:
+    """``current`` is the newest (version, load id), read under the lock."""
     base = plan.base
-    same = (
-        current is not None
-        and current.version == base.version
-        and current.load_id == base.load_id
-        and current.state.get("_version_hash") == base.state.get("_version_hash")
-    )
-    if not same:
-        now = "no state" if current is None else f"state version {current.version} (load {current.load_id})"
+    if current != (base.version, base.load_id):
+        now = "no state" if current is None else f"state version {current[0]} (load {current[1]})"
         raise ConcurrentEditError(
             f"pipeline {plan.pipeline.pipeline_name!r}: {now} was committed after this {plan.action} was "
             f"planned against version {base.version} (load {base.load_id or 'local'}). Nothing was "

@@ -570,3 +570,30 @@ def test_airflow_state_command_is_registered(tmp_path, pipelines_dir):
         [sys.executable, "-m", "airflow", "state", "get", PIPELINE, "x.y", "--conn-id", "warehouse"], env
     )
     assert missing.returncode == 2 and "state path 'x.y' not found" in missing.stderr
+
+
+def test_rollback_repairs_a_corrupt_newest_version(dest_url, pipelines_dir, capsys):
+    load(dest_url, pipelines_dir, data=shop(ids=(1, 2, 3)))
+    load(dest_url, pipelines_dir, data=shop(ids=(4,)))
+    p = new_pipeline(dest_url, pipelines_dir)
+    try:
+        table = p.store.state_table
+        with p.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.version == 2).values(state="eNq-broken"))
+    finally:
+        p.engine.dispose()
+
+    info = cli(capsys, dest_url, "info", PIPELINE)
+    assert info.code == 1 and "state version 2" in info.err and "airflow-state rollback" in info.err
+    history = cli(capsys, dest_url, "history", PIPELINE)
+    assert history.code == 0 and "(corrupt: " in history.out.splitlines()[1]
+
+    r = cli(capsys, dest_url, "rollback", PIPELINE, "--to-version", "1")
+    assert r.code == 0, r.err
+    assert "warning: the newest version is corrupt and is replaced" in r.out
+    assert "Committed state version 3" in r.out
+    repaired = committed(dest_url, pipelines_dir)
+    assert repaired.state["sources"]["shop"]["resources"]["orders"]["incremental"]["id"]["last_value"] == 3
+    assert load(dest_url, pipelines_dir, data=shop(ids=(4,)).with_resources("orders")).row_counts == {
+        "orders": 1
+    }
