@@ -113,3 +113,30 @@ def test_round_trip_dlt_ours_dlt_ours(warehouse: Warehouse, shape: Shape) -> Non
     assert versions == [1, 2, 3, 4]
     rows = warehouse.state_rows()
     assert [r.version for r in rows] == [1, 2, 3, 4] and all(r.committed for r in rows)
+
+
+def test_dlt_with_its_old_working_dir_adopts_our_newer_state(warehouse: Warehouse) -> None:
+    """Moving back to a machine that kept dlt's working dir: dlt takes the newer version from the table."""
+    feed, seen = Feed(), list[Seen]()
+    workdir = warehouse.fresh_dir("dlt-kept")
+
+    def dlt_run() -> dlt.Pipeline:
+        pipeline = dlt.pipeline(
+            pipeline_name=PIPELINE,
+            destination=warehouse.dlt_destination(),
+            dataset_name=DATASET,
+            pipelines_dir=workdir,
+        )
+        pipeline.run(dlt_events(feed, seen)).raise_on_failed_jobs()
+        return pipeline
+
+    feed.add((1, 0), (2, 1))
+    assert dlt_run().state["_state_version"] == 1
+    feed.add((3, 2))
+    run_ours(warehouse, our_events(feed, seen))  # version 2, unknown to dlt's working dir
+    feed.add((4, 3))
+    pipeline = dlt_run()
+
+    assert_same(seen[2].start_value, at(2))  # our cursor, not the one in dlt's local state.json
+    assert warehouse.ids() == [1, 2, 3, 4]
+    assert pipeline.state["_state_version"] == 3
