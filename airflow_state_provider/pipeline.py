@@ -31,6 +31,7 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
+from airflow_state_provider.exceptions import StateNotSerializableError
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, from_data
 from airflow_state_provider.extract.source import Source
@@ -516,7 +517,11 @@ class Pipeline:
                     merged[key] = theirs[key]
         merged.pop(model.LOCAL_KEY, None)
         model.drop_untouched_empty_slots(merged, theirs)
-        changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
+        try:
+            changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
+        except StateNotSerializableError as e:  # the codec knows the path, not the pipeline
+            message = f"pipeline {self.pipeline_name!r}: {e} Nothing was committed."
+            raise StateNotSerializableError(message) from e
         changed = changed or run.force_commit
         if not changed and rows == 0:
             conn.rollback()
