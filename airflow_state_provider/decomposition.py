@@ -26,9 +26,7 @@ from airflow_state_provider.state import context, model
 
 MODES = ("none", "serialize", "parallel")
 #: operator arguments that decompose_source sets itself
-_RESERVED = frozenset(
-    {"task_id", "data", "pipeline_name", "destination_conn_id", "dataset_name", "read_only_sources", "doc_md"}
-)
+_RESERVED = frozenset({"task_id", "data", "read_only_sources", "doc_md"})
 _INVALID_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
