@@ -556,7 +556,7 @@ class Loader:
                 state.kinds, state.table = None, None
                 self._reflect(state)
                 new = {n: k for n, k in new.items() if n not in state.kinds}
-                if state.table is not None and not new:
+                if state.table is not None and not new and {C_LOAD_ID, C_ID} <= state.kinds.keys():
                     return
         if state.table is None:
             columns = [_column(n, new_column_type(k, dialect_name)) for n, k in new.items()]
@@ -759,6 +759,9 @@ class Loader:
                     f"{', '.join(keys)} but no row has {', '.join(missing)}."
                 )
             if keys:
+                if self.dialect.name != "duckdb":  # SQLite would scan the staging table per target row
+                    index_name = sa.sql.quoted_name(f"{staging.name}_{len(staging.indexes)}", quote=True)
+                    sa.Index(index_name, *(staging.c[k] for k in keys)).create(self.conn)
                 match = sa.and_(*(staging.c[k] == target.c[k] for k in keys))
                 self.conn.execute(sa.delete(target).where(sa.exists().where(match)))
         names = [c.name for c in target.c]
