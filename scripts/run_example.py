@@ -29,6 +29,7 @@ EXAMPLES = {
     "taskflow_incremental_events": (datetime(2024, 1, 4, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC)),
     "chess_archives": (datetime(2024, 3, 15, tzinfo=UTC), datetime(2024, 6, 15, tzinfo=UTC)),
     "shop_source": (datetime(2024, 1, 4, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC)),
+    "decomposed_source": (datetime(2024, 1, 4, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC)),
 }
 SHOWN_ROWS = 3
 
@@ -60,9 +61,9 @@ def show(dag, warehouse: Path) -> None:
     level = core_log.level
     core_log.setLevel(logging.WARNING)  # quiet this reader's own restore lines
     try:
-        for task in dag.tasks:
-            if hasattr(task, "pipeline_name"):
-                show_pipeline(task.pipeline_name, task.dataset_name, warehouse)
+        pipelines = {(t.pipeline_name, t.dataset_name) for t in dag.tasks if hasattr(t, "pipeline_name")}
+        for pipeline_name, dataset_name in sorted(pipelines):
+            show_pipeline(pipeline_name, dataset_name, warehouse)
     finally:
         core_log.setLevel(level)
 
