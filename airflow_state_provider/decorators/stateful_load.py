@@ -58,14 +58,8 @@ class _StatefulLoadDecoratedOperator(DecoratedOperator, StatefulLoadOperator):
     def execute(self, context: Context) -> Any:
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
-        declared = resource(
-            self.python_callable,
-            name=self.resource_name,
-            table_name=self.table_name,
-            write_disposition=self.write_disposition or "append",
-            primary_key=self.primary_key,
-        )
-        self.data = declared(*self.op_args, **kwargs)
+        # table_name, write_disposition and primary_key reach the resource as run hints
+        self.data = resource(self.python_callable, name=self.resource_name)(*self.op_args, **kwargs)
         return super().execute(context)
 
 

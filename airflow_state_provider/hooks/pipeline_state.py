@@ -125,10 +125,6 @@ class PipelineStateHook(BaseHook):
         dialect = str(dialect).lower()
         return _DIALECT_ALIASES.get(dialect, dialect)
 
-    def get_uri(self) -> str:
-        """The URL as a string with the password hidden (safe to log)."""
-        return self.get_sqlalchemy_url().render_as_string(hide_password=True)
-
     def get_engine(self) -> sa.Engine:
         """The destination engine, created once per hook."""
         if self._engine is None:

@@ -129,7 +129,7 @@ def test_sqlalchemy_url_of_every_connection_shape(shape, form, tmp_path, monkeyp
     hook = set_conn(monkeypatch, "dest", uri if form == "uri" else as_json)
     url = hook.get_sqlalchemy_url()
     assert url == make_url(expected)
-    assert SECRET not in hook.get_uri()
+    assert SECRET not in url.render_as_string(hide_password=True)
 
 
 def test_extras_give_pipeline_defaults(tmp_path, monkeypatch):
