@@ -39,6 +39,9 @@ from airflow_state_provider.state import codec, context, model
 
 log = logging.getLogger("airflow_state_provider.pipeline")
 
+#: execution options of connections that only read (SQLite then skips its write lock)
+READ_ONLY = {"asp_read_only": True}
+
 #: ``Pipeline.run(refresh=...)`` modes, dlt's names and semantics.
 REFRESH_MODES = ("drop_sources", "drop_resources", "drop_data")
 
@@ -237,6 +240,7 @@ class Pipeline:
     def _read_newest(self, *, retry_if_created: bool = True) -> StoredState | None:
         try:
             with self.engine.connect() as conn:
+                conn.execution_options(**READ_ONLY)
                 stored = self.store.newest(conn)
             self._tables_ready = True
             return stored
@@ -433,6 +437,11 @@ class Pipeline:
         return arguments, bound
 
     def _extract_group(self, group: _Group, loader: Loader, run: _Run, conn: sa.Connection) -> None:
+        for name in sorted(group.selected):
+            res = _find(group, name)
+            if res is not None and res.write_disposition == "replace":
+                # a replace resource that yields nothing still empties its table (dlt semantics)
+                self._write(loader, res, [])
         with context.scope(group.source_key, group.root.name):
             arguments, incrementals = self._bind(group.root, group.source_key)
             children = {
@@ -470,14 +479,7 @@ class Pipeline:
         """Load an item of ``res`` (if selected) and feed it to the transformers below it."""
         if res.name in group.selected:
             rows = item if isinstance(item, list) else [item]
-            loader.write(
-                res.table_name,
-                rows,
-                write_disposition=res.write_disposition,
-                primary_key=res.primary_key,
-                merge_key=res.merge_key,
-                resource_name=res.name,
-            )
+            self._write(loader, res, rows)
             run.rows_since_commit += len(rows)
         for kid in group.children.get(res.name, ()):
             child, arguments, incrementals = children[kid.name]
@@ -488,6 +490,17 @@ class Pipeline:
                         self._deliver(group, child, out, loader, run, children)
                     if stop:
                         break
+
+    @staticmethod
+    def _write(loader: Loader, res: Resource, rows: list[Any]) -> None:
+        loader.write(
+            res.table_name,
+            rows,
+            write_disposition=res.write_disposition,
+            primary_key=res.primary_key,
+            merge_key=res.merge_key,
+            resource_name=res.name,
+        )
 
     # -- commit -----------------------------------------------------------------------------------
     def _commit(self, conn: sa.Connection, loader: Loader, run: _Run, *, final: bool) -> None:
@@ -523,7 +536,7 @@ class Pipeline:
             message = f"pipeline {self.pipeline_name!r}: {e} Nothing was committed."
             raise StateNotSerializableError(message) from e
         changed = changed or run.force_commit
-        if not changed and rows == 0:
+        if not changed and rows == 0 and not loader.tables_written:
             conn.rollback()
             if final:
                 log.info(

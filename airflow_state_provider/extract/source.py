@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from collections.abc import Callable
@@ -29,7 +30,11 @@ class Source:
 
     def evaluate(self) -> dict[str, Resource]:
         """Run the body now (in the active run context, if any) and return its resources by name."""
-        with context.scope(self.name, in_source_body=True):
+        with contextlib.ExitStack() as stack:
+            if context.active_run() is None:
+                # outside a run (e.g. Airflow parsing the DAG): the body reads empty, read-only state
+                stack.enter_context(context.run_context(context.RunContext(pipeline=None, state={})))
+            stack.enter_context(context.scope(self.name, in_source_body=True))
             produced = self.func(*self._args, **self._kwargs)
         if isinstance(produced, Resource):
             produced = [produced]

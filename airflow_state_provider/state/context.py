@@ -94,7 +94,7 @@ def current_scope() -> _Scope:
 
 def _require_run() -> RunContext:
     ctx = _run.get()
-    if ctx is None:
+    if ctx is None or (ctx.pipeline is None and _scope.get().source_key is None):
         raise PipelineStateError(
             "no pipeline is running: current.* is available only inside a resource, transformer or "
             "source function while a Pipeline (or the StatefulLoadOperator) runs it"
@@ -163,9 +163,13 @@ def freeze(value: Any, reason: str) -> Any:
 # The public accessors, exposed as ``current.*``.
 
 
+def _pipeline_name(ctx: RunContext) -> str | None:
+    return getattr(ctx.pipeline, "pipeline_name", None)
+
+
 def _source_key(ctx: RunContext) -> str:
     key = _scope.get().source_key
-    return key if key is not None else ctx.pipeline.pipeline_name
+    return key if key is not None else _pipeline_name(ctx)
 
 
 def source_state() -> dict:
@@ -173,7 +177,7 @@ def source_state() -> dict:
     ctx = _require_run()
     scope_ = _scope.get()
     key = _source_key(ctx)
-    pipeline_name = ctx.pipeline.pipeline_name
+    pipeline_name = _pipeline_name(ctx)
     if scope_.in_source_body:
         reason = (
             f"pipeline {pipeline_name!r}: source state sources.{key} is read-only in the body of the "
@@ -192,14 +196,14 @@ def resource_state(resource_name: str | None = None) -> dict:
     name = resource_name or scope_.resource_name
     if name is None:
         raise PipelineStateError(
-            f"pipeline {ctx.pipeline.pipeline_name!r}: no resource is running here; pass the resource "
+            f"pipeline {_pipeline_name(ctx)!r}: no resource is running here; pass the resource "
             "name explicitly: current.resource_state('my_resource')"
         )
     key = _source_key(ctx)
     if scope_.in_source_body:
         src = ctx.state.get("sources", {}).get(key, {})
         reason = (
-            f"pipeline {ctx.pipeline.pipeline_name!r}: resource state sources.{key}.resources.{name} is "
+            f"pipeline {_pipeline_name(ctx)!r}: resource state sources.{key}.resources.{name} is "
             "read-only in the body of the source function"
         )
         return freeze(src.get("resources", {}).get(name, {}), reason)
@@ -214,7 +218,8 @@ def reset_resource_state(resource_name: str) -> None:
 
 
 def pipeline() -> Any:
-    """The running :class:`~airflow_state_provider.Pipeline`."""
+    """The running :class:`~airflow_state_provider.Pipeline` (None while a source body is evaluated
+    outside a run, e.g. when Airflow parses a DAG)."""
     return _require_run().pipeline
 
 

@@ -152,3 +152,34 @@ def test_invalid_write_disposition_is_rejected_at_declaration():
 def test_destination_is_required():
     with pytest.raises(ValueError, match="destination"):
         Pipeline("p")
+
+
+def test_source_body_reading_state_evaluates_outside_a_run():
+    @source(name="reads")
+    def reads():
+        state = current.source_state()
+        assert state == {"resources": {}}
+        with pytest.raises(Exception, match="read-only"):
+            state["x"] = 1
+
+        @resource
+        def r():
+            yield {"seen": state.get("x")}
+
+        return r
+
+    assert list(reads().resources) == ["r"]
+    assert list(reads().with_resources("r").selected) == ["r"]
+
+
+def test_replace_with_no_rows_empties_the_table(dest_url, pipelines_dir):
+    batches = iter([[{"v": 1}, {"v": 2}], []])
+
+    @resource(write_disposition="replace")
+    def snap():
+        yield from next(batches)
+
+    new_pipeline(dest_url, pipelines_dir).run(snap)
+    assert count(dest_url, "snap") == 2
+    new_pipeline(dest_url, pipelines_dir).run(snap)
+    assert count(dest_url, "snap") == 0

@@ -1,7 +1,8 @@
-"""SQLite: datasets are attached files; every transaction starts with ``BEGIN IMMEDIATE``.
+"""SQLite: datasets are attached files; write transactions start with ``BEGIN IMMEDIATE``.
 
 ``BEGIN IMMEDIATE`` takes SQLite's single write lock when the load transaction starts, so concurrent
-writers queue (up to the busy timeout) instead of failing at commit with a deadlock.
+writers queue (up to the busy timeout) instead of failing at commit with a deadlock. Connections
+marked ``asp_read_only`` (the restore) begin deferred and do not wait for a running load.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def _on_connect(datasets: set[str], database: str | None):
 
 
 def _on_begin(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = conn.get_execution_options().get("asp_read_only", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _quote(identifier: str) -> str:
