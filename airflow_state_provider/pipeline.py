@@ -125,6 +125,7 @@ class Pipeline:
     ) -> None:
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
+        _check_pipeline_name(pipeline_name)
         if destination is None:
             raise ValueError(f"pipeline {pipeline_name!r}: a destination (URL, Engine or hook) is required")
         if full_refresh is not None:
@@ -661,6 +662,29 @@ class SqlClient:
 
 
 # ---------------------------------------------------------------------------------------------------
+
+
+def _check_pipeline_name(name: str) -> None:
+    """The name is also the pipeline's working directory: it must be one safe path component.
+
+    Anything else (quotes, semicolons, ``__``, any Unicode) is fine: in SQL the name is always a bound
+    value, never part of the statement.
+    """
+    problem = None
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        problem = "it is not valid Unicode (an unpaired surrogate)"
+    else:
+        if name in (".", "..") or any(c in name for c in "/\\\0"):
+            problem = "it must not contain '/', '\\' or NUL, nor be '.' or '..'"
+        elif size > 255:
+            problem = f"it is {size} bytes long in UTF-8, over the 255 a directory name may have"
+    if problem:
+        raise ValueError(
+            f"pipeline name {name[:80]!r} is not usable: it names the pipeline's working directory, and "
+            f"{problem}. Choose another pipeline name."
+        )
 
 
 def _rollback_after_failure(conn: sa.Connection, pipeline_name: str) -> None:
