@@ -95,7 +95,6 @@ class Seen:
     """What one run's resource saw before changing anything."""
 
     start_value: Any
-    last_value: Any
     resource_state: dict[str, Any]
     source_state: dict[str, Any]
 
@@ -104,7 +103,6 @@ def _visit(resource_state: dict, source_state: dict, cursor: Any, seen: list[See
     seen.append(
         Seen(
             cursor.start_value,
-            cursor.last_value,
             copy.deepcopy(dict(resource_state)),
             copy.deepcopy({k: v for k, v in source_state.items() if k != "resources"}),
         )
@@ -308,15 +306,6 @@ def run_ours(
     pipeline = our_pipeline(wh, pipeline_name)
     try:
         return pipeline, pipeline.run(data, **run_options)
-    finally:
-        pipeline.engine.dispose()
-
-
-def restored_by_ours(wh: Warehouse, pipeline_name: str = PIPELINE) -> dict:
-    """The state a clean worker of ours restores."""
-    pipeline = our_pipeline(wh, pipeline_name)
-    try:
-        return pipeline.state
     finally:
         pipeline.engine.dispose()
 
