@@ -37,8 +37,6 @@ class StatefulLoadOperator(BaseOperator):
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
     :param read_only_sources: source names whose source-level state this task may only read, mapped
         to the reason a write error shows (set by ``decompose_source`` for non-writer tasks).
-    :param read_only_sources: source names whose source-level state this task may only read, mapped
-        to the message a write raises (``ReadOnlyStateError``); set by ``decompose_source``.
     :param do_xcom_push: push :meth:`LoadInfo.asdict` (a small summary, never state). Default False.
     """
 
