@@ -449,12 +449,13 @@ class Loader:
                 f"use one of {', '.join(WRITE_DISPOSITIONS)}."
             )
         pk = self._key_columns(primary_key, name)
-        if disposition == "merge" and not pk:
+        mk = self._key_columns(merge_key, name)
+        if disposition == "merge" and not pk and not mk:
             raise PipelineStateError(
                 f"Pipeline {self.pipeline_name!r}: table {name!r} has write_disposition 'merge' but no "
-                "primary_key; give the resource a primary_key (a column or tuple of columns)."
+                "primary_key or merge_key; give the resource a primary_key (a column or tuple of columns)."
             )
-        state = _TableState(name, disposition, pk, self._key_columns(merge_key, name), resource_name)
+        state = _TableState(name, disposition, pk, mk, resource_name)
         self._tables[name] = state
         return state
 
@@ -748,7 +749,8 @@ class Loader:
         return state.staging
 
     def _merge(self, state: _TableState) -> int:
-        """Upsert the staged rows: delete matching keys, insert the last row of each primary key."""
+        """Upsert the staged rows: delete matching keys, insert the last row of each primary key (all
+        staged rows when only a merge_key is given)."""
         target, staging = state.table, state.staging
         assert target is not None and staging is not None
         for keys in (state.primary_key, state.merge_key):
@@ -765,12 +767,16 @@ class Loader:
                 match = sa.and_(*(staging.c[k] == target.c[k] for k in keys))
                 self.conn.execute(sa.delete(target).where(sa.exists().where(match)))
         names = [c.name for c in target.c]
-        rank = sa.func.row_number().over(
-            partition_by=[staging.c[k] for k in state.primary_key], order_by=staging.c[_SEQ].desc()
-        )
-        ranked = sa.select(*(staging.c[n] for n in names), rank.label(_ROW_NUMBER)).subquery()
-        last = sa.select(*(ranked.c[n] for n in names)).where(ranked.c[_ROW_NUMBER] == 1)
-        insert = sa.insert(target).from_select(names, last).execution_options(preserve_rowcount=True)
+        if state.primary_key:
+            rank = sa.func.row_number().over(
+                partition_by=[staging.c[k] for k in state.primary_key], order_by=staging.c[_SEQ].desc()
+            )
+            ranked = sa.select(*(staging.c[n] for n in names), rank.label(_ROW_NUMBER)).subquery()
+            rows = sa.select(*(ranked.c[n] for n in names)).where(ranked.c[_ROW_NUMBER] == 1)
+        else:
+            # merge_key only (dlt's delete-insert): every staged row replaces the deleted partition
+            rows = sa.select(*(staging.c[n] for n in names))
+        insert = sa.insert(target).from_select(names, rows).execution_options(preserve_rowcount=True)
         inserted = self.conn.execute(insert).rowcount
         self.conn.execute(sa.schema.DropTable(staging))
         state.staging = None

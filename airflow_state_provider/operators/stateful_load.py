@@ -32,6 +32,7 @@ class StatefulLoadOperator(BaseOperator):
     :param write_disposition: ``append``, ``replace`` or ``merge`` for every resource run.
     :param table_name: the table (required when ``data`` is plain rows). (templated)
     :param primary_key: primary key hint for every resource run.
+    :param merge_key: merge key hint for every resource run (``merge`` replaces rows by this key).
     :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics).
     :param checkpoint_every: commit data and state every N rows, so a failed backfill resumes.
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
@@ -55,6 +56,7 @@ class StatefulLoadOperator(BaseOperator):
         write_disposition: str | None = None,
         table_name: str | None = None,
         primary_key: str | Sequence[str] | None = None,
+        merge_key: str | Sequence[str] | None = None,
         refresh: str | None = None,
         checkpoint_every: int | None = None,
         dev_mode: bool = False,
@@ -70,6 +72,7 @@ class StatefulLoadOperator(BaseOperator):
         self.write_disposition = write_disposition
         self.table_name = table_name
         self.primary_key = primary_key
+        self.merge_key = merge_key
         self.refresh = refresh
         self.checkpoint_every = checkpoint_every
         self.dev_mode = dev_mode
@@ -101,6 +104,7 @@ class StatefulLoadOperator(BaseOperator):
                     write_disposition=self.write_disposition,
                     table_name=self.table_name,
                     primary_key=self.primary_key,
+                    merge_key=self.merge_key,
                     checkpoint_every=self.checkpoint_every,
                     read_only_sources=self.read_only_sources,
                     refresh=self.refresh,

@@ -217,3 +217,19 @@ def test_read_only_source_state_fails_the_task_and_commits_nothing(url):
     with pytest.raises(ReadOnlyStateError, match="is not the writer"):
         op.execute(context())
     assert committed_state(url, "p", "p_dataset")["_state_version"] == 0
+
+
+def test_merge_key_hint_replaces_rows_of_the_same_key(url):
+    def load(rows):
+        StatefulLoadOperator(
+            task_id="load",
+            data=rows,
+            table_name="daily",
+            write_disposition="merge",
+            merge_key="day",
+            pipeline_name="p",
+        ).execute(context())
+
+    load([{"day": 1, "n": 1}, {"day": 1, "n": 2}, {"day": 2, "n": 3}])
+    load([{"day": 1, "n": 9}])
+    assert sql(url, "p_dataset", "SELECT day, n FROM daily ORDER BY day, n") == [(1, 9), (2, 3)]

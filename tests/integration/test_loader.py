@@ -552,9 +552,9 @@ def test_merge_across_checkpoints_on_one_loader(engine):
     assert raw(engine, "SELECT id, v, extra, _dlt_load_id FROM {ds}.t") == [(1, "b", 1, "2.0")]
 
 
-def test_merge_needs_a_primary_key(engine):
+def test_merge_needs_a_primary_key_or_merge_key(engine):
     with pytest.raises(
-        PipelineStateError, match="table 't' has write_disposition 'merge' but no primary_key"
+        PipelineStateError, match="table 't' has write_disposition 'merge' but no primary_key or merge_key"
     ):
         load(engine, "t", [{"id": 1}], write_disposition="merge")
     with pytest.raises(PipelineStateError, match=r"merged on primary key id but a row has no value for 'id'"):
@@ -731,3 +731,10 @@ def test_generic_dialect_path_round_trips(postgres_url):
     ]
     assert raw(engine, "SELECT id, v FROM {ds}.m") == [(1, 2)]
     engine.dispose()
+
+
+def test_merge_on_merge_key_only_replaces_whole_partitions(engine):
+    rows = [{"day": 1, "n": 1}, {"day": 1, "n": 2}, {"day": 2, "n": 3}]
+    load(engine, "t", rows, write_disposition="merge", merge_key="day")
+    load(engine, "t", [{"day": 1, "n": 7}, {"day": 1, "n": 8}], write_disposition="merge", merge_key="day")
+    assert raw(engine, "SELECT day, n FROM {ds}.t ORDER BY day, n") == [(1, 7), (1, 8), (2, 3)]
