@@ -171,14 +171,14 @@ def get_value(state: dict, path: str, *, pipeline_name: str) -> Any:
     A key that itself contains dots (e.g. the cursor path ``data.updated_at``) matches too: at each
     level the longest key that fits the rest of the path wins. Digits index lists.
     """
-    parts = split_path(path, pipeline_name=pipeline_name)
+    parts = _split_path(path, pipeline_name=pipeline_name)
     if not parts:
         return state
     parent, key = _locate(state, parts, path, pipeline_name, create=False)
     return parent[key]
 
 
-def split_path(path: str, *, pipeline_name: str) -> list[str]:
+def _split_path(path: str, *, pipeline_name: str) -> list[str]:
     if not path:
         return []
     parts = path.split(".")
@@ -372,7 +372,7 @@ def plan_set(
     """Plan setting the value at ``path``. The path must exist unless ``create``; version bookkeeping,
     ``_local`` and ``pipeline_name`` cannot be set."""
     name = pipeline.pipeline_name
-    parts = split_path(path, pipeline_name=name)
+    parts = _split_path(path, pipeline_name=name)
     if not parts:
         raise StateOperationError(f"pipeline {name!r}: set needs a state path")
     if parts[0] in PROTECTED_KEYS:
