@@ -106,6 +106,12 @@ class Pipeline:
 
     ``destination`` is a SQLAlchemy URL (``sqlite:///f.db``, ``duckdb:///f.duckdb``,
     ``postgresql+psycopg://...``), an ``Engine``, or an Airflow ``PipelineStateHook``.
+
+    ``restore_from_destination=False`` keeps the state only in ``<pipelines_dir>/<pipeline>/state.json``
+    (a persistent worker): the destination gets data and ``_dlt_loads`` rows but no state rows.
+    ``dev_mode=True`` suffixes the dataset with a UTC timestamp, so the pipeline starts from fresh state
+    (``full_refresh`` is its deprecated alias). ``max_state_versions``, ``max_state_bytes`` and
+    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4).
     """
 
     def __init__(
