@@ -583,7 +583,7 @@ class Pipeline:
                 merged["_state_version"],
                 self.pipeline_name,
                 load_id,
-                ", ".join(paths) or "(none: first version)",
+                ", ".join(paths) or ("(none: refresh)" if run.force_commit else "(none: first version)"),
             )
         else:
             log.info(
