@@ -315,6 +315,8 @@ class _TableState:
     table: sa.Table | None = None
     #: raw key -> (normalized key, column name), per nesting path
     names: dict[tuple[str, ...], dict[Any, tuple[str, str]]] = field(default_factory=dict)
+    #: top-level keys that are their own column name: rows with only these are buffered as copies
+    plain_keys: set[str] = field(default_factory=set)
     buffer: list[dict[str, Any]] = field(default_factory=list)
     emptied: bool = False
     staging: sa.Table | None = None
@@ -380,19 +382,26 @@ class Loader:
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
-        flatten = self._flatten
+        flatten, plain, batch_size = self._flatten, state.plain_keys, self.batch_size
+        buffer = state.buffer
         for row in rows:
-            if not isinstance(row, dict):
-                raise PipelineStateError(
-                    f"Pipeline {self.pipeline_name!r}: table {state.name!r} received a row of type "
-                    f"{type(row).__name__} ({_preview(row)}); rows must be dicts. Yield dicts, or lists of "
-                    "dicts, from the resource."
-                )
-            out: dict[str, Any] = {}
-            flatten(state, row, (), out)
-            state.buffer.append(out)
-            if len(state.buffer) >= self.batch_size:
+            if type(row) is dict and row.keys() <= plain:
+                # every key is its own column: a shallow copy is the flattened row, unless a value is a
+                # dict, which _flush flattens (only such rows can hold dict values)
+                buffer.append(row.copy())
+            else:
+                if not isinstance(row, dict):
+                    raise PipelineStateError(
+                        f"Pipeline {self.pipeline_name!r}: table {state.name!r} received a row of type "
+                        f"{type(row).__name__} ({_preview(row)}); rows must be dicts. Yield dicts, or lists "
+                        "of dicts, from the resource."
+                    )
+                out: dict[str, Any] = {}
+                flatten(state, row, (), out)
+                buffer.append(out)
+            if len(buffer) >= batch_size:
                 self._flush(state)
+                buffer = state.buffer
 
     def finish(self) -> dict[str, int]:
         """Write what is buffered, apply replaces and merges; rows loaded per table since the last call.
@@ -498,6 +507,8 @@ class Loader:
         else:
             part = self._normalize(key, what="column", table=state.name)
         if not path:
+            if part == key:
+                state.plain_keys.add(part)
             return part, part
         return part, naming.make_path(*path, part, max_length=self._max_length)
 
@@ -594,24 +605,13 @@ class Loader:
             return
         self._reflect(state)
         assert state.kinds is not None
-        seen: dict[str, set[type]] = {}
-        for row in rows:
-            for name, value in row.items():
-                if value is not None:
-                    types = seen.get(name)
-                    if types is None:
-                        seen[name] = {type(value)}
-                    else:
-                        types.add(type(value))
-        seen.pop(C_LOAD_ID, None)  # ours to set, as in dlt
-        seen.pop(C_ID, None)
+        rows, columns, batch, seen = self._columns(state, rows)
 
         # decide and check every column before anything of this batch is written
         new: dict[str, str] = {}
-        columns = list(seen)
-        values: list[list[Any]] = []
-        for name in columns:
-            kinds = {t: self._value_kind(state, name, t, rows) for t in seen[name]}
+        values: list[Sequence[Any]] = []
+        for name, column, types in zip(columns, batch, seen, strict=True):
+            kinds = {t: self._value_kind(state, name, t, rows) for t in types}
             kind = state.kinds.get(name)
             if kind is None:
                 inferred = infer_kind(set(kinds.values()))
@@ -619,7 +619,7 @@ class Loader:
                     found = sorted(set(kinds.values()))
                     raise self._conflict(state, name, found[0], found[1], None, new_column=True)
                 kind = new[name] = kind_of_sa_type(new_column_type(inferred, self.dialect.name))
-            values.append(self._convert(state, name, kind, kinds, [row.get(name) for row in rows]))
+            values.append(self._convert(state, name, kind, kinds, column))
         if state.disposition == "merge":
             self._check_keys(state, columns, values)
 
@@ -627,19 +627,50 @@ class Loader:
         if state.disposition == "replace" and not state.emptied:
             self._empty(state)
         n = len(rows)
-        tail: list[Iterable[Any]] = [itertools.repeat(self.load_id, n), new_dlt_ids(n)]
+        values += [[self.load_id] * n, new_dlt_ids(n)]
         columns += [C_LOAD_ID, C_ID]
         target = state.table
         if state.disposition == "merge":
             target = self._staging(state)
-            tail.append(range(state.seq, state.seq + n))
+            values.append(list(range(state.seq, state.seq + n)))
             columns.append(_SEQ)
             state.seq += n
         else:
             state.loaded += n
         assert target is not None
-        self.dialect.insert_rows(self.conn, target, columns, list(zip(*values, *tail, strict=True)))
+        self.dialect.insert_columns(self.conn, target, columns, values)
         self.tables_written.add(state.name)
+
+    def _columns(
+        self, state: _TableState, rows: list[dict]
+    ) -> tuple[list[dict], list[str], list[Sequence[Any]], list[set[type]]]:
+        """The batch column by column: (rows, names, values, non-null value types).
+
+        Columns come in the order their first non-null value appears (row by row, key by key); columns
+        with only nulls, and dlt's own columns, are left out. Rows buffered as copies that hold a dict
+        value are flattened here first.
+        """
+        while True:
+            names, batch = _transpose(rows)
+            seen = [set(map(type, column)) for column in batch]
+            if not any(dict in types for types in seen):
+                break
+            rows = [self._flattened(state, row) for row in rows]
+        firsts: dict[int, tuple[int, int]] = {}
+        for i, (name, column, types) in enumerate(zip(names, batch, seen, strict=True)):
+            types.discard(type(None))
+            if types and name not in (C_LOAD_ID, C_ID):  # dlt's columns are ours to set
+                first = next(r for r, v in enumerate(column) if v is not None)
+                firsts[i] = (first, list(rows[first]).index(name))
+        order = sorted(firsts, key=firsts.__getitem__)
+        return rows, [names[i] for i in order], [batch[i] for i in order], [seen[i] for i in order]
+
+    def _flattened(self, state: _TableState, row: dict) -> dict:
+        if not any(type(value) is dict for value in row.values()):
+            return row
+        out: dict[str, Any] = {}
+        self._flatten(state, row, (), out)
+        return out
 
     def _value_kind(self, state: _TableState, column: str, t: type, rows: list[dict]) -> str:
         kind = value_kind(t)
@@ -653,8 +684,8 @@ class Loader:
         return kind
 
     def _convert(
-        self, state: _TableState, column: str, kind: str, kinds: dict[type, str], values: list[Any]
-    ) -> list[Any]:
+        self, state: _TableState, column: str, kind: str, kinds: dict[type, str], values: Sequence[Any]
+    ) -> Sequence[Any]:
         """``values`` converted to what a ``kind`` column stores; SchemaConflictError if one does not fit."""
         if kind == OTHER:  # a column of a type we do not manage: the database decides
             return values
@@ -703,7 +734,7 @@ class Loader:
                 raise self._conflict(state, column, kind, kinds[type(v)], v, reason=str(e)) from e
         raise AssertionError("a conversion failed but no value fails again")  # pragma: no cover
 
-    def _check_keys(self, state: _TableState, columns: list[str], values: list[list[Any]]) -> None:
+    def _check_keys(self, state: _TableState, columns: list[str], values: list[Sequence[Any]]) -> None:
         for key in state.primary_key:
             if key not in columns or any(v is None for v in values[columns.index(key)]):
                 raise PipelineStateError(
@@ -781,6 +812,19 @@ class Loader:
         self.conn.execute(sa.schema.DropTable(staging))
         state.staging = None
         return inserted
+
+
+def _transpose(rows: list[dict]) -> tuple[list[str], list[Sequence[Any]]]:
+    """Column names (in order of first appearance) and the values of each column (None where a row lacks
+    the key). Rows that all have the same keys take a path that runs in C."""
+    names = list(rows[0])
+    if sum(map(len, rows)) == len(names) * len(rows):
+        try:
+            return names, [[row[name] for row in rows] for name in names]
+        except KeyError:
+            pass  # same sizes, other keys
+    names = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
+    return names, [[row.get(name) for row in rows] for name in names]
 
 
 def _apply(convert: Callable[[Any], Any] | None, value: Any) -> Any:

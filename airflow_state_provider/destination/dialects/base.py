@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import sqlalchemy as sa
 
 
@@ -52,6 +55,17 @@ class Dialect:
             return
         stmt = sa.insert(table).values({c: sa.bindparam(c) for c in columns})
         conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in rows])
+
+    def insert_columns(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]
+    ) -> None:
+        """Insert a batch given column by column: ``data[i]`` holds the values of ``columns[i]``.
+
+        This is what the loader calls. The default hands the rows to :meth:`insert_rows`; dialects
+        whose bulk path is columnar override it.
+        """
+        if data and len(data[0]):
+            self.insert_rows(conn, table, columns, list(zip(*data, strict=True)))
 
     # -- plain SQL ---------------------------------------------------------------------------------
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:

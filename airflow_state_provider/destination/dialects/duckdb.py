@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -98,26 +98,87 @@ class DuckDBDialect(Dialect):
     def insert_rows(
         self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]
     ) -> None:
-        """One ``INSERT ... SELECT UNNEST(?), UNNEST(?), ...`` per batch, each column bound as one list.
+        """Insert ``rows`` (tuples in ``columns`` order) through :meth:`insert_columns`."""
+        if rows:
+            self.insert_columns(conn, table, columns, [list(col) for col in zip(*rows, strict=True)])
 
-        Columnar binding converts whole Python lists natively; measured on 100k rows of 9 mixed
-        columns: ~80k rows/s, against ~1.7k rows/s for ``executemany`` and ~10k rows/s for
-        1000-row multi-VALUES statements. Decimals travel as text (7x faster, and exact).
+    def insert_columns(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]
+    ) -> None:
+        """One ``INSERT ... SELECT`` per batch from an Arrow table of the columns, when pyarrow is
+        installed and every column has an Arrow type; else from ``UNNEST(?)`` of each column as a list.
+
+        Measured on 1M rows of 6 mixed columns: ~400k rows/s through Arrow, ~50k rows/s through
+        UNNEST (DuckDB converts a bound Python list value by value), ~1.7k rows/s for ``executemany``.
+        Decimals travel as text (exact, and 7x faster through UNNEST).
         """
-        if not rows:
+        if not data or not len(data[0]):
             return
-        data = [list(col) for col in zip(*rows, strict=True)]
+        data = list(data)
         for i, name in enumerate(columns):
             fix = _fix_for(table.c[name].type)
             if fix is not None:
                 data[i] = [None if v is None else fix(v) for v in data[i]]
         prep = conn.dialect.identifier_preparer
-        statement = "INSERT INTO {} ({}) SELECT {}".format(
-            prep.format_table(table),
-            ", ".join(prep.quote_identifier(c) for c in columns),
-            ", ".join(["UNNEST(?)"] * len(columns)),
+        into = "INSERT INTO {} ({}) ".format(
+            prep.format_table(table), ", ".join(prep.quote_identifier(c) for c in columns)
         )
-        conn.connection.driver_connection.execute(statement, data)
+        raw = conn.connection.driver_connection
+        arrow = _arrow_table(table, columns, data)
+        if arrow is not None:
+            view = f"_asp_arrow_{id(arrow):x}"
+            complete = getattr(raw, "complete", None)  # DuckDB >= 2.0 registers only on an idle connection
+            if complete is not None:
+                complete()  # runs an abandoned earlier result (e.g. of a SELECT) to its end
+            raw.register(view, arrow)
+            try:
+                raw.execute(into + f"SELECT * FROM {view}")
+            finally:
+                raw.unregister(view)
+            return
+        raw.execute(into + "SELECT " + ", ".join(["UNNEST(?)"] * len(columns)), [list(c) for c in data])
+
+
+def _arrow_table(table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> Any:
+    """The batch as a ``pyarrow.Table``, or None (no pyarrow, a column without an Arrow type, or a value
+    Arrow does not take: the UNNEST path then inserts, or reports the database's own error)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return None
+    types = [_arrow_type(pa, table.c[name].type) for name in columns]
+    if None in types:
+        return None
+    try:
+        arrays = [pa.array(values, type=t) for values, t in zip(data, types, strict=True)]
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    return pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(arrays))])
+
+
+def _arrow_type(pa: Any, t: sa.types.TypeEngine) -> Any:
+    """The Arrow type that carries values of a column of type ``t`` (after :func:`_fix_for`)."""
+    if isinstance(t, sa.Boolean):
+        return pa.bool_()
+    if isinstance(t, sa.Integer):
+        return pa.int64()
+    if isinstance(t, sa.Float):  # before Numeric: Float is a Numeric
+        return pa.float64()
+    if isinstance(t, sa.Numeric | sa.JSON):  # decimals as text; JSON values are JSON text
+        return pa.large_string()
+    if isinstance(t, sa.Uuid | sa.Enum):
+        return None
+    if isinstance(t, sa.String):
+        return pa.large_string()
+    if isinstance(t, sa.DateTime):
+        return pa.timestamp("us", tz="UTC") if t.timezone else pa.timestamp("us")
+    if isinstance(t, sa.Date):
+        return pa.date32()
+    if isinstance(t, sa.Time):
+        return pa.time64("us")
+    if isinstance(t, sa.LargeBinary):
+        return pa.large_binary()
+    return None
 
 
 def _utc_wall_time(value: dt.datetime) -> dt.datetime:
