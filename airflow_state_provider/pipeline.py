@@ -323,7 +323,7 @@ class Pipeline:
             "primary_key": primary_key,
             "merge_key": merge_key,
         }
-        items = _as_items(data, table_name, self.pipeline_name)
+        items = _as_items(data, table_name, self.pipeline_name, checkpoint_every)
         restored = self.sync_destination()
         if not self._tables_ready:
             if self.restore_from_destination:
@@ -739,7 +739,45 @@ def _engine_from(destination: Any) -> sa.Engine:
     )
 
 
-def _as_items(data: Any, table_name: str | None, pipeline_name: str) -> list[Resource | Source]:
+#: rows of a plain iterable go to the loader in pages of up to this many (one call per page, not per row)
+PLAIN_PAGE_ROWS = 1_000
+
+
+class _Pages:
+    """A plain iterable's consecutive dict rows grouped into lists; anything else passes through as is.
+
+    With ``checkpoint_every=N`` a page holds a divisor of N rows, so checkpoints fall exactly where they
+    would row by row.
+    """
+
+    def __init__(self, data: Iterable[Any], checkpoint_every: int | None) -> None:
+        self.data = data
+        size = PLAIN_PAGE_ROWS
+        if checkpoint_every:
+            size = max(d for d in range(1, min(checkpoint_every, size) + 1) if checkpoint_every % d == 0)
+        self.size = size
+
+    def __iter__(self) -> Iterator[Any]:
+        size = self.size
+        page: list[dict] = []
+        for item in self.data:
+            if type(item) is dict:
+                page.append(item)
+                if len(page) >= size:
+                    yield page
+                    page = []
+            else:
+                if page:
+                    yield page
+                    page = []
+                yield item
+        if page:
+            yield page
+
+
+def _as_items(
+    data: Any, table_name: str | None, pipeline_name: str, checkpoint_every: int | None = None
+) -> list[Resource | Source]:
     if isinstance(data, Resource | Source):
         return [data]
     if isinstance(data, list | tuple) and data and all(isinstance(d, Resource | Source) for d in data):
@@ -749,7 +787,8 @@ def _as_items(data: Any, table_name: str | None, pipeline_name: str) -> list[Res
             raise ValueError(
                 f"pipeline {pipeline_name!r}: table_name is required to load a plain iterable of rows"
             )
-        return [from_data([data] if isinstance(data, dict) else data, table_name=table_name)]
+        rows = [data] if isinstance(data, dict) else data
+        return [from_data(_Pages(rows, checkpoint_every), table_name=table_name)]
     raise TypeError(
         f"pipeline {pipeline_name!r}: cannot run {type(data).__name__}; pass a source, a resource, "
         "a list of them, or an iterable of dict rows with table_name"
