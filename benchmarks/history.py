@@ -87,8 +87,11 @@ def query_plans(db: Database, max_versions: int = 100) -> dict[str, str]:
         .limit(1)
     )
     queries = {
-        "restore (newest committed state)": store._newest_query(),
-        "prune (retention cutoff)": prune_cutoff,
+        "restore: the newest state row, if committed": store._newest_row_query(),
+        "restore fallback: newest committed state row (when the newest row's load is not committed)": (
+            store._newest_query()
+        ),
+        "prune: retention cutoff": prune_cutoff,
     }
     prefix = {
         "postgresql": "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ",

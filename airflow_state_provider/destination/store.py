@@ -163,9 +163,35 @@ class StateStore:
             .limit(1)
         )
 
+    def _newest_row_query(self) -> sa.Select:
+        """The pipeline's state row with the greatest load id, if that load is committed.
+
+        Independent of the history length on all three databases: PostgreSQL and SQLite read the
+        maximum from the end of the ``(pipeline_name, _dlt_load_id)`` index; DuckDB (whose indexes serve
+        point lookups only) scans the two key columns, never the state blobs, which the semi-joined
+        search of :meth:`_newest_query` reads for every row there (100k versions: ~6 ms vs ~60 ms).
+        """
+        s, loads = self.state_table, self.loads_table
+        newest_load = (
+            sa.select(sa.func.max(s.c._dlt_load_id)).where(s.c.pipeline_name == self.pipeline_name)
+        ).scalar_subquery()
+        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
+        return (
+            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
+            .where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id == newest_load)
+            .where(committed.exists())
+            .limit(1)
+        )
+
     def newest(self, conn: sa.Connection) -> StoredState | None:
-        """The newest committed state of the pipeline (one row via the index), or None."""
-        row = conn.execute(self._newest_query()).first()
+        """The newest committed state of the pipeline, or None.
+
+        Looks at the newest state row first; only when its load is not committed (a load that failed
+        after writing its state row, e.g. by dlt) does it search back through the history.
+        """
+        row = conn.execute(self._newest_row_query()).first()
+        if row is None:
+            row = conn.execute(self._newest_query()).first()
         return None if row is None else self._decode(row)
 
     def _decode(self, row: sa.Row) -> StoredState:
