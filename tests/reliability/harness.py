@@ -5,7 +5,8 @@ How a kill lands where it should, without hooks in the product:
 * **extract** -- the test's own resource generator counts the rows it yields;
 * **insert** -- the child wraps its pipeline's ``dialect.insert_rows`` so the rows reach the bulk path
   (PostgreSQL ``COPY``, SQLite ``executemany``) through a lazy iterator that counts them: the trip fires
-  *inside* the running ``COPY`` / ``executemany``, with part of the batch already sent;
+  *inside* the running ``COPY`` / ``executemany``, with part of the batch already sent. DuckDB's
+  columnar path (``insert_columns``) runs one statement per batch: the trip fires right before it;
 * **commit** -- the child wraps its engine dialect's ``do_commit``; a commit counts when its transaction
   inserted a ``_dlt_loads`` row (seen with a ``before_cursor_execute`` listener), i.e. a load commit.
 
@@ -41,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline, current, resource
+from airflow_state_provider.destination.dialects.base import Dialect
 
 PIPELINE = "faulty"
 DATASET = "ds"
@@ -175,12 +177,25 @@ class _CountedRows:
 
 def instrument(pipeline: Pipeline, wire: Wire) -> None:
     """Test-side wrappers on this child's own objects (nothing in the product changes)."""
-    insert_rows = pipeline.dialect.insert_rows
+    dialect = pipeline.dialect
+    if type(dialect).insert_columns is not Dialect.insert_columns:
+        # a columnar bulk path (DuckDB): one statement from whole columns, so the trip comes right
+        # before it runs ("at") or while it runs ("later")
+        insert_columns = dialect.insert_columns
 
-    def counted_insert(conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]) -> None:
-        insert_rows(conn, table, columns, _CountedRows(rows, wire))  # type: ignore[arg-type]
+        def counted_columns(conn: sa.Connection, table: sa.Table, columns: list[str], data: list) -> None:
+            wire.count("insert", len(data[0]) if data else 0)
+            insert_columns(conn, table, columns, data)
 
-    pipeline.dialect.insert_rows = counted_insert  # type: ignore[method-assign]
+        dialect.insert_columns = counted_columns  # type: ignore[method-assign]
+    else:
+        # row by row into COPY (PostgreSQL) or executemany (SQLite): the trip comes mid-statement
+        insert_rows = dialect.insert_rows
+
+        def counted_rows(conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]) -> None:
+            insert_rows(conn, table, columns, _CountedRows(rows, wire))  # type: ignore[arg-type]
+
+        dialect.insert_rows = counted_rows  # type: ignore[method-assign]
 
     engine = pipeline.engine
 
