@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,7 +64,7 @@ class SQLiteDialect(Dialect):
         """
         if not rows:
             return
-        fixes = [_fix_for(table.c[c].type) for c in columns]
+        fixes = [] if isinstance(rows, _Converted) else [_fix_for(table.c[c].type) for c in columns]
         if any(fixes):
             data = [list(col) for col in zip(*rows, strict=True)]
             for i, fix in enumerate(fixes):
@@ -83,8 +83,30 @@ class SQLiteDialect(Dialect):
         finally:
             cursor.close()
 
+    def insert_columns(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]
+    ) -> None:
+        """Convert column by column, then hand the rows to :meth:`insert_rows` marked as converted (the
+        loader's batches are columns already: no transposing back and forth)."""
+        if not data or not len(data[0]):
+            return
+        data = list(data)
+        for i, name in enumerate(columns):
+            fix = _fix_for(table.c[name].type)
+            if fix is not None:
+                data[i] = [None if v is None else fix(v) for v in data[i]]
+        self.insert_rows(conn, table, columns, _Converted(zip(*data, strict=True)))
 
-def _utc_text(value: dt.datetime) -> str:
+
+class _Converted(list):
+    """Rows whose values :func:`_fix_for` already converted (conversions are idempotent anyway)."""
+
+
+def _utc_text(value: dt.datetime | str) -> str:
+    if value.__class__ is str:
+        return value  # converted already
+    if value.tzinfo is dt.UTC:
+        return value.isoformat(" ", "microseconds")  # ends in +00:00
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds") + "+00:00"
@@ -100,7 +122,9 @@ def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
     return None
 
 
-def _isoformat(value: dt.date | dt.time) -> str:
+def _isoformat(value: dt.date | dt.time | str) -> str:
+    if value.__class__ is str:
+        return value  # converted already
     return value.isoformat()
 
 
