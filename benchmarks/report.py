@@ -8,7 +8,7 @@ import os
 import platform
 import sqlite3
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.cases import Sizes
@@ -34,6 +34,8 @@ class RunInfo:
     started: dt.datetime
     seconds: float
     postgres_version: str | None
+    #: the "Machine and versions" lines, taken when the run happened
+    environment: list[str] = field(default_factory=list)
 
 
 def machine() -> list[str]:
@@ -214,8 +216,7 @@ def render(info: RunInfo, measures: list[Measure], plans: dict[str, dict[str, st
         "",
         "## Machine and versions",
         "",
-        *machine(),
-        *versions(info.postgres_version),
+        *info.environment,
         "",
         "## Method",
         "",

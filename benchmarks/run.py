@@ -18,10 +18,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import cases
+from benchmarks import cases, saved
 from benchmarks.data import make_rows
 from benchmarks.postgres import start_postgres
-from benchmarks.report import RunInfo, render
+from benchmarks.report import RunInfo, machine, render, versions
 from benchmarks.results import TIMES, Measure
 
 CASES = ("incremental", "bulk", "history", "rss")
@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="report file")
     parser.add_argument("--no-profile", action="store_true", help="skip profiling the rows that miss")
     parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "last_run.json", help="where the raw results go"
+    )
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only write the report again from saved results"
+    )
+    parser.add_argument(
         "--workdir", type=Path, help="where databases and pipelines dirs go (default: a tmp dir)"
     )
     return parser.parse_args(argv)
@@ -61,6 +67,11 @@ def _warm_up() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        info, measures, plans = saved.load(args.render)
+        args.output.write_text(render(info, measures, plans), encoding="utf-8")
+        _log(f"wrote {args.output} from {args.render}")
+        return 0
     sizes = cases.SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.reps:
         sizes = cases.Sizes(**{**sizes.__dict__, "reps": args.reps})
@@ -111,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             started_at,
             time.perf_counter() - started,
             pg.version,
+            [*machine(), *versions(pg.version)],
         )
+        saved.save(args.json, info, measures, ctx.plans)
         args.output.write_text(render(info, measures, ctx.plans), encoding="utf-8")
     _log(f"wrote {args.output} ({sum(m.met for m in measures)}/{len(measures)} targets met)")
     for m in measures:

@@ -43,16 +43,24 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    report = tmp_path / "BENCHMARKS.md"
+    report, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    args = ["--smoke", "--output", str(report), "--json", str(results), "--workdir", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(report), "--workdir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-4000:]
     text = report.read_text(encoding="utf-8")
+
+    # the saved results render the same report again
+    again = tmp_path / "again.md"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(results), "--output", str(again)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert again.read_text(encoding="utf-8") == text
 
     results = text.split("## Results", 1)[1].split("\n## ", 1)[0]
     lines = results.splitlines()
