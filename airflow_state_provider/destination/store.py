@@ -13,6 +13,7 @@ import heapq
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -124,12 +125,20 @@ class StateStore:
     def ensure_tables(self, engine: sa.Engine) -> None:
         """Create the dataset, both tables and their indexes if missing, in a short transaction of
         its own (also on tables dlt created without our indexes). Safe to race with other workers."""
+        self._create(engine, lambda conn: self._metadata.create_all(conn, checkfirst=True))
+
+    def ensure_loads_table(self, engine: sa.Engine) -> None:
+        """Create the dataset and ``_dlt_loads`` only: pipelines that keep their state locally
+        (``restore_from_destination=False``) record their loads but write no state rows."""
+        self._create(engine, lambda conn: self.loads_table.create(conn, checkfirst=True))
+
+    def _create(self, engine: sa.Engine, create: Callable[[sa.Connection], None]) -> None:
         for attempt in range(3):
             try:
                 with engine.begin() as conn:
                     if self.dialect.creates_schemas:
                         self.dialect.create_dataset(conn, self.dataset)
-                    self._metadata.create_all(conn, checkfirst=True)
+                    create(conn)
                 return
             except sa.exc.DBAPIError:
                 # two workers creating the same table at once: the loser sees a duplicate; retry
@@ -137,31 +146,20 @@ class StateStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def ensure_loads_table(self, engine: sa.Engine) -> None:
-        """Create the dataset and ``_dlt_loads`` only: pipelines that keep their state locally
-        (``restore_from_destination=False``) record their loads but write no state rows."""
-        for attempt in range(3):
-            try:
-                with engine.begin() as conn:
-                    if self.dialect.creates_schemas:
-                        self.dialect.create_dataset(conn, self.dataset)
-                    self.loads_table.create(conn, checkfirst=True)
-                return
-            except sa.exc.DBAPIError:
-                if attempt == 2:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-
     # -- reading ----------------------------------------------------------------------------------
-    def _newest_query(self) -> sa.Select:
+    def _committed_rows(self) -> sa.Select:
+        """The pipeline's state rows whose load is committed (status 0 in ``_dlt_loads``)."""
         s, loads = self.state_table, self.loads_table
         committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
-        return (
-            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
-            .where(s.c.pipeline_name == self.pipeline_name, committed.exists())
-            .order_by(s.c._dlt_load_id.desc())
-            .limit(1)
+        return sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id).where(
+            s.c.pipeline_name == self.pipeline_name, committed.exists()
         )
+
+    def _history_query(self) -> sa.Select:
+        return self._committed_rows().order_by(self.state_table.c._dlt_load_id.desc())
+
+    def _newest_query(self) -> sa.Select:
+        return self._history_query().limit(1)
 
     def _newest_row_query(self) -> sa.Select:
         """The pipeline's state row with the greatest load id, if that load is committed.
@@ -171,17 +169,11 @@ class StateStore:
         point lookups only) scans the two key columns, never the state blobs, which the semi-joined
         search of :meth:`_newest_query` reads for every row there (100k versions: ~6 ms vs ~60 ms).
         """
-        s, loads = self.state_table, self.loads_table
+        s = self.state_table
         newest_load = (
             sa.select(sa.func.max(s.c._dlt_load_id)).where(s.c.pipeline_name == self.pipeline_name)
         ).scalar_subquery()
-        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
-        return (
-            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
-            .where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id == newest_load)
-            .where(committed.exists())
-            .limit(1)
-        )
+        return self._committed_rows().where(s.c._dlt_load_id == newest_load).limit(1)
 
     def newest(self, conn: sa.Connection) -> StoredState | None:
         """The newest committed state of the pipeline, or None.
@@ -205,19 +197,6 @@ class StateStore:
             )
         return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
 
-    def versions(self, conn: sa.Connection, limit: int | None = None) -> list[StoredState]:
-        """Committed versions, newest first."""
-        s, loads = self.state_table, self.loads_table
-        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
-        query = (
-            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
-            .where(s.c.pipeline_name == self.pipeline_name, committed.exists())
-            .order_by(s.c._dlt_load_id.desc())
-        )
-        if limit:
-            query = query.limit(limit)
-        return [self._decode(r) for r in conn.execute(query)]
-
     def version(self, conn: sa.Connection, number: int) -> StoredState | None:
         """The committed row with state version ``number`` (the newest such row), or None."""
         row = conn.execute(self._history_query().where(self.state_table.c.version == number).limit(1)).first()
@@ -239,15 +218,6 @@ class StateStore:
         """Names of the pipelines with committed state in this dataset (for error messages)."""
         s = self.state_table
         return sorted(conn.execute(sa.select(s.c.pipeline_name).distinct()).scalars())
-
-    def _history_query(self) -> sa.Select:
-        s, loads = self.state_table, self.loads_table
-        committed = sa.select(loads.c.load_id).where(loads.c.load_id == s.c._dlt_load_id, loads.c.status == 0)
-        return (
-            sa.select(s.c.version, s.c.state, s.c.created_at, s.c.version_hash, s.c._dlt_load_id)
-            .where(s.c.pipeline_name == self.pipeline_name, committed.exists())
-            .order_by(s.c._dlt_load_id.desc())
-        )
 
     # -- writing (inside the caller's load transaction) -------------------------------------------
     def lock(self, conn: sa.Connection) -> None:
