@@ -27,7 +27,7 @@ import base64
 import hashlib
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
@@ -144,6 +144,9 @@ def _encode_typed(value: Any) -> str:
     raise TypeError(f"{type(value).__qualname__} is not serializable")
 
 
+_CONTAINS_UUIDS = (UUID, dict, list, tuple)
+
+
 def _tag_uuids(obj: Any, depth: int) -> tuple[Any, int]:
     """Replace UUID values by their prefixed string, copying only the containers that hold one.
 
@@ -152,42 +155,27 @@ def _tag_uuids(obj: Any, depth: int) -> tuple[Any, int]:
     """
     if depth >= _MAX_NESTING:
         return obj, 0  # orjson rejects this nesting anyway (and this stops on reference cycles)
-    count = 0
-    if isinstance(obj, dict):
-        copied: dict | None = None
-        for key, value in obj.items():
-            if isinstance(value, UUID):
-                new, n = _UUID + str(value), 1
-            elif isinstance(value, (dict, list, tuple)):
-                new, n = _tag_uuids(value, depth + 1)
-                if not n:
-                    continue
-            else:
-                continue
-            count += n
-            if copied is None:
-                copied = dict(obj)
-            copied[key] = new
-        return (obj if copied is None else copied), count
-    if isinstance(obj, list) or type(obj) is tuple:
-        items: list | None = None
-        for index, value in enumerate(obj):
-            if isinstance(value, UUID):
-                new, n = _UUID + str(value), 1
-            elif isinstance(value, (dict, list, tuple)):
-                new, n = _tag_uuids(value, depth + 1)
-                if not n:
-                    continue
-            else:
-                continue
-            count += n
-            if items is None:
-                items = list(obj)
-            items[index] = new
-        return (obj if items is None else items), count
     if isinstance(obj, UUID):
         return _UUID + str(obj), 1
-    return obj, 0
+    if isinstance(obj, dict):
+        entries: Iterable[tuple[Any, Any]] = obj.items()
+    elif isinstance(obj, list) or type(obj) is tuple:
+        entries = enumerate(obj)
+    else:
+        return obj, 0
+    count = 0
+    copied: dict | list | None = None
+    for key, value in entries:
+        if not isinstance(value, _CONTAINS_UUIDS):
+            continue
+        new, n = _tag_uuids(value, depth + 1)
+        if not n:
+            continue
+        count += n
+        if copied is None:
+            copied = dict(obj) if isinstance(obj, dict) else list(obj)
+        copied[key] = new
+    return (obj if copied is None else copied), count
 
 
 # ------------------------------------------------------------------------------ locating a bad value
