@@ -103,9 +103,9 @@ def assert_same(actual: Any, expected: Any, path: str = "") -> None:
 
 # --------------------------------------------------------------------------------------- strategies
 
-offsets = st.builds(
-    timezone,
-    st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)),
+# whole seconds: CPython 3.11's fromisoformat drops sub-second UTC offsets, which no real zone has
+offsets = st.integers(min_value=-(24 * 3600 - 60), max_value=24 * 3600 - 60).map(
+    lambda seconds: timezone(timedelta(seconds=seconds))
 )
 plain_text = st.text().filter(lambda s: not s.startswith(MARKERS))
 keys = st.text(max_size=12).filter(lambda s: not s.startswith("_local"))
