@@ -57,6 +57,8 @@ VARIANTS = {
     "commit": ("before", "during", "after"),
     "anywhere": ("delay",),
 }
+#: the variant of each phase whose kill always lands (the child waits for it at the trip point)
+FIRM = {"extract": "at", "insert": "at", "commit": "before"}
 #: how long the parent waits for a trip (or the end of a run) before calling the child hung
 CHILD_TIMEOUT = 120.0
 
@@ -468,17 +470,20 @@ def run_series(
         phase = phases[(n + seed) % len(phases)]
         total = rng.randint(30, 900) if scenario.disposition == "replace" else total + rng.randint(1, 600)
         attempts = 2 if rng.random() < 0.2 else 1  # sometimes the retry is killed too
-        for attempt in range(attempts):
+        attempt, forced = 0, None
+        while attempt < attempts:
+            if forced is not None and scenario.disposition != "replace":
+                total += rng.randint(1, 600)  # new rows: the run that escaped its kill loaded the rest
             seen = observe(scenario.url)
             page_size, batch_size, checkpoint_every = _knobs(rng, scenario.checkpoints)
             rows = total - first_id(scenario.disposition, seen.max_id) + 1
             if rows < 1:
                 break  # the killed attempt had committed everything already: nothing left to kill
-            variant = rng.choice(VARIANTS[phase])
+            variant = forced or rng.choice(VARIANTS[phase])
             trip = choose_trip(rng, phase, rows, page_size, checkpoint_every)
             if phase == "commit":
                 trip = dataclasses.replace(trip, when="after" if variant == "after" else "before")
-            tag = f"t{n}a{attempt}"
+            tag = f"t{n}a{attempt}{'f' if forced else ''}"
             job = Job(
                 scenario.url,
                 scenario.disposition,
@@ -487,7 +492,7 @@ def run_series(
                 page_size,
                 batch_size,
                 checkpoint_every,
-                str(workdir / f"worker-{n}-{attempt}"),
+                str(workdir / f"worker-{tag}"),
                 trip,
             )
             context_ = f"seed {seed} trial {n} attempt {attempt} {phase}/{variant} {trip} {job}"
@@ -502,7 +507,12 @@ def run_series(
             seen = observe(scenario.url)
             check_committed(seen, scenario.disposition, f"after the kill: {context_}")
             stats.rows_verified += len(seen.ids)
-            phase = phases[(n + seed + attempt + 1) % len(phases)]
+            if not outcome.killed and phase in FIRM and forced is None:
+                # a "later"/"during" kill came after the run ended: kill this trial where it must land
+                forced = FIRM[phase]
+                continue
+            attempt, forced = attempt + 1, None
+            phase = phases[(n + seed + attempt) % len(phases)]
         # the next run is not killed: it must end with every id exactly once
         tag = f"t{n}ok"
         page_size, batch_size, checkpoint_every = _knobs(rng, scenario.checkpoints)

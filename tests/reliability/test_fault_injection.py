@@ -76,8 +76,8 @@ def test_kills_never_lose_or_duplicate_rows(destination, disposition, checkpoint
             out.write(stats.as_json() + "\n")
     assert stats.trials == trials
     assert stats.duplicates == 0 and stats.missing == 0
-    # every trip point of the three phases is reached by construction; a "later"/"during" kill may
-    # rarely come after the run ended (then it is counted as not killed)
-    required = sum(stats.kills[phase] for phase in harness.PHASES)
-    assert all(stats.kills[phase] >= 1 for phase in harness.PHASES), stats
-    assert required >= trials * (len(harness.PHASES) / len(phases)) - 1, stats
+    # every trial of the three phases ends with a kill there: a "later"/"during" kill that came after
+    # the run ended is followed by one that waits at the trip point
+    for phase in harness.PHASES:
+        assert stats.kills[phase] >= trials // len(phases), stats
+    assert sum(stats.kills[phase] for phase in harness.PHASES) >= trials * len(harness.PHASES) // len(phases)
