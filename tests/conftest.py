@@ -22,6 +22,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+
+# the suite shares 2 cores with database servers and Airflow processes: time limits would only flake
+settings.register_profile(
+    "project", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+settings.load_profile("project")
 
 DIALECTS = ("sqlite", "duckdb", "postgresql")
 
