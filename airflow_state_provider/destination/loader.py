@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -224,6 +225,11 @@ _TO_BASE: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: the converters of a timestamp column that received stdlib datetimes only
+_AWARE_ONLY: dict[type, Callable[[Any], Any] | None] = {dt.datetime: _aware}
+_TZINFO = attrgetter("tzinfo")
+
+
 def _compose(first: Callable[[Any], Any] | None, then: Callable[[Any], Any] | None):
     if first is None or then is None:
         return first or then
@@ -398,10 +404,11 @@ class Loader:
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
-        flatten, plain, batch_size = self._flatten, state.plain_keys, self.batch_size
+        flatten, batch_size = self._flatten, self.batch_size
+        plain = state.plain_keys.issuperset
         buffer = state.buffer
         for row in rows:
-            if type(row) is dict and row.keys() <= plain:
+            if type(row) is dict and plain(row):
                 # every key is its own column: a shallow copy is the flattened row, unless a value is a
                 # dict, which _flush flattens (only such rows can hold dict values)
                 buffer.append(row.copy())
@@ -715,6 +722,8 @@ class Loader:
                 raise self._conflict(state, column, kind, value_kind_, example)
             to_base = _TO_BASE.get(value_kind_) if t not in KIND_OF_TYPE else None
             converters[t] = _compose(to_base, accepts[value_kind_])
+        if converters == _AWARE_ONLY and None not in set(map(_TZINFO, filter(None, values))):
+            return values  # datetimes that all carry a time zone already: nothing to convert
         if any(converters.values()):
             try:
                 if len(converters) == 1:
