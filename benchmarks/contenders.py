@@ -192,6 +192,88 @@ def ours_bulk(db: Database, rows: list[dict], dataset: str, workdir: Path) -> fl
     return seconds
 
 
+#: the raw paths again, into the table shape our loader creates: the 6 columns, dlt's ``_dlt_load_id`` and
+#: ``_dlt_id`` (UNIQUE on PostgreSQL and SQLite, as the loader creates it); ids are made before the clock
+FLOOR_LABEL = "floor: same raw path into our table shape"
+FLOOR_DDL = {
+    "postgresql": (
+        "CREATE TABLE {} (id BIGINT, updated_at TIMESTAMPTZ, name TEXT, amount DOUBLE PRECISION, "
+        "active BOOLEAN, quantity BIGINT, _dlt_load_id TEXT NOT NULL, _dlt_id TEXT NOT NULL UNIQUE)"
+    ),
+    "duckdb": (
+        "CREATE TABLE {} (id BIGINT, updated_at TIMESTAMPTZ, name VARCHAR, amount DOUBLE, "
+        "active BOOLEAN, quantity BIGINT, _dlt_load_id VARCHAR NOT NULL, _dlt_id VARCHAR NOT NULL)"
+    ),
+    "sqlite": (
+        "CREATE TABLE {} (id INTEGER, updated_at TIMESTAMP, name TEXT, amount REAL, active BOOLEAN, "
+        "quantity INTEGER, _dlt_load_id TEXT NOT NULL, _dlt_id TEXT NOT NULL UNIQUE)"
+    ),
+}
+
+
+def dlt_columns(n: int) -> tuple[list[str], list[str]]:
+    """A load id column and ``_dlt_id`` values as our loader makes them (batches of 10,000)."""
+    from airflow_state_provider.destination.loader import new_dlt_ids
+
+    ids = [i for start in range(0, n, 10_000) for i in new_dlt_ids(min(10_000, n - start))]
+    return ["1763700000.0000000"] * n, ids
+
+
+def floor_pg_copy(db: Database, rows: list[dict], extra: tuple[list[str], list[str]], table: str) -> float:
+    """Binary COPY of the rows plus our two dlt columns into our table shape."""
+    import psycopg
+
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute(FLOOR_DDL["postgresql"].format(table))
+        conn.commit()
+        start = time.perf_counter()
+        statement = f"COPY {table} FROM STDIN (FORMAT BINARY)"
+        with conn.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types([*_PG_BINARY_TYPES, "text", "text"])
+            write_row = copy.write_row
+            for row, load_id, dlt_id in zip(rows, *extra, strict=True):
+                write_row((*row.values(), load_id, dlt_id))
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def floor_duckdb_arrow(path: str, rows: list[dict], extra: tuple[list[str], list[str]]) -> float:
+    """The Arrow scan with our two dlt columns."""
+    import duckdb
+    import pyarrow as pa
+
+    conn = duckdb.connect(path)
+    try:
+        conn.execute(FLOOR_DDL["duckdb"].format("t"))
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        columns = {c: [row[c] for row in rows] for c in COLUMNS}
+        arrow_rows = pa.Table.from_pydict({**columns, "_dlt_load_id": extra[0], "_dlt_id": extra[1]})
+        conn.register("arrow_rows", arrow_rows)
+        conn.execute("INSERT INTO t SELECT * FROM arrow_rows")
+        conn.execute("COMMIT")
+        conn.close()
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def floor_sqlite_executemany(path: str, rows: list[dict], extra: tuple[list[str], list[str]]) -> float:
+    """``executemany`` with our two dlt columns into our table shape."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(FLOOR_DDL["sqlite"].format("t"))
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        data = ((*row.values(), load_id, dlt_id) for row, load_id, dlt_id in zip(rows, *extra, strict=True))
+        conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)", data)
+        conn.execute("COMMIT")
+        conn.close()
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
 RAW_DDL = {
     "postgresql": (
         "CREATE TABLE {} (id BIGINT, updated_at TIMESTAMPTZ, name TEXT, amount DOUBLE PRECISION, "
