@@ -298,7 +298,7 @@ def test_column_type_conflicts(seeded, tmp_path, column, value, found):
     url, before = seeded
 
     def rows() -> Iterator[list[dict]]:
-        for page in range(5):  # four pages reach the database before the conflicting one
+        for page in range(5):  # five batches reach the database before the conflicting row
             yield [{"id": 200 + page * 10 + i, "updated_at": 200 + page * 10 + i} for i in range(10)]
         yield [{"id": 300, "updated_at": 300, column: value}]
 
