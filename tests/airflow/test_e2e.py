@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 
 from tests.airflow.conftest import REPO, committed_state, sql, sqlite_conn_json
+from tests.airflow_stack import AirflowStack, running_stack
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e]
 
@@ -44,89 +41,45 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, check, timeout: float, services: list[subprocess.Popen] = ()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in services:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[-1]} exited with {proc.returncode} while waiting for {what}")
-        try:
-            result = check()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        time.sleep(1)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-@dataclass
-class Stack:
-    """The running services, a client authorized on the REST API, and the example destination."""
-
-    home: Path
-    base_url: str
-    warehouse: Path
-    client: httpx.Client
-    services: list[subprocess.Popen]
-
-    def trigger(self, dag_id: str) -> Run:
-        response = self.client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
-        response.raise_for_status()
-        return Run(self, dag_id, response.json()["dag_run_id"])
-
-
 @dataclass
 class Run:
-    stack: Stack
+    """One DAG run, its REST API and its task logs."""
+
+    stack: AirflowStack
     dag_id: str
     run_id: str
 
+    @classmethod
+    def trigger(cls, stack: AirflowStack, dag_id: str) -> Run:
+        return cls(stack, dag_id, stack.trigger(dag_id))
+
     @property
     def path(self) -> str:
-        return f"/api/v2/dags/{self.dag_id}/dagRuns/{quote(self.run_id, safe='')}"
+        return self.stack.run_path(self.dag_id, self.run_id)
 
     def api(self, path: str = "") -> dict:
-        response = self.stack.client.get(f"{self.path}{path}")
-        response.raise_for_status()
-        return response.json()
+        return self.stack.get(f"{self.path}{path}")
 
-    def wait(self, what: str, check, timeout: float = RUN_TIMEOUT):
-        return wait_for(f"{what} ({self.dag_id})", check, timeout, self.stack.services)
+    def wait(self, what: str, check: Callable[[], Any], timeout: float = RUN_TIMEOUT) -> Any:
+        return self.stack.wait_for(f"{what} ({self.dag_id})", check, timeout)
 
     def finished(self) -> str:
-        return self.wait(
-            "the DAG run to finish", lambda: (s := self.api()["state"]) in ("success", "failed") and s
-        )
+        return self.stack.wait_for_run(self.dag_id, self.run_id, RUN_TIMEOUT)
 
     def log_file(self, task_id: str, try_number: int) -> Path:
-        return (
-            self.stack.home
-            / "logs"
-            / f"dag_id={self.dag_id}"
-            / f"run_id={self.run_id}"
-            / f"task_id={task_id}"
-            / f"attempt={try_number}.log"
-        )
+        return self.stack.log_file(self.dag_id, self.run_id, task_id, try_number)
 
     def log_file_events(self, task_id: str, try_number: int) -> list[str]:
         lines = self.log_file(task_id, try_number).read_text().splitlines()
         return [line_text(json.loads(line)) for line in lines if line.strip()]
 
     def api_log_events(self, task_id: str, try_number: int) -> list[str]:
-        response = self.stack.client.get(
+        content = self.stack.get(
             f"{self.path}/taskInstances/{task_id}/logs/{try_number}",
             params={"full_content": True},
             headers={"Accept": "application/json"},
-        )
-        response.raise_for_status()
-        return [line_text(item) for item in response.json()["content"] if isinstance(item, dict)]
+        )["content"]
+        return [line_text(item) for item in content if isinstance(item, dict)]
 
 
 def line_text(record: dict) -> str:
@@ -136,77 +89,25 @@ def line_text(record: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     """Start the services and wait until the api-server answers and the DAGs are parsed."""
     root = tmp_path_factory.mktemp("e2e")
-    home, dags, warehouse = root / "airflow_home", root / "dags", root / "warehouse.sqlite"
+    dags, warehouse = root / "dags", root / "warehouse.sqlite"
     shutil.copytree(Path(__file__).parent / "e2e_dags", dags)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__BASE_URL": base_url,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": sqlite_conn_json(warehouse),
-            "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
-        }
-    )
-    airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
-    services: list[subprocess.Popen] = []
-    for name in ("api-server", "scheduler", "dag-processor"):
-        with open(root / f"{name}.log", "wb") as out:  # the child keeps its own descriptor
-            services.append(subprocess.Popen([*airflow, name], env=env, stdout=out, stderr=subprocess.STDOUT))
-    client = httpx.Client(base_url=base_url, timeout=30)
-    t0 = time.monotonic()
-    try:
-        wait_for(
-            "the api-server",
-            lambda: client.get("/api/v2/monitor/health").is_success,
-            STARTUP_TIMEOUT,
-            services,
-        )
-        print(f"e2e: api-server up after {time.monotonic() - t0:.1f}s")
-        token = client.get("/auth/token").json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        for dag_id in DAG_IDS:
-            wait_for(
-                f"{dag_id} to be parsed", lambda d=dag_id: client.get(f"/api/v2/dags/{d}").is_success, 120
-            )
-        print(f"e2e: DAGs parsed after {time.monotonic() - t0:.1f}s")
-        yield Stack(home, base_url, warehouse, client, services)
-    except Exception:
-        for log in sorted(root.glob("*.log")):
-            print(f"----- {log.name} (tail)\n{log.read_text(errors='replace')[-4000:]}")
-        raise
-    finally:
-        client.close()
-        for proc in services:
-            proc.terminate()
-        for proc in services:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    env = {
+        "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": sqlite_conn_json(warehouse),
+        "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
+    }
+    airflow = AirflowStack(root, dags, f"sqlite:///{warehouse}", env)
+    with running_stack(airflow, DAG_IDS, STARTUP_TIMEOUT, stop_timeout=30):
+        yield airflow
 
 
 @pytest.fixture(scope="module")
-def retry_run(stack: Stack) -> Run:
+def retry_run(stack: AirflowStack) -> Run:
     """One run of ``stateful_retry``, finished."""
     started = time.monotonic()
-    run = stack.trigger("stateful_retry")
+    run = Run.trigger(stack, "stateful_retry")
     print(f"e2e: retry DAG run {run.finished()} after {time.monotonic() - started:.1f}s")
     return run
 
@@ -240,7 +141,7 @@ def test_failed_try_commits_nothing_and_the_retry_continues(retry_run: Run):
         for line in (bind, "No committed state of pipeline 'retry_events'", "Committed state version 1"):
             assert any(line in e for e in from_api) == any(line in e for e in from_file), (try_number, line)
 
-    url = f"sqlite:///{retry_run.stack.warehouse}"
+    url = retry_run.stack.warehouse_url
     counts = "SELECT count(*), count(DISTINCT id), count(DISTINCT _dlt_load_id) FROM events"
     assert sql(url, "retry_data", counts) == [(10, 10, 1)]
     slot = committed_state(url, "retry_events", "retry_data")["sources"]["retry_events"]["resources"][
@@ -270,9 +171,9 @@ def test_no_xcom_holds_state(retry_run: Run):
     assert "loaded_by_try" not in json.dumps(summary)
 
 
-def test_killed_task_commits_nothing(stack: Stack):
+def test_killed_task_commits_nothing(stack: AirflowStack):
     """Marking a running task failed makes the supervisor SIGTERM it: on_kill rolls the load back."""
-    run = stack.trigger("stateful_kill")
+    run = Run.trigger(stack, "stateful_kill")
     run.wait(
         "the first page to be loaded",
         lambda: (
@@ -295,7 +196,7 @@ def test_killed_task_commits_nothing(stack: Stack):
     )
     events = run.log_file_events("slow", 1)
     assert not any(e.startswith(("Loaded ", "Committed ")) for e in events)
-    url = f"sqlite:///{stack.warehouse}"
+    url = stack.warehouse_url
     assert committed_state(url, "killed", "killed_data")["_state_version"] == 0
     tables = sql(url, "killed_data", "SELECT name FROM sqlite_master WHERE type = 'table'")
     assert ("slow_pages",) not in tables
