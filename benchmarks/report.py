@@ -179,7 +179,7 @@ METHOD = """\
   DuckDB and SQLite get a new database file per sample; PostgreSQL a new schema or table, dropped after.
 - **History.** Two databases with one real committed run each (retention off); one then gets
   {versions} older committed versions inserted by a single `INSERT ... SELECT` from a generated series
-  per table (`benchmarks/history.py`; PostgreSQL then gets the `ANALYZE` autovacuum would run). The
+  per table (`benchmarks/history.py`; PostgreSQL then gets the `VACUUM ANALYZE` autovacuum would run). The
   clock covers a clean worker's restore as above.
 - **Peak RSS.** Each sample is a fresh `python -m benchmarks.rss` process that streams the rows (pages of
   1,000 generated on the fly) through `Pipeline.run` into a new database and reports its own `VmHWM`
