@@ -28,6 +28,8 @@ pytestmark = [pytest.mark.airflow, pytest.mark.e2e, pytest.mark.postgres]
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "overlapping_runs"
 TIMEOUT = 180
+#: the warehouse connection's password (the test cluster trusts every login): never in any log
+SECRET = "e2e-Pw-4bd91c-never-logged"
 
 
 @pytest.fixture
@@ -84,3 +86,9 @@ def test_two_dag_runs_at_once_the_loser_fails_with_a_conflict_and_its_retry_load
     assert loads == 2
     state = Pipeline("overlap_e2e", destination=stack.warehouse_url, dataset_name="ds").state
     assert state["sources"]["feed"]["resources"]["events"]["max_id"] == 200
+
+    # the task logs (both tries, the conflict's traceback included) and the services' logs
+    logs = [p for p in stack.root.rglob("*.log") if p.is_file()]
+    assert any("task_id=load" in str(p) for p in logs)
+    leaked = [str(p) for p in logs if SECRET in p.read_text(errors="replace")]
+    assert leaked == [], f"the connection password appears in {leaked}"
