@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # DuckDB's bindings print reference-leak reports at interpreter exit, after pytest's summary: drop them
-quiet() { "$@" 2>&1 | grep --line-buffered -v -E '^(nanobind: | - leaked |See https://nanobind)'; }
+quiet() { "$@" 2>&1 | grep --line-buffered -v -E '^(nanobind: | - leaked | - \.\.\. skipped remainder|See https://nanobind)'; }
 bash scripts/setup.sh main
 bash scripts/setup.sh airflow31
 echo "== Airflow 3.1 line: Airflow tests"
