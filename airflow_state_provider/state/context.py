@@ -88,10 +88,6 @@ def active_run() -> RunContext | None:
     return _run.get()
 
 
-def current_scope() -> _Scope:
-    return _scope.get()
-
-
 def _require_run() -> RunContext:
     ctx = _run.get()
     if ctx is None or (ctx.pipeline is None and _scope.get().source_key is None):

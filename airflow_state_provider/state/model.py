@@ -127,12 +127,6 @@ def slot_path(slot: Slot) -> str:
     return ".".join(slot)
 
 
-def changed_slots(old: dict, new: dict) -> list[Slot]:
-    """Slots whose value differs between two documents (added and removed ones included)."""
-    a, b = slot_map(old), slot_map(new)
-    return sorted(s for s in a.keys() | b.keys() if a.get(s, _MISSING) != b.get(s, _MISSING))
-
-
 def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
     """Dotted paths of the leaves (or smallest sub-trees) that differ between two documents."""
     out: list[str] = []
