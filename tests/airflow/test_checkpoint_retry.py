@@ -1,0 +1,56 @@
+"""Issue 12, input 7 through ``dag.test()``: an interval-bound cursor with checkpoints, a failed first
+try and its Airflow retry load the interval exactly once, on SQLite, DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.airflow.conftest import DAGS_FOLDER, conn_env, sql
+
+pytestmark = pytest.mark.airflow
+
+DAGS = Path(__file__).parent / "checkpoint_dags"
+
+
+@pytest.fixture
+def checkpoint_dags(monkeypatch: pytest.MonkeyPatch) -> Path:
+    bundles = [
+        {
+            "name": "dags-folder",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(DAGS_FOLDER)},
+        },
+        {
+            "name": "checkpoint-tests",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(DAGS)},
+        },
+    ]
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    return DAGS
+
+
+def test_interval_retry_after_checkpoints_loads_the_interval_once(
+    airflow_db, checkpoint_dags, dest_url, fresh_pipelines_dir, tmp_path, monkeypatch
+):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv(
+        conn_env("warehouse"),
+        json.dumps({"conn_type": "pipeline_state", "extra": {"sqlalchemy_url": dest_url}}),
+    )
+    monkeypatch.setenv("ASP_CHECKPOINT_MARKER", str(tmp_path / "first-try-failed"))
+    fresh_pipelines_dir()
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    dag_run = bag.dags["checkpointed_interval"].test(logical_date=datetime(2024, 3, 2, tzinfo=UTC))
+
+    assert dag_run.state == "success"
+    (ti,) = dag_run.get_task_instances()
+    assert ti.try_number == 2  # the first try failed after three pages, the retry finished
+    ((total, distinct),) = sql(dest_url, "ds", "SELECT count(*), count(DISTINCT id) FROM events")
+    assert (total, distinct) == (24, 24)
