@@ -19,6 +19,7 @@ SQLite, DuckDB and PostgreSQL with many more (figures in RELIABILITY.md).
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import threading
@@ -43,6 +44,10 @@ STEPS = 14 if LONG else 8
 #: how a resource tracks its progress
 KINDS = ("asc", "unordered", "desc", "before", "after", "replace", "merge")
 NAMES = ("r0", "r1", "r2")
+
+
+#: what the runs of one test did (printed at the end: the figures in RELIABILITY.md)
+STATS: collections.Counter[str] = collections.Counter()
 
 
 class Boom(RuntimeError):
@@ -211,14 +216,20 @@ class CheckpointMachine(RuleBasedStateMachine):
 
         resources = build(spec, fail, hook, tag)
         failed = False
+        STATS["runs"] += 1
         try:
-            self.pipeline().run(make_source(resources), checkpoint_every=every)
+            info = self.pipeline().run(make_source(resources), checkpoint_every=every)
+            STATS["checkpoints committed"] += info.checkpoints
         except Boom:
             failed = True
+            STATS["runs failed at a random row"] += 1
         except StateConflictError:
             # DuckDB refuses a checkpoint after a concurrent commit (its snapshot cannot merge)
             assert self.dialect == "duckdb" and fired
             failed = True
+            STATS["runs refused after a concurrent commit (DuckDB)"] += 1
+        if fired:
+            STATS[f"concurrent {other}s"] += 1
         for thread in threads:
             thread.join()
         self.finished(spec, failed)
@@ -268,6 +279,7 @@ class CheckpointMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES), other=st.sampled_from(("set", "drop")))
     def edit_between_runs(self, name, other):
+        STATS[f"{other}s between runs"] += 1
         self.edit(other, name)
 
     @rule(name=st.sampled_from(NAMES), pages=st.integers(1, 3))
@@ -306,6 +318,8 @@ class CheckpointMachine(RuleBasedStateMachine):
             if spec.complete:
                 assert set(ids) == set(range(1, spec.pages * spec.page + 1)), f"{where}: incomplete"
             assert slot.get("note") == self.model.notes.get(name), f"{where}: note {slot.get('note')!r}"
+            STATS["rows checked"] += len(ids)
+        STATS["checks"] += 1
 
     def exists(self, name: str) -> bool:
         with self.engine.connect() as conn:
@@ -335,6 +349,8 @@ def test_checkpoints_against_the_reference_model(dialect, tmp_path, request):
     class Machine(CheckpointMachine):
         url_factory = staticmethod(fresh_url)
 
+    STATS.clear()
     run_state_machine_as_test(
         Machine, settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None)
     )
+    print(f"\ncheckpoint model, {dialect}: {EXAMPLES} examples: {dict(sorted(STATS.items()))}")
