@@ -40,3 +40,12 @@ class IncrementalCursorTypeError(PipelineStateError, TypeError):
 
 class SchemaConflictError(PipelineStateError):
     """A value does not fit the type of its existing column."""
+
+
+class LockTimeoutError(PipelineStateError):
+    """A lock wait took longer than ``lock_timeout``; nothing was committed.
+
+    Retryable: the lock is held by another task (a long load, a stalled task, another process on a
+    DuckDB file), so a later try usually gets it. The message names the pipeline, the database and what
+    was waited for.
+    """

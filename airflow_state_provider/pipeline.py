@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +102,18 @@ class _Run:
         self.force_commit = False
 
 
+def _holding_destination(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` inside ``self.dialect.holding()``: a DuckDB file stays open for the whole run and
+    is released when it returns (see :meth:`Dialect.holding`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        with self.dialect.holding():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Pipeline:
     """A named pipeline whose state lives in ``dataset_name`` of ``destination``.
 
@@ -111,7 +124,9 @@ class Pipeline:
     (a persistent worker): the destination gets data and ``_dlt_loads`` rows but no state rows.
     ``dev_mode=True`` suffixes the dataset with a UTC timestamp, so the pipeline starts from fresh state
     (``full_refresh`` is its deprecated alias). ``max_state_versions``, ``max_state_bytes`` and
-    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4).
+    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4). ``lock_timeout`` (seconds,
+    default 300) bounds every wait for a lock (the commit lock, a table's DDL lock, a DuckDB file held
+    by another process, a SQLite write lock); a longer wait raises ``LockTimeoutError``.
     """
 
     def __init__(
@@ -128,6 +143,7 @@ class Pipeline:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
         batch_size: int = 10_000,
+        lock_timeout: float | None = None,
     ) -> None:
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
@@ -151,7 +167,8 @@ class Pipeline:
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
         self.engine = _engine_from(destination)
-        self.dialect = dialect_for(self.engine)
+        # seconds any lock wait may take (default DEFAULT_LOCK_TIMEOUT), then LockTimeoutError
+        self.dialect = dialect_for(self.engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
         self.dialect.prepare(dataset)
         self.store = StateStore(
             self.dialect,
@@ -284,6 +301,7 @@ class Pipeline:
         tmp.replace(self._state_file())
 
     # -- run --------------------------------------------------------------------------------------
+    @_holding_destination
     def run(
         self,
         data: Any,
@@ -646,6 +664,7 @@ class Pipeline:
     def sql_client(self) -> Iterator[SqlClient]:
         """A client whose unqualified table names resolve in the pipeline's dataset."""
         with self.engine.connect() as conn:
+            conn.execution_options(**READ_ONLY)  # SQLite: takes a write lock only when it writes
             self.dialect.use_dataset(conn, self.dataset_name)
             yield SqlClient(conn, self.dataset_name)
 
