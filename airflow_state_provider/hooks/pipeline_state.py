@@ -50,8 +50,8 @@ class PipelineStateHook(BaseHook):
     everything else), else the extra ``dialect`` and optional ``driver`` with host, port, login,
     password and ``schema`` as the database name; for SQLite and DuckDB the file path goes in host.
     Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map the same way. The extras
-    ``dataset_name``, ``restore_from_destination``, ``max_state_versions``, ``max_state_bytes`` and
-    ``warn_state_bytes`` give the defaults of the pipelines the hook builds.
+    ``dataset_name``, ``restore_from_destination``, ``max_state_versions``, ``max_state_bytes``,
+    ``warn_state_bytes`` and ``lock_timeout`` give the defaults of the pipelines the hook builds.
 
     :param destination_conn_id: the Airflow connection id.
     """
@@ -174,6 +174,16 @@ class PipelineStateHook(BaseHook):
                 ) from None
         return settings
 
+    def lock_timeout(self) -> float:
+        """Seconds any lock wait may take: the extra ``lock_timeout``, else ``[state_provider]
+        lock_timeout``, else 300. Raises ``ValueError`` unless it is a positive number."""
+        from airflow_state_provider.destination.dialects.base import DEFAULT_LOCK_TIMEOUT, check_lock_timeout
+
+        value = self._extra("lock_timeout")
+        if value is None:
+            value = conf.get(CONFIG_SECTION, "lock_timeout", fallback=DEFAULT_LOCK_TIMEOUT)
+        return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: lock_timeout")
+
     def get_pipeline(self, pipeline_name: str, dataset_name: str | None = None, **kwargs: Any) -> Pipeline:
         """A :class:`Pipeline` writing to this destination.
 
@@ -186,6 +196,7 @@ class PipelineStateHook(BaseHook):
         kwargs.setdefault("restore_from_destination", self.restore_from_destination)
         for key, value in self.state_settings().items():
             kwargs.setdefault(key, value)
+        kwargs.setdefault("lock_timeout", self.lock_timeout())
         return Pipeline(
             pipeline_name,
             destination=self,
