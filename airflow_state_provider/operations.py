@@ -630,6 +630,8 @@ def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
         with pipeline.engine.connect() as conn:
             conn.begin()
             try:
+                # tables first, then the commit lock: the order a load takes them in (no deadlock)
+                pipeline.dialect.lock_tables(conn, dataset, plan.drop_tables, pipeline.pipeline_name)
                 pipeline.store.lock(conn)
                 row = pipeline.store.history_rows(conn, limit=1)
                 current = (int(row[0].version), row[0]._dlt_load_id) if row else None

@@ -305,3 +305,59 @@ def test_a_stalled_ddl_lock_ends_the_load_with_lock_timeout_error(postgres_url, 
         p.run([{"id": 1001}], table_name="numbers")  # no DDL, but the table is locked
     stalled.rollback()
     assert p.run([{"id": 1001}], table_name="numbers").row_counts == {"numbers": 1}
+
+
+@pytest.mark.postgres
+def test_drop_racing_a_load_gives_state_conflict_never_a_deadlock(postgres_url, tmp_path):
+    """The load has written rows into ``numbers`` (holding its lock) when ``drop`` starts; then the load
+    commits. Before, ``drop`` took the commit lock first and waited for the table, the load waited for
+    the commit lock: ``DeadlockDetected``. Now ``drop`` waits for the table first, and finds the
+    load's commit: ``ConcurrentEditError`` (a ``StateConflictError``), and its rerun drops."""
+    pipeline(postgres_url, tmp_path / "base").run(numbers())
+    written, go = threading.Event(), threading.Event()
+
+    @resource(name="numbers", primary_key="id")
+    def paused():
+        slot = current.resource_state()
+        yield rows(20, 51)
+        written.set()
+        go.wait(60)
+        yield rows(20, 71)
+        slot["max_id"] = 90
+
+    loader = pipeline(postgres_url, tmp_path / "load", batch_size=10)
+    dropper = pipeline(postgres_url, tmp_path / "drop", lock_timeout=60)
+    results: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            results["load"] = loader.run(paused())
+        except BaseException as e:
+            results["load"] = e
+
+    def drop() -> None:
+        try:
+            results["drop"] = dropper.drop("numbers")
+        except BaseException as e:
+            results["drop"] = e
+
+    load_thread = threading.Thread(target=load)
+    load_thread.start()
+    assert written.wait(60)
+    drop_thread = threading.Thread(target=drop)
+    drop_thread.start()
+    time.sleep(1.5)  # drop is waiting for the table now (PostgreSQL checks deadlocks after 1 s)
+    go.set()
+    load_thread.join(120)
+    drop_thread.join(120)
+
+    assert not isinstance(results["load"], BaseException), results
+    assert results["load"].row_counts == {"numbers": 40}
+    assert isinstance(results["drop"], StateConflictError), results
+    assert "was committed after this drop was planned" in str(results["drop"])
+    assert ids(postgres_url) == list(range(1, 91))
+    dropper.drop("numbers")  # the rerun plans against the newest version
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("numbers", schema="ds")
+    engine.dispose()

@@ -150,6 +150,18 @@ class Dialect:
         serialization.
         """
 
+    def lock_tables(
+        self,
+        conn: sa.Connection,
+        dataset: str,
+        tables: Sequence[str],
+        pipeline_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Lock ``tables`` (about to be dropped) until the transaction ends; call it *before*
+        :meth:`lock_pipeline`. A load holds its tables' locks when it asks for the commit lock, so
+        taking them in the other order would deadlock. Raises :class:`LockTimeoutError`."""
+
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
         """Keep the engine's connections open until the block ends (a ``Pipeline.run``); outside such

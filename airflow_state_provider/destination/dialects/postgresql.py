@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from airflow_state_provider.destination.dialects.base import WAITING_FOR, Dialect, EngineLockSettings
-from airflow_state_provider.exceptions import PipelineStateError
+from airflow_state_provider.exceptions import LockTimeoutError, PipelineStateError
 
 #: SQLSTATE of "canceling statement due to lock timeout"
 LOCK_NOT_AVAILABLE = "55P03"
@@ -62,6 +63,39 @@ class PostgresDialect(Dialect):
         what = f"the DDL lock of table {dataset}.{table}"
         self._advisory_lock(conn, advisory_key(dataset, table, "ddl"), what, None, None)
         return True
+
+    def lock_tables(
+        self,
+        conn: sa.Connection,
+        dataset: str,
+        tables: Sequence[str],
+        pipeline_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """``LOCK TABLE ... NOWAIT`` on all of them at once, retried until ``timeout``: never waits
+        while holding some of them, so a load writing to them cannot deadlock with this transaction."""
+        inspector = sa.inspect(conn)
+        existing = sorted(t for t in set(tables) if inspector.has_table(t, schema=dataset))
+        if not existing:
+            return
+        names = ", ".join(f"{_quoted(dataset)}.{_quoted(t)}" for t in existing)
+        seconds = self.lock_timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        pause = 0.02
+        while True:
+            savepoint = conn.begin_nested()
+            try:
+                conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            except LockTimeoutError:  # 55P03: another transaction holds one of them
+                savepoint.rollback()
+                if time.monotonic() >= deadline:
+                    what = f"the locks of tables {', '.join(existing)} (a load is writing to them)"
+                    raise self.lock_timeout_error(what, pipeline_name, seconds) from None
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.5)
+            else:
+                savepoint.commit()
+                return
 
     def _advisory_lock(
         self, conn: sa.Connection, key: int, what: str, pipeline_name: str | None, timeout: float | None
