@@ -361,3 +361,146 @@ def test_drop_racing_a_load_gives_state_conflict_never_a_deadlock(postgres_url, 
     with engine.connect() as conn:
         assert not sa.inspect(conn).has_table("numbers", schema="ds")
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_drop_committed_while_a_load_is_open_fails_the_load_with_state_conflict(postgres_url, tmp_path):
+    """The other order: the load is open but has not reached ``numbers`` yet when ``drop`` commits."""
+    pipeline(postgres_url, tmp_path / "base").run(numbers())
+    paused, go = threading.Event(), threading.Event()
+
+    @resource(name="other", primary_key="id")
+    def other():
+        yield rows(1)
+        paused.set()
+        go.wait(60)
+
+    @resource(name="numbers", primary_key="id")
+    def more():
+        yield rows(10, 51)
+        current.resource_state()["max_id"] = 60
+
+    from airflow_state_provider import source
+
+    @source(name="locks")
+    def both():
+        return other(), more()
+
+    result = {}
+    loader = pipeline(postgres_url, tmp_path / "load", batch_size=1)
+    thread = threading.Thread(target=lambda: result.update(load=in_threads(lambda: loader.run(both()))[0]))
+    thread.start()
+    assert paused.wait(60)
+    pipeline(postgres_url, tmp_path / "drop", lock_timeout=60).drop("numbers")  # does not wait
+    go.set()
+    thread.join(120)
+    assert isinstance(result["load"], StateConflictError), result
+    assert "sources.locks.resources.numbers" in str(result["load"])
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("numbers", schema="ds")  # the load's table was rolled back
+        assert not sa.inspect(conn).has_table("other", schema="ds")  # nothing of the load committed
+    engine.dispose()
+
+
+# -- SQLite lock scope (issue 14 §12) ------------------------------------------------------------------
+
+
+def test_sqlite_load_of_another_dataset_runs_while_a_long_load_is_open(tmp_path):
+    url = f"sqlite:///{tmp_path / 'main.sqlite'}"
+    written, go = threading.Event(), threading.Event()
+
+    @resource(name="numbers", primary_key="id")
+    def long_load():
+        yield rows(20)
+        written.set()
+        go.wait(60)
+        yield rows(20, 21)
+
+    long = Pipeline("long", destination=url, dataset_name="one", pipelines_dir=tmp_path / "w", batch_size=5)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(info=long.run(long_load())))
+    thread.start()
+    try:
+        assert written.wait(60)  # the long load holds the write lock of its dataset file
+        other = Pipeline(
+            "other", destination=url, dataset_name="two", pipelines_dir=tmp_path / "w", lock_timeout=5
+        )
+        assert other.run(rows(3), table_name="numbers").row_counts == {"numbers": 3}
+        assert other.state["_state_version"] == 1  # restores and commits...
+        assert thread.is_alive() and not result  # ...while the long load is still open
+    finally:
+        go.set()
+        thread.join(60)
+    assert result["info"].row_counts == {"numbers": 40}
+
+
+def test_sqlite_commit_while_a_reader_is_open(tmp_path):
+    url = f"sqlite:///{tmp_path / 'main.sqlite'}"
+    p = pipeline(url, tmp_path, lock_timeout=5)
+    p.run(numbers())
+    reader = sa.create_engine(url)
+    p.dialect.__class__(reader).prepare("ds")
+    with reader.connect() as conn:
+        conn.execution_options(asp_read_only=True)
+        conn.begin()
+        assert conn.exec_driver_sql('SELECT count(*) FROM "ds"."numbers"').scalar() == 50  # open reader
+        assert p.run(numbers()).row_counts == {"numbers": 50}  # commits while the reader is open
+        assert conn.exec_driver_sql('SELECT count(*) FROM "ds"."numbers"').scalar() == 50  # its snapshot
+        conn.rollback()
+    reader.dispose()
+    assert ids(url) == list(range(1, 101))
+
+
+def test_a_resource_reads_the_destination_through_sql_client_during_the_run(dest_url, tmp_path):
+    p = pipeline(dest_url, tmp_path, lock_timeout=5, batch_size=500)
+    # the column exists already: a run that alters a table holds its DDL lock until the commit, and
+    # on PostgreSQL a read of that table (even from inside the run) waits for it
+    p.run([{"id": i, "payload": ""} for i in range(1, 51)], table_name="numbers")
+    if dest_url.startswith("sqlite"):
+        # a long load outgrows SQLite's page cache and spills into the file mid-transaction; in a
+        # rollback journal that takes the EXCLUSIVE lock, which blocked every reader until the commit
+        sa.event.listen(p.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA ds.cache_size = 10"))
+        p.engine.dispose()
+    seen = []
+
+    @resource(name="numbers", primary_key="id")
+    def reading():
+        yield [{"id": i, "payload": "x" * 200} for i in range(51, 3051)]
+        with current.pipeline().sql_client() as client:  # the committed rows, not the open load's
+            seen.append(client.execute_sql("SELECT count(*), max(id) FROM numbers")[0])
+        yield rows(10, 3051)
+
+    assert p.run(reading()).row_counts == {"numbers": 3010}
+    assert seen == [(50, 50)]
+    assert ids(dest_url) == list(range(1, 3061))
+
+
+# -- where lock_timeout comes from ---------------------------------------------------------------------
+
+
+@pytest.mark.airflow
+def test_lock_timeout_from_connection_extra_then_config_then_default(tmp_path, monkeypatch):
+    import json
+
+    from airflow_state_provider.get_provider_info import get_provider_info
+    from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
+
+    def hook(extra: dict) -> PipelineStateHook:
+        conn = {"conn_type": "sqlite", "host": str(tmp_path / "w.sqlite"), "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps(conn))
+        return PipelineStateHook(destination_conn_id="warehouse")
+
+    monkeypatch.delenv("AIRFLOW__STATE_PROVIDER__LOCK_TIMEOUT", raising=False)
+    assert hook({}).get_pipeline("p").dialect.lock_timeout == 300
+    monkeypatch.setenv("AIRFLOW__STATE_PROVIDER__LOCK_TIMEOUT", "42")
+    assert hook({}).get_pipeline("p").dialect.lock_timeout == 42
+    assert hook({"lock_timeout": 2.5}).get_pipeline("p").dialect.lock_timeout == 2.5
+    assert hook({"lock_timeout": 2.5}).get_pipeline("p", lock_timeout=9).dialect.lock_timeout == 9
+    with pytest.raises(ValueError, match="connection 'warehouse': lock_timeout must be a positive"):
+        hook({"lock_timeout": -1}).get_pipeline("p")
+    with pytest.raises(ValueError, match="lock_timeout must be a number of seconds, got 'soon'"):
+        hook({"lock_timeout": "soon"}).get_pipeline("p")
+    info = get_provider_info()
+    assert info["config"]["state_provider"]["options"]["lock_timeout"]["default"] == "300"
+    assert "lock_timeout" in info["connection-types"][0]["conn-fields"]
