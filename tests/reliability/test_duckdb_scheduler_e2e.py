@@ -39,6 +39,11 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     warehouse = root / "warehouse.duckdb"
     env = {
         "AIRFLOW__CORE__PARALLELISM": "8",
+        # paused until the api-server answers: the scheduled run must not start before it is up
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # eight task processes start at once on a busy machine: give the api-server time to answer
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": json.dumps({"conn_type": "duckdb", "host": str(warehouse)}),
         "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
         "PYTHONPATH": str(REPO),
@@ -77,6 +82,8 @@ def query(url: str, sql: str) -> tuple:
 
 
 def test_duckdb_examples_in_parallel_and_a_scheduled_run_next_to_a_manual_one(stack: AirflowStack):
+    for dag_id in ("shop_source", "decomposed_source"):
+        stack.client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
     # shop_source: the scheduler makes its scheduled run as soon as the DAG is parsed; a manual run next to it
     scheduled = stack.wait_for(
         "the scheduled run of shop_source",
@@ -102,7 +109,7 @@ def test_duckdb_examples_in_parallel_and_a_scheduled_run_next_to_a_manual_one(st
             path = f"{stack.run_path(dag_id, run_id)}/taskInstances"
             for ti in stack.get(path)["task_instances"]:
                 spans[f"{run_id}/{ti['task_id']}"] = ti
-    print(f"e2e: task instances that ran at the same time: {overlapping(spans)}")
+    print(f"e2e: {len(overlapping(spans))} pairs of the {len(spans)} task instances ran at the same time")
     assert overlapping(spans), "the LocalExecutor never ran two DuckDB tasks at once"
 
     url = stack.warehouse_url
