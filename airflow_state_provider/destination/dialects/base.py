@@ -164,10 +164,11 @@ class Dialect:
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """Keep the engine's connections open until the block ends (a ``Pipeline.run``); outside such
-        a block, dialects whose databases lock a whole file per process (DuckDB) close a connection as
-        soon as it is returned, so a restore holds the file only while it reads. On leaving the last
-        block, those dialects close the engine's idle connections: the process releases the file."""
+        """Hold the database for a whole ``Pipeline.run``. Dialects whose database is a file locked by
+        the process that opens it (DuckDB) close every connection as soon as it is returned, so a
+        restore holds the file only while it reads; inside this block they keep one connection open,
+        so the run's restore, load and commit happen without another process getting in between and
+        without reopening the file. The file is released when the block ends."""
         yield
 
     def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
