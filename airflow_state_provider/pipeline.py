@@ -399,6 +399,8 @@ class Pipeline:
         if refresh == "drop_data":
             operations.truncate_tables(conn, self.dataset_name, existing)
         else:
+            # all at once or none (no deadlock with a load writing to some of them), bounded wait
+            self.dialect.lock_tables(conn, self.dataset_name, existing, self.pipeline_name)
             operations.drop_tables(conn, self.dataset_name, existing)
         if existing:
             log.info(
