@@ -49,3 +49,7 @@ class LockTimeoutError(PipelineStateError):
     DuckDB file), so a later try usually gets it. The message names the pipeline, the database and what
     was waited for.
     """
+
+
+class ConcurrentEditError(StateConflictError):
+    """Another state version was committed after the edit was planned. Nothing was written."""
