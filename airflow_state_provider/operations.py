@@ -33,7 +33,7 @@ from jsonpath_ng import Fields, Index
 from jsonpath_ng.ext import parse as parse_jsonpath
 
 from airflow_state_provider.destination import naming
-from airflow_state_provider.destination.store import STATE_TABLE, StoredState, new_load_id
+from airflow_state_provider.destination.store import LOADS_TABLE, STATE_TABLE, StoredState, new_load_id
 from airflow_state_provider.exceptions import PipelineStateError, StateConflictError, StateCorruptError
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.state import codec, model
@@ -157,6 +157,7 @@ def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
         )
     rows = pipeline.store.history_rows(conn, limit=1)
     if not rows:
+        pipeline.store.refuse_without_loads(conn, f"no load of theirs is in {LOADS_TABLE} with status 0")
         others = pipeline.store.pipeline_names(conn)
         raise StateOperationError(
             f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
@@ -634,6 +635,7 @@ def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
                 row = pipeline.store.history_rows(conn, limit=1)
                 current = (int(row[0].version), row[0]._dlt_load_id) if row else None
                 _check_not_moved(plan, current)
+                load_id = pipeline.store.next_load_id(conn, load_id)
                 drop_tables(conn, dataset, plan.drop_tables)
                 pipeline.store.insert_load(conn, load_id)
                 pipeline.store.insert_state(conn, new, load_id)

@@ -29,6 +29,7 @@ from airflow_state_provider.destination.store import (
     DEFAULT_WARN_STATE_BYTES,
     StateStore,
     StoredState,
+    later_load_id,
     new_load_id,
 )
 from airflow_state_provider.exceptions import StateNotSerializableError
@@ -560,10 +561,12 @@ class Pipeline:
                 # first commit of an unchanged default state still gets its own version
                 merged["_state_version"] += 1
             self.store.check_size(merged)
-        load_id = run.load_id
-        if newest is not None and newest.load_id >= load_id:
-            # keep load ids in commit order: dlt restores the state with the greatest load id
-            load_id = new_load_id(after=newest.load_id)
+        # keep load ids in commit order: dlt restores the state with the greatest load id
+        if self.restore_from_destination:
+            load_id = self.store.next_load_id(conn, run.load_id)
+        else:
+            load_id = later_load_id(run.load_id, run.last_committed_load_id)
+        if load_id != run.load_id:
             loader.restamp(load_id)
         self.store.insert_load(conn, load_id)
         if changed and self.restore_from_destination:
