@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterable
@@ -79,7 +80,8 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
     """Serialize ``obj`` to dlt's typed JSON: compact, raw UTF-8, typed values behind their PUA prefix.
 
     Tuples become lists; non-string dict keys become strings and enums their value (as orjson and dlt
-    do); NaN and infinities become ``null`` (as orjson and dlt do).
+    do). NaN and infinities are refused: orjson and dlt would write them as ``null``, and the value
+    would come back as ``None``.
 
     Raises:
         StateNotSerializableError: a value (or dict key) cannot be stored, or a string starts with a
@@ -105,7 +107,50 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
         problem = _find_problem(obj, check_markers=True)
         if problem is not None:
             raise _not_serializable(*problem)
+    if b"null" in out:  # orjson writes NaN and infinities as null: only then look for one
+        problem = _find_non_finite(obj)
+        if problem is not None:
+            raise _not_serializable(*problem)
     return out
+
+
+def _find_non_finite(root: Any) -> tuple[str, str, str] | None:
+    """``(path, what, hint)`` of the first NaN or infinite float in ``root`` (iterative: no recursion).
+
+    Paths are built only for containers and for the culprit, so a clean document costs one pass.
+    """
+    isfinite = math.isfinite
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    while stack:
+        obj, path, depth = stack.pop()
+        if isinstance(obj, float):
+            if not isfinite(obj):
+                return path, f"the float {obj!r}", "JSON has no NaN or Infinity: store None or a string"
+            continue
+        if depth >= _MAX_NESTING:
+            continue
+        if isinstance(obj, dict):
+            pairs: Iterable[tuple[Any, Any]] = obj.items()
+            name = _join
+        elif isinstance(obj, list) or type(obj) is tuple:
+            pairs = enumerate(obj)
+            name = _index
+        else:
+            continue
+        children = []
+        for key, value in pairs:
+            t = type(value)
+            if t is str or t is int or t is bool or value is None:
+                continue
+            if t is float and isfinite(value):
+                continue
+            children.append((value, name(path, key), depth + 1))
+        stack.extend(reversed(children))  # the first culprit in document order is reported
+    return None
+
+
+def _index(path: str, index: int) -> str:
+    return f"{path}[{index}]"
 
 
 def encode_state(state: dict) -> str:
