@@ -21,6 +21,7 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    max_decimal_precision = 1000
 
     def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(dataset, pipeline_name)})
