@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.dialects import Dialect
 from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
 from airflow_state_provider.state import codec
@@ -142,6 +143,7 @@ class StateStore:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
+        naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
         self.dialect = dialect
         self.dataset = dataset
         self.pipeline_name = pipeline_name
