@@ -33,6 +33,7 @@ from jsonpath_ng import Fields, Index
 from jsonpath_ng.ext import parse as parse_jsonpath
 
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.engine import mask_url
 from airflow_state_provider.destination.store import LOADS_TABLE, STATE_TABLE, StoredState, new_load_id
 from airflow_state_provider.exceptions import PipelineStateError, StateConflictError, StateCorruptError
 from airflow_state_provider.extract.resource import Resource
@@ -128,7 +129,7 @@ def where(pipeline: Pipeline) -> str:
     """Where the pipeline's state lives, for messages (the URL never shows a password)."""
     if not pipeline.restore_from_destination:
         return f"local state dir {pipeline.working_dir}"
-    url = pipeline.engine.url.render_as_string(hide_password=True)
+    url = mask_url(pipeline.engine.url)
     return f"dataset {pipeline.dataset_name!r} of {url}"
 
 
@@ -144,7 +145,8 @@ def newest(pipeline: Pipeline) -> StoredState:
             )
         return stored
     with pipeline.engine.connect() as conn:
-        return pipeline.store.decode_row(newest_row(pipeline, conn))
+        # an edit may be what repairs a document of the wrong shape: check the result, not the base
+        return pipeline.store.decode_row(newest_row(pipeline, conn), check_structure=False)
 
 
 def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
@@ -385,7 +387,20 @@ def plan_set(
     parent, key = _locate(state, parts, path, name, create=create)
     parent[key] = value
     codec.typed_dumps(state)  # a value outside the supported types fails here, naming its path
+    check_structure(state, pipeline_name=name, action=f"set {path}")
     return EditPlan(pipeline, "set", base, state, diff(base.state, state))
+
+
+def check_structure(state: dict, *, pipeline_name: str, action: str) -> None:
+    """Raise :class:`StateOperationError` if ``state`` (an edit's result) does not have dlt's layout
+    (see :func:`codec.structure_problem`): every later run and ``info`` would fail on it."""
+    problem = codec.structure_problem(state)
+    if problem is not None:
+        path, what = problem
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: {action} would leave state path {path or '(the document)'!r} "
+            f"that {what}; every later run reads it. Nothing was written."
+        )
 
 
 # -- drop ------------------------------------------------------------------------------------------
@@ -496,6 +511,7 @@ def plan_drop(
                 f"{', '.join(selected) or '(none)'} (paths are relative to a source's state, "
                 "e.g. 'last_sync' or 'resources.events.incremental')"
             )
+    check_structure(state, pipeline_name=name, action="drop")
     return EditPlan(pipeline, "drop", base, state, diff(base.state, state), tables, warnings)
 
 
@@ -569,6 +585,7 @@ def plan_rollback(
     state = copy.deepcopy(target.state)
     for key in model.VERSION_KEYS:
         state[key] = base.state.get(key)
+    check_structure(state, pipeline_name=name, action=f"rollback to version {version}")
     changes = diff(base.state, state)
     return EditPlan(pipeline, f"rollback to version {version}", base, state, changes, warnings=warnings)
 

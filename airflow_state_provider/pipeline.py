@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.loader import Loader
@@ -732,7 +733,7 @@ def _engine_from(destination: Any) -> sa.Engine:
     if isinstance(destination, sa.Engine):
         return destination
     if isinstance(destination, str | sa.URL):
-        return sa.create_engine(destination)
+        return destination_engine.create_engine(destination)
     get_engine = getattr(destination, "get_engine", None)  # PipelineStateHook, without importing Airflow
     if callable(get_engine):
         return get_engine()

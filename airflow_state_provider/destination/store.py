@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.dialects import Dialect
+from airflow_state_provider.destination.engine import check_supported
 from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
 from airflow_state_provider.state import codec
 
@@ -143,6 +144,7 @@ class StateStore:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
+        check_supported(dialect.engine)
         naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
         self.dialect = dialect
         self.dataset = dataset
@@ -259,9 +261,16 @@ class StateStore:
             return None
         return self._decode(row)
 
-    def _decode(self, row: sa.Row) -> StoredState:
+    def _decode(self, row: sa.Row, *, check_structure: bool = True) -> StoredState:
         where = f"pipeline {self.pipeline_name!r} state version {row.version} (load {row._dlt_load_id})"
         state = codec.decode_state(row.state, max_bytes=self.max_state_bytes * 4, where=where)
+        problem = codec.structure_problem(state) if check_structure else None
+        if problem is not None:
+            raise StateCorruptError(
+                f"{where} in {self.dataset}.{STATE_TABLE}: {problem[0] or 'the document'} {problem[1]}. "
+                "Roll back to an earlier version (airflow-state rollback) or fix the path "
+                "(airflow-state set)."
+            )
         stored_hash = row.version_hash
         if stored_hash and codec.state_version_hash(state) != stored_hash:
             raise StateCorruptError(
@@ -283,9 +292,10 @@ class StateStore:
             query = query.limit(limit)
         return list(conn.execute(query))
 
-    def decode_row(self, row: sa.Row) -> StoredState:
-        """Decode a row of :meth:`history_rows`; raises :class:`StateCorruptError` like a restore."""
-        return self._decode(row)
+    def decode_row(self, row: sa.Row, *, check_structure: bool = True) -> StoredState:
+        """Decode a row of :meth:`history_rows`; raises :class:`StateCorruptError` like a restore
+        (without ``check_structure``, only for a row that does not decode or match its hash)."""
+        return self._decode(row, check_structure=check_structure)
 
     def pipeline_names(self, conn: sa.Connection) -> list[str]:
         """Names of the pipelines with committed state in this dataset (for error messages)."""

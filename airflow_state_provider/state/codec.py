@@ -449,11 +449,72 @@ def _corrupt(where: str, what: str) -> StateCorruptError:
     return StateCorruptError(f"{subject} cannot be decoded: {what}.")
 
 
+# ------------------------------------------------------------------------------------------ structure
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return f"a {type(value).__name__} ({value!r})"[:80]
+
+
+def structure_problem(state: Any) -> tuple[str, str] | None:
+    """``(path, problem)`` for the first place where ``state`` does not have dlt's layout, else None.
+
+    The layout every reader relies on: an object whose ``sources`` (if present) maps source names
+    to objects, each source's ``resources`` (if present) maps resource names to objects, and each
+    resource's ``incremental`` (if present) maps cursor paths to objects; ``_state_version`` is an
+    int and ``default_schema_name`` a string or null. Values inside the slots are free.
+    """
+    if not isinstance(state, dict):
+        return "", f"the document is {_kind(state)}, not an object"
+    version = state.get("_state_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        return "_state_version", f"is {_kind(version)}, not an integer"
+    schema = state.get("default_schema_name")
+    if schema is not None and not isinstance(schema, str):
+        return "default_schema_name", f"is {_kind(schema)}, not a string or null"
+    if "sources" not in state:
+        return None
+    sources = state["sources"]
+    if not isinstance(sources, dict):
+        return "sources", f"is {_kind(sources)}, not an object of sources"
+    for source_key, source in sources.items():
+        path = f"sources.{source_key}"
+        if not isinstance(source, dict):
+            return path, f"is {_kind(source)}, not an object (a source's state)"
+        if "resources" not in source:
+            continue
+        resources = source["resources"]
+        if not isinstance(resources, dict):
+            return f"{path}.resources", f"is {_kind(resources)}, not an object of resources"
+        for resource_name, slot in resources.items():
+            slot_path = f"{path}.resources.{resource_name}"
+            if not isinstance(slot, dict):
+                return slot_path, f"is {_kind(slot)}, not an object (a resource's state)"
+            if "incremental" not in slot:
+                continue
+            incrementals = slot["incremental"]
+            if not isinstance(incrementals, dict):
+                return f"{slot_path}.incremental", f"is {_kind(incrementals)}, not an object of cursors"
+            for cursor, inc in incrementals.items():
+                if not isinstance(inc, dict):
+                    return f"{slot_path}.incremental.{cursor}", f"is {_kind(inc)}, not an object"
+    return None
+
+
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
     "decode_state",
     "encode_state",
     "state_version_hash",
+    "structure_problem",
     "typed_dumps",
     "typed_loads",
 ]
