@@ -34,7 +34,13 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.engine import mask_url
-from airflow_state_provider.destination.store import LOADS_TABLE, STATE_TABLE, StoredState, new_load_id
+from airflow_state_provider.destination.store import (
+    LOADS_TABLE,
+    STATE_TABLE,
+    StoredState,
+    new_load_id,
+    recorded_resource_tables,
+)
 from airflow_state_provider.exceptions import PipelineStateError, StateConflictError, StateCorruptError
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.state import codec, model
@@ -415,6 +421,31 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
         raise StateOperationError(str(exc)) from None
 
 
+def resource_tables(
+    pipeline: Pipeline, conn: sa.Connection, resources: Iterable[str], *, hints: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """The tables each of ``resources`` loaded, from the resource-to-table map
+    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`).
+
+    A ``hints`` entry (a :class:`Resource`'s ``table_name``) that differs from the resource name
+    wins. A resource the map does not know (loaded before the map existed, or by dlt) is taken to
+    load the table named like it, unless the map records that table as another resource's.
+    """
+    recorded = recorded_resource_tables(conn, pipeline.dataset_name, pipeline.pipeline_name)
+    claimed = {t: r for r, tables in recorded.items() for t in tables}
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(resources):
+        hint = (hints or {}).get(name, name)
+        if hint != name:
+            out[name] = [table_name_of(hint, pipeline.engine)]
+        elif name in recorded:
+            out[name] = list(recorded[name])
+        else:
+            guess = table_name_of(name, pipeline.engine)
+            out[name] = [] if claimed.get(guess, name) != name else [guess]
+    return out
+
+
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
     """Those of ``names`` that are tables in ``dataset``, in the given order."""
     inspector = sa.inspect(conn)
@@ -489,14 +520,16 @@ def plan_drop(
                 matched[resource_name] = None
 
     tables: list[str] = []
-    table_of = {r: table_name_of(names.get(r, r), pipeline.engine) for r in [*names, *matched]}
-    if not state_only and table_of:
+    table_of: dict[str, list[str]] = {}
+    if not state_only and (names or matched):
         with pipeline.engine.connect() as conn:
-            tables = existing_tables(conn, pipeline.dataset_name, table_of.values())
+            table_of = resource_tables(pipeline, conn, [*names, *matched], hints=names)
+            tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
     for resource_name in names:
-        if resource_name not in matched and table_of[resource_name] not in tables:
+        if resource_name not in matched and not set(table_of.get(resource_name, ())) & set(tables):
             known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
-            table_note = "" if state_only else f" and no table {table_of[resource_name]!r}"
+            guessed = ", ".join(map(repr, table_of.get(resource_name, ()))) or "recorded"
+            table_note = "" if state_only else f" and no table {guessed}"
             raise StateOperationError(
                 f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
                 f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "

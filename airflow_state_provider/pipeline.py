@@ -344,7 +344,7 @@ class Pipeline:
             catalog: dict[str, dict[str, Resource]] = {}
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
-            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self.engine)
+            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
             with self.engine.connect() as conn:
                 conn.begin()
                 try:
@@ -847,11 +847,15 @@ def _refresh_state(
     groups: list[_Group],
     catalog: dict[str, dict[str, Resource]],
     state: dict,
-    engine: sa.Engine,
+    pipeline: Pipeline,
 ) -> list[str]:
-    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties."""
+    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
+
+    A resource run now drops its ``table_name``; one known only from the state, the tables the
+    resource-to-table map records for it (:func:`operations.resource_tables`)."""
     if refresh is None:
         return []
+    engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
     if refresh == "drop_sources":
@@ -859,7 +863,11 @@ def _refresh_state(
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
             wiped = sources.pop(source_key, None) or {}
-            tables += [name for name in wiped.get("resources") or {} if name not in known]
+            unknown = [name for name in wiped.get("resources") or {} if name not in known]
+            if unknown:
+                with engine.connect() as conn:
+                    recorded = operations.resource_tables(pipeline, conn, unknown)
+                tables += [t for name in unknown for t in recorded[name]]
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})

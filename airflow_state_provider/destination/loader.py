@@ -37,6 +37,11 @@ from sqlalchemy.ext.compiler import compiles
 
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.destination.store import (
+    RESOURCE_TABLES,
+    recorded_resource_tables,
+    resource_tables_table,
+)
 from airflow_state_provider.exceptions import InvalidRowError, PipelineStateError, SchemaConflictError
 
 C_LOAD_ID = "_dlt_load_id"
@@ -387,6 +392,9 @@ class Loader:
         self.batch_size = batch_size
         #: normalized names of the tables this loader created, changed or wrote rows to
         self.tables_written: set[str] = set()
+        #: (resource, table) pairs loaded, and those already in the resource-to-table map
+        self._resource_tables: set[tuple[str, str]] = set()
+        self._recorded: set[tuple[str, str]] | None = None
         self._tables: dict[str, _TableState] = {}
         self._table_names: dict[str, str] = {}
         self._chunk: dict[str, None] = {}  # tables written since the last finish(), in order
@@ -413,6 +421,8 @@ class Loader:
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
+        if resource_name is not None:
+            self._resource_tables.add((resource_name, state.name))
         flatten, batch_size = self._flatten, self.batch_size
         plain = state.plain_keys.issuperset
         buffer = state.buffer
@@ -452,9 +462,41 @@ class Loader:
             counts[name] = state.loaded
             state.loaded = 0
         self._chunk.clear()
+        self._record_resource_tables()
         for state in self._tables.values():
             state.ddl_locked = False  # the caller commits next: the lock ends with the transaction
         return counts
+
+    def _record_resource_tables(self) -> None:
+        """Add the new (resource, table) pairs to the resource-to-table map, in this transaction."""
+        if self._recorded is not None and self._resource_tables <= self._recorded:
+            return
+        self._ensure_dataset()
+        table = resource_tables_table(sa.MetaData(), self.dataset)
+        if self._recorded is None:
+            exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
+            if not exists and self.dialect.lock_table_ddl(self.conn, self.dataset, RESOURCE_TABLES):
+                # only a first load takes the lock: another may have created the table meanwhile
+                exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
+            if not exists:
+                self.conn.execute(sa.schema.CreateTable(table))
+            known = recorded_resource_tables(self.conn, self.dataset, self.pipeline_name)
+            self._recorded = {(r, t) for r, tables in known.items() for t in tables}
+        new = sorted(self._resource_tables - self._recorded)
+        if new:
+            self.conn.execute(
+                sa.insert(table),
+                [
+                    {
+                        "pipeline_name": self.pipeline_name,
+                        "resource_name": r,
+                        "table_name": t,
+                        "_dlt_load_id": self.load_id,
+                    }
+                    for r, t in new
+                ],
+            )
+            self._recorded.update(new)
 
     def restamp(self, new_load_id: str) -> None:
         """Move the rows written under the current load id to ``new_load_id``, and use it from now on."""
@@ -466,6 +508,12 @@ class Loader:
                     if table is not None:
                         stmt = sa.update(table).where(table.c[C_LOAD_ID] == old)
                         self.conn.execute(stmt.values({C_LOAD_ID: new_load_id}))
+            if self._recorded:
+                recorded = resource_tables_table(sa.MetaData(), self.dataset)
+                stmt = sa.update(recorded).where(
+                    recorded.c.pipeline_name == self.pipeline_name, recorded.c[C_LOAD_ID] == old
+                )
+                self.conn.execute(stmt.values({C_LOAD_ID: new_load_id}))
         self.load_id = new_load_id
 
     # -- tables -----------------------------------------------------------------------------------

@@ -66,6 +66,44 @@ def loads_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
     )
 
 
+#: our own table: which tables each resource of each pipeline loaded (dlt keeps this in its schema)
+RESOURCE_TABLES = "_asp_resource_tables"
+
+
+def resource_tables_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
+    """``(pipeline_name, resource_name, table_name)`` rows, one per table a resource loaded, written
+    with the load that first loaded it. ``drop`` and ``refresh`` read it to find a resource's tables
+    (its ``table_name`` hint may differ from its name). A table of its own, so the state document,
+    its hash and what dlt reads stay exactly dlt's."""
+    return sa.Table(
+        RESOURCE_TABLES,
+        metadata,
+        sa.Column("pipeline_name", sa.String, nullable=False),
+        sa.Column("resource_name", sa.String, nullable=False),
+        sa.Column("table_name", sa.String, nullable=False),
+        sa.Column("_dlt_load_id", sa.String(64), nullable=False),
+        schema=dataset,
+    )
+
+
+def recorded_resource_tables(conn: sa.Connection, dataset: str, pipeline_name: str) -> dict[str, list[str]]:
+    """Resource name -> the tables it loaded, from :data:`RESOURCE_TABLES` (empty if the table is
+    missing: loads made before it existed, or by dlt)."""
+    if not sa.inspect(conn).has_table(RESOURCE_TABLES, schema=dataset):
+        return {}
+    t = resource_tables_table(sa.MetaData(), dataset)
+    rows = conn.execute(
+        sa.select(t.c.resource_name, t.c.table_name)
+        .distinct()
+        .where(t.c.pipeline_name == pipeline_name)
+        .order_by(t.c.resource_name, t.c.table_name)
+    )
+    out: dict[str, list[str]] = {}
+    for resource_name, table_name in rows:
+        out.setdefault(resource_name, []).append(table_name)
+    return out
+
+
 def new_dlt_id() -> str:
     """dlt's row key: 10 random bytes, base64 without padding (14 characters)."""
     return base64.b64encode(secrets.token_bytes(10)).decode("ascii").rstrip("=")
