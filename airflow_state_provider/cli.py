@@ -335,7 +335,7 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
             f"History:      {_span(retained)} retained (max_state_versions={pipeline.store.max_versions})",
         ]
     else:
-        lines.append(f"Size:         {stored.size} bytes in {pipeline._state_file()}")
+        lines.append(f"Size:         {stored.size} bytes in {pipeline.local_state.path}")
     if shown_problem:
         lines.append(f"Problem:      {shown_problem}")
     lines.append(f"Sources:      {len(summary)}" if summary else "Sources:      none")

@@ -42,6 +42,10 @@ class SchemaConflictError(PipelineStateError):
     """A value does not fit the type of its existing column."""
 
 
+class ConcurrentEditError(StateConflictError):
+    """Another state version was committed after the edit was planned. Nothing was written."""
+
+
 class MissingLoadsError(PipelineStateError):
     """State rows exist but none of their loads is recorded as committed in ``_dlt_loads`` (the load
     records were deleted, or the table dropped): restoring would silently start over, so it refuses."""

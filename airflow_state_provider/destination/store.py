@@ -158,6 +158,15 @@ def is_canonical_load_id(load_id: str) -> bool:
 _CANONICAL_LIKE = "_" * LOAD_ID_INT_DIGITS + ".%"
 
 
+def load_id_after(newest: str | None, proposed: str | None = None) -> str:
+    """The load id of a commit whose newest committed state has load id ``newest`` (None: no state yet).
+
+    ``proposed`` (the id the rows were written under) when it sorts after ``newest``, else a new id after
+    it: dlt restores the state with the greatest load id, so load ids must follow commit order.
+    """
+    return later_load_id(proposed or new_load_id(after=newest), newest)
+
+
 @dataclass
 class StoredState:
     """One committed state row, decoded."""
