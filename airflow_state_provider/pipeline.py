@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.dialects import dialect_for
@@ -363,7 +364,7 @@ class Pipeline:
             catalog: dict[str, dict[str, Resource]] = {}
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
-            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self.engine)
+            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
             if refresh_tables and checkpoint_every:
                 # the refreshed tables and state must land together: everything waits for the end
                 log.info(
@@ -781,7 +782,7 @@ def _engine_from(destination: Any) -> sa.Engine:
     if isinstance(destination, sa.Engine):
         return destination
     if isinstance(destination, str | sa.URL):
-        return sa.create_engine(destination)
+        return destination_engine.create_engine(destination)
     get_engine = getattr(destination, "get_engine", None)  # PipelineStateHook, without importing Airflow
     if callable(get_engine):
         return get_engine()
@@ -930,11 +931,15 @@ def _refresh_state(
     groups: list[_Group],
     catalog: dict[str, dict[str, Resource]],
     state: dict,
-    engine: sa.Engine,
+    pipeline: Pipeline,
 ) -> list[str]:
-    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties."""
+    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
+
+    A resource run now drops its ``table_name``; one known only from the state, the tables the
+    resource-to-table map records for it (:func:`operations.resource_tables`)."""
     if refresh is None:
         return []
+    engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
     if refresh == "drop_sources":
@@ -942,7 +947,11 @@ def _refresh_state(
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
             wiped = sources.pop(source_key, None) or {}
-            tables += [name for name in wiped.get("resources") or {} if name not in known]
+            unknown = [name for name in wiped.get("resources") or {} if name not in known]
+            if unknown:
+                with engine.connect() as conn:
+                    recorded = operations.resource_tables(pipeline, conn, unknown)
+                tables += [t for name in unknown for t in recorded[name]]
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})

@@ -102,6 +102,10 @@ class Dialect:
     name = "generic"
     #: a commit needs the dataset to exist first (schemas); SQLite attaches instead
     creates_schemas = True
+    #: the largest precision of a DECIMAL column (None: no limit)
+    max_decimal_precision: int | None = 38
+    #: significant digits a stored decimal keeps exactly (None: all of its precision)
+    decimal_significant_digits: int | None = None
 
     def __init__(
         self, engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None

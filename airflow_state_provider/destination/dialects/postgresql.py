@@ -35,6 +35,7 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    max_decimal_precision = 1000
 
     def install(self, engine: sa.Engine) -> None:
         sa.event.listen(engine, "do_connect", _startup_options(self.lock_settings))

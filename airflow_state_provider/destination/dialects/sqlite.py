@@ -43,6 +43,9 @@ def dataset_file(database: str | None, dataset: str) -> str:
 class SQLiteDialect(Dialect):
     name = "sqlite"
     creates_schemas = False
+    max_decimal_precision = None
+    #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
+    decimal_significant_digits = 15
 
     def prepare(self, dataset: str) -> None:
         engine = self.engine
