@@ -321,9 +321,11 @@ class Pipeline:
         """Restore, extract, load and commit ``data`` (a source, resource, list of them, or rows).
 
         Data rows, the ``_dlt_loads`` row and the new state version are written in one transaction;
-        with ``checkpoint_every=N`` in several, each after at least N rows. An exception anywhere
-        rolls the current transaction back. ``read_only_sources`` maps source names whose
-        source-level state this run may only read to the reason a write error shows.
+        with ``checkpoint_every=N``, a checkpoint after at least N rows also commits the rows and cursors
+        of resources whose ``incremental(..., row_order="asc")`` covers them (other rows wait for the final
+        commit; see ``docs/checkpoints.md``). An exception anywhere rolls the current transaction back.
+        ``read_only_sources`` maps source names whose source-level state this run may only read to the
+        reason a write error shows.
 
         ``refresh`` resets what this run extracts first, with dlt's semantics, in the same transaction
         as the load (a failed run leaves tables and state as they were): ``"drop_sources"`` drops the

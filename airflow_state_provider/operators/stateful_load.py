@@ -34,7 +34,8 @@ class StatefulLoadOperator(BaseOperator):
     :param primary_key: primary key hint for every resource run.
     :param merge_key: merge key hint for every resource run (``merge`` replaces rows by this key).
     :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics).
-    :param checkpoint_every: commit data and state every N rows, so a failed backfill resumes.
+    :param checkpoint_every: commit ascending cursors (``row_order="asc"``) with their rows every N
+        rows, so a failed backfill resumes; other rows wait for the final commit (docs/checkpoints.md).
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
     :param read_only_sources: source names whose source-level state this task may only read, mapped
         to the reason a write error shows (set by ``decompose_source`` for non-writer tasks).

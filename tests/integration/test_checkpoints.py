@@ -344,6 +344,13 @@ def test_parallel_checkpointed_resources_keep_each_others_progress(dest_url, pip
                 return
             except StateConflictError:
                 assert dest_url.startswith("duckdb")
+            except sa.exc.OperationalError as e:
+                # DuckDB: two first runs creating the same catalog table at once conflict (write-write
+                # conflict on create); the retry finds it (noted in the report of issue 12)
+                if not (dest_url.startswith("duckdb") and "write-write conflict" in str(e)):
+                    errors.append(e)
+                    turn.abort()
+                    return
             except BaseException as e:  # reported by the main thread
                 errors.append(e)
                 turn.abort()

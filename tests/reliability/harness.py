@@ -32,6 +32,7 @@ import multiprocessing.connection
 import os
 import random
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider import Pipeline, current, resource
+from airflow_state_provider import Pipeline, current, incremental, resource
 from airflow_state_provider.destination.dialects.base import Dialect
 
 PIPELINE = "faulty"
@@ -101,11 +102,18 @@ class Job:
     trip: Trip | None
 
 
-def first_id(disposition: str, committed_max: int) -> int:
+def uses_cursor(disposition: str, checkpoint_every: int | None) -> bool:
+    """Checkpointed append and merge runs track their progress with an ascending cursor, the one kind
+    of progress a checkpoint commits early (docs/checkpoints.md); the others keep ``max_id`` in their
+    own state, written after each ``yield``, so their rows wait for the final commit."""
+    return checkpoint_every is not None and disposition != "replace"
+
+
+def first_id(disposition: str, committed_max: int, cursor: bool = False) -> int:
     """The first id a run yields, given the committed ``max_id``."""
     if disposition == "replace":
         return 1  # the resource state is reset at the start of every replace run (dlt semantics)
-    if disposition == "merge":
+    if disposition == "merge" and not cursor:
         return max(1, committed_max - MERGE_OVERLAP + 1)
     return committed_max + 1
 
@@ -114,16 +122,27 @@ def items_resource(job: Job, wire: Wire | None = None):
     """The resource under test: ids ``first..total`` in pages, the high-water mark written after each
     ``yield`` (so it belongs to the rows before it, DESIGN §5.2)."""
 
-    @resource(name=TABLE, primary_key="id", write_disposition=job.disposition)
-    def items() -> Iterator[list[dict]]:
-        slot = current.resource_state()
-        start = first_id(job.disposition, int(slot.get("max_id", 0)))
+    def pages(start: int) -> Iterator[list[dict]]:
         for low in range(start, job.total + 1, job.page_size):
             ids = range(low, min(low + job.page_size, job.total + 1))
             if wire is not None:
                 wire.count("extract", len(ids))
             yield [{"id": i, "tag": job.tag, "payload": f"{job.tag}:{i}"} for i in ids]
-            slot["max_id"] = max(int(slot.get("max_id", 0)), ids[-1])
+
+    if uses_cursor(job.disposition, job.checkpoint_every):
+
+        @resource(name=TABLE, primary_key="id", write_disposition=job.disposition)
+        def by_cursor(cursor=incremental("id", initial_value=0, row_order="asc")) -> Iterator[list[dict]]:
+            yield from pages(first_id(job.disposition, int(cursor.start_value), cursor=True))
+
+        return by_cursor()
+
+    @resource(name=TABLE, primary_key="id", write_disposition=job.disposition)
+    def items() -> Iterator[list[dict]]:
+        slot = current.resource_state()
+        for page in pages(first_id(job.disposition, int(slot.get("max_id", 0)))):
+            yield page
+            slot["max_id"] = max(int(slot.get("max_id", 0)), page[-1]["id"])
             slot["tag"] = job.tag
 
     return items()
@@ -361,8 +380,9 @@ def observe(url: str, pipeline: str = PIPELINE) -> Committed:
                 state_loads = [
                     r[0] for r in conn.exec_driver_sql(f"SELECT _dlt_load_id FROM {q}_dlt_pipeline_state")
                 ]
+        cursor = ((slot.get("incremental") or {}).get("id") or {}).get("last_value")
         return Committed(
-            max_id=int(slot.get("max_id", 0)),
+            max_id=int(slot.get("max_id", cursor or 0)),
             tag=slot.get("tag"),
             state_version=int(state.get("_state_version", 0)),
             ids=sorted(r[0] for r in rows),
@@ -414,6 +434,62 @@ def check_final(seen: Committed, total: int, tag: str, disposition: str, context
         assert seen.row_tags == {tag}, f"{context_}: replace left rows of other runs: {seen.row_tags}"
 
 
+# --------------------------------------------------------------------------------- other writers
+
+
+class Editor:
+    """An operator who keeps setting ``sources.<source>.resources.other.note`` to 1, 2, 3, ... (through
+    the one commit path, like ``airflow-state set``) while a checkpointed child loads: no commit of the
+    child may write an older note back."""
+
+    def __init__(self, url: str, pipelines_dir: Path) -> None:
+        self.url = url
+        self.pipelines_dir = pipelines_dir
+        self.committed = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        from airflow_state_provider import operations as ops
+
+        engine = sa.create_engine(self.url)
+        try:
+            while not self._stop:
+                pipeline = Pipeline(
+                    PIPELINE, destination=engine, dataset_name=DATASET, pipelines_dir=self.pipelines_dir
+                )
+                try:
+                    source = pipeline.state["default_schema_name"]
+                    path = f"sources.{source}.resources.other.note"
+                    ops.apply(ops.plan_set(pipeline, path, self.committed + 1, create=True))
+                    self.committed += 1
+                except (ops.StateOperationError, ops.ConcurrentEditError, sa.exc.OperationalError):
+                    pass  # no state yet, a commit came in between, or SQLite's lock was busy: again
+                time.sleep(0.01)
+        finally:
+            engine.dispose()
+
+    def stop(self) -> int:
+        """Stop editing; returns the edits committed."""
+        self._stop = True
+        self._thread.join(60)
+        return self.committed
+
+    def check(self, context_: str) -> None:
+        engine = sa.create_engine(self.url)
+        try:
+            reader = Pipeline(PIPELINE, destination=engine, dataset_name=DATASET, pipelines_dir=os.devnull)
+            state = reader.state
+        finally:
+            engine.dispose()
+        source = state.get("default_schema_name")
+        slot = (state.get("sources", {}).get(source) or {}).get("resources", {}).get("other") or {}
+        note = slot.get("note", 0)
+        last = self.committed
+        assert note == last, f"{context_}: the state holds note {note}, the last edit set {last}"
+
+
 # ---------------------------------------------------------------------------------------- trials
 
 
@@ -433,6 +509,8 @@ class Stats:
     duplicates: int = 0
     missing: int = 0
     seconds: float = 0.0
+    #: operator edits committed to another resource's slot while checkpointed children ran
+    concurrent_edits: int = 0
 
     def as_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -446,13 +524,19 @@ def _knobs(rng: random.Random, checkpoints: bool) -> tuple[int, int, int | None]
 
 
 def choose_trip(
-    rng: random.Random, phase: str, rows: int, page_size: int, checkpoint_every: int | None
+    rng: random.Random,
+    phase: str,
+    rows: int,
+    page_size: int,
+    checkpoint_every: int | None,
+    disposition: str = "append",
 ) -> Trip | None:
     """A trip point this run is sure to reach: it yields and inserts ``rows`` rows."""
     if phase in ("extract", "insert"):
         return Trip(phase, rng.randint(1, rows))
     if phase == "commit":
-        commits = 1 if checkpoint_every is None else 1 + rows // (checkpoint_every + page_size)
+        early = uses_cursor(disposition, checkpoint_every)
+        commits = 1 if not early else 1 + rows // (checkpoint_every + page_size)
         return Trip(phase, rng.randint(1, commits))
     return None
 
@@ -476,11 +560,12 @@ def run_series(
                 total += rng.randint(1, 600)  # new rows: the run that escaped its kill loaded the rest
             seen = observe(scenario.url)
             page_size, batch_size, checkpoint_every = _knobs(rng, scenario.checkpoints)
-            rows = total - first_id(scenario.disposition, seen.max_id) + 1
+            cursor = uses_cursor(scenario.disposition, checkpoint_every)
+            rows = total - first_id(scenario.disposition, seen.max_id, cursor) + 1
             if rows < 1:
                 break  # the killed attempt had committed everything already: nothing left to kill
             variant = forced or rng.choice(VARIANTS[phase])
-            trip = choose_trip(rng, phase, rows, page_size, checkpoint_every)
+            trip = choose_trip(rng, phase, rows, page_size, checkpoint_every, scenario.disposition)
             if phase == "commit":
                 trip = dataclasses.replace(trip, when="after" if variant == "after" else "before")
             tag = f"t{n}a{attempt}{'f' if forced else ''}"
@@ -496,7 +581,16 @@ def run_series(
                 trip,
             )
             context_ = f"seed {seed} trial {n} attempt {attempt} {phase}/{variant} {trip} {job}"
-            outcome = run_child(job, variant, rng, anywhere_within=run_seconds * 1.2)
+            # DuckDB allows one writer process per file: no concurrent editor there
+            concurrent = scenario.checkpoints and scenario.dialect != "duckdb"
+            editor = Editor(scenario.url, workdir / "editor") if concurrent else None
+            try:
+                outcome = run_child(job, variant, rng, anywhere_within=run_seconds * 1.2)
+            finally:
+                if editor is not None:
+                    stats.concurrent_edits += editor.stop()
+            if editor is not None:
+                editor.check(f"after the kill: {context_}")
             if outcome.killed:
                 stats.kills[phase] += 1
                 key = f"{phase}/{variant}"
