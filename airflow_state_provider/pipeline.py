@@ -415,6 +415,8 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            if suffix := context.current_slot_suffix():
+                resources, selected = _with_slot_suffix(resources, selected, suffix, source_key)
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
@@ -441,6 +443,8 @@ class Pipeline:
                 )
                 arguments.arguments[name] = inc
                 bound.append(inc)
+                if inc.interval_watermark is not None:
+                    ctx.interval_records.append((source_key, res.name, inc))
         return arguments, bound
 
     def _extract_group(self, group: _Group, loader: Loader, run: _Run, conn: sa.Connection) -> None:
@@ -537,6 +541,8 @@ class Pipeline:
                     merged[key] = theirs[key]
         merged.pop(model.LOCAL_KEY, None)
         model.drop_untouched_empty_slots(merged, theirs)
+        if final:
+            context.record_intervals(merged)  # interval runs move the cursor past their interval
         try:
             changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
         except StateNotSerializableError as e:  # the codec knows the path, not the pipeline
@@ -817,6 +823,23 @@ def _groups_of(resources: dict[str, Resource], selected: set[str], source_key: s
         if name in selected:
             group.selected.add(name)
     return list(groups.values())
+
+
+def _with_slot_suffix(
+    resources: dict[str, Resource], selected: set[str], suffix: str, source_key: str
+) -> tuple[dict[str, Resource], set[str]]:
+    """Rename every resource to ``<name><suffix>`` (its state slot), keeping its table name."""
+    renamed = {
+        n + suffix: r.with_hints(name=n + suffix, table_name=r.table_name) for n, r in resources.items()
+    }
+    for res in renamed.values():
+        if res.data_from is not None:
+            res.data_from = renamed.get(res.data_from.name + suffix, res.data_from)
+    for name in sorted(selected):
+        log.info(
+            "Resource %s keeps its state in slot sources.%s.resources.%s%s", name, source_key, name, suffix
+        )
+    return renamed, {n + suffix for n in selected}
 
 
 def _find(group: _Group, name: str) -> Resource | None:
