@@ -110,3 +110,14 @@ with DAG(
         yield fake_events()
 
     tokyo()
+
+
+with DAG("cursor_events", schedule=None, start_date=datetime(2024, 3, 1)):
+
+    @task.stateful_load(
+        pipeline_name="events", table_name="events", primary_key="id", write_disposition="merge"
+    )
+    def cursor_events(at=incremental("at", initial_value="2024-03-01T00:00:00+00:00")):
+        yield fake_events()
+
+    cursor_events()
