@@ -77,6 +77,8 @@ def stack(postgres_server, redis_url, tmp_path_factory: pytest.TempPathFactory) 
         "AIRFLOW__CELERY__BROKER_URL": redis_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}/{metadata_db}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        # a busy CI machine (2 cores for the services, two workers and PostgreSQL) answers slowly
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": json.dumps(
             {
                 "conn_type": "postgres",

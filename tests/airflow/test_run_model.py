@@ -20,10 +20,10 @@ TEST_DAGS = DAGS_FOLDER.parent / "tests" / "airflow" / "dags"
 OPERATOR_LOGS_SHOWN = tuple(int(x) for x in __import__("airflow").__version__.split(".")[:2]) >= (3, 2)
 
 
-def output(capfd: pytest.CaptureFixture) -> str:
-    """What ``dag.test()`` printed (stdout on 3.3, stderr on 3.1), lines joined."""
+def output(capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> str:
+    """What ``dag.test()`` logged, lines joined: printed on 3.3, through stdlib logging on 3.1."""
     captured = capfd.readouterr()
-    return (captured.out + captured.err).replace("\n", " ")
+    return (captured.out + captured.err + caplog.text).replace("\n", " ")
 
 
 @pytest.fixture
@@ -78,14 +78,14 @@ def orders(region: str, upto: int) -> list[str]:
 # -- mapping --------------------------------------------------------------------------------------------
 
 
-def test_mapped_decorator_instances_keep_their_own_slots_keyed_by_value(url, capfd):
+def test_mapped_decorator_instances_keep_their_own_slots_keyed_by_value(url, capfd, caplog):
     dag = get_dag("mapped_decorator")
     run = dag.test(logical_date=None, run_conf={"regions": ["eu", "us"], "upto": 5})
     assert run.state == "success", task_states(run)
     assert exactly_once(url, "orders_dataset", "orders") == sorted(orders("eu", 5) + orders("us", 5))
     slots = committed_state(url, "orders", "orders_dataset")["sources"]["orders"]["resources"]
     assert sorted(slots) == ["orders__region_eu", "orders__region_us"]
-    out = output(capfd)
+    out = output(capfd, caplog)
     assert "orders keeps its state in slot sources.orders.resources.orders__region_us" in out
     if OPERATOR_LOGS_SHOWN:
         assert "State slots of this task (mapped instance 1): each resource keeps its state under" in out
@@ -100,13 +100,13 @@ def test_mapped_decorator_instances_keep_their_own_slots_keyed_by_value(url, cap
     assert {k: v["incremental"]["seq"]["last_value"] for k, v in slots.items()} == dict.fromkeys(slots, 7)
 
 
-def test_mapped_instances_that_would_share_a_slot_fail_at_start_naming_both(url, capfd):
+def test_mapped_instances_that_would_share_a_slot_fail_at_start_naming_both(url, capfd, caplog):
     dag = get_dag("mapped_decorator")
     run = dag.test(logical_date=None, run_conf={"regions": ["eu", "us", "eu"], "upto": 3})
     assert run.state == "failed"
     states = task_states(run)
     assert states[("orders", 0)] == states[("orders", 2)] == "failed"
-    out = output(capfd)
+    out = output(capfd, caplog)
     assert "mapped instances 0 and 2 would share one state slot (suffix '__region_eu'" in out
     # only the instance with its own slot loaded
     assert exactly_once(url, "orders_dataset", "orders") == orders("us", 3)
@@ -137,13 +137,13 @@ def cursor(url: str) -> str:
     return slots["events"]["incremental"]["at"]["last_value"]
 
 
-def test_zero_length_intervals_continue_from_the_committed_cursor_and_say_so(url, capfd):
+def test_zero_length_intervals_continue_from_the_committed_cursor_and_say_so(url, capfd, caplog):
     """``schedule="@daily"`` is CronTriggerTimetable on Airflow 3: every run's interval is a point."""
     dag = get_dag("daily_points")
     run = dag.test(logical_date=datetime(2024, 3, 5, tzinfo=UTC))
     assert run.state == "success"
     assert run.data_interval_start == run.data_interval_end  # what Airflow gives: a point
-    out = output(capfd)
+    out = output(capfd, caplog)
     assert "The data interval of this run is zero-length" in out
     assert "CronDataIntervalTimetable, or [scheduler] create_cron_data_intervals = True" in out
     assert "Incremental 'at' of events continues from its committed cursor instead." in out
@@ -155,10 +155,10 @@ def test_zero_length_intervals_continue_from_the_committed_cursor_and_say_so(url
     assert cursor(url) == "2024-03-20T12:00:00+00:00"
 
 
-def test_zero_length_intervals_raise_when_asked_naming_the_timetable(url, capfd):
+def test_zero_length_intervals_raise_when_asked_naming_the_timetable(url, capfd, caplog):
     run = get_dag("daily_points_strict").test(logical_date=datetime(2024, 3, 5, tzinfo=UTC))
     assert run.state == "failed"
-    out = output(capfd)
+    out = output(capfd, caplog)
     assert "IncrementalNoIntervalError" in out
     assert "has allow_external_schedulers=True and was asked to raise without a range" in out
     assert "CronDataIntervalTimetable" in out
@@ -201,14 +201,14 @@ def test_clearing_an_interval_run_reloads_its_interval_idempotently_with_merge(u
     assert cursor(url) == "2024-03-06T00:00:00+00:00"  # never moved back by the older interval
 
 
-def test_date_cursors_take_the_interval_in_the_dag_timezone(url, capfd):
+def test_date_cursors_take_the_interval_in_the_dag_timezone(url, capfd, caplog):
     """Local 2024-03-10 00:00 .. 03-11 00:00 in Tokyo is 03-09 15:00 .. 03-10 15:00 UTC."""
     run = get_dag("tokyo_days").test(logical_date=datetime(2024, 3, 10, 15, tzinfo=UTC))
     assert run.state == "success"
     assert run.data_interval_start == datetime(2024, 3, 9, 15, tzinfo=UTC)
     assert run.data_interval_end == datetime(2024, 3, 10, 15, tzinfo=UTC)
     if OPERATOR_LOGS_SHOWN:
-        assert "(timezone Asia/Tokyo)" in output(capfd)
+        assert "(timezone Asia/Tokyo)" in output(capfd, caplog)
     assert exactly_once(url, "tokyo_dataset", "days") == ["2024-03-10"]
 
 
