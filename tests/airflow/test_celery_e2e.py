@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.e2e, pytest.mark.postgres]
 
 DAG_IDS = ("decomposed_source", "celery_run_model")
 E2E_DAGS = Path(__file__).parent / "e2e_celery_dags"
-STARTUP_TIMEOUT, RUN_TIMEOUT = 180, 300
+STARTUP_TIMEOUT, RUN_TIMEOUT = 300, 300
 WORKERS = ("w1", "w2")
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 

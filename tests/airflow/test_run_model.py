@@ -221,7 +221,7 @@ def test_reprocessing_a_cursor_bound_task_with_the_documented_set_recipe(url):
     before = dict(sql(url, "events_dataset", "SELECT id, _dlt_load_id FROM events"))
     assert sorted(before) == day_ids(1, 20)
     path = "sources.events.resources.cursor_events.incremental.at.last_value"
-    assert main(["set", "events", path, "2024-03-15T00:00:00+00:00", "--url", url]) == 0
+    assert main(["set", "events", path, '"2024-03-15T00:00:00+00:00"', "--url", url]) == 0
     assert get_dag("cursor_events").test(logical_date=None).state == "success"
     after = dict(sql(url, "events_dataset", "SELECT id, _dlt_load_id FROM events"))
     assert sorted(after) == day_ids(1, 20)  # merged: nothing twice
