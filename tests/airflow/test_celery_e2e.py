@@ -132,6 +132,18 @@ def worker_logs(stack: AirflowStack, name: str) -> list[Path]:
     return sorted((stack.root / name / "airflow_home" / "logs").glob("dag_id=*/run_id=*/task_id=*/**/*.log"))
 
 
+def failed_task_logs(stack: AirflowStack) -> str:
+    """The end of every worker task log that reports an error, and the service logs."""
+    stack.print_service_logs()
+    tails = []
+    for name in WORKERS:
+        for log in worker_logs(stack, name):
+            text = log.read_text(errors="replace")
+            if '"level": "error"' in text or "Traceback" in text or "error" in text.lower():
+                tails.append(f"----- {name}: {log.name} {log.parent.name}\n{text[-2500:]}")
+    return "\n".join(tails)
+
+
 def test_two_runs_on_two_clean_celery_workers_load_every_row_once(stack: AirflowStack):
     for round_ in (1, 2):
         runs = {dag_id: stack.trigger(dag_id) for dag_id in DAG_IDS}
@@ -139,7 +151,7 @@ def test_two_runs_on_two_clean_celery_workers_load_every_row_once(stack: Airflow
             state = stack.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
             tis = task_instances(stack, dag_id, run_id)
             report = {k: (ti["state"], ti["try_number"]) for k, ti in tis.items()}
-            assert state == "success", (round_, dag_id, report, stack.print_service_logs())
+            assert state == "success", (round_, dag_id, report, failed_task_logs(stack))
             if dag_id == "celery_run_model":
                 assert sorted(k for k in tis if k[0] == "orders") == [("orders", i) for i in range(3)]
                 assert tis[("feed", -1)]["try_number"] == 2  # failed once, retried, succeeded
