@@ -144,6 +144,7 @@ def failed_task_logs(stack: AirflowStack) -> str:
     return "\n".join(tails)
 
 
+@pytest.mark.timeout(1800)  # the stack alone starts in 1-5 minutes on a busy 2-core machine
 def test_two_runs_on_two_clean_celery_workers_load_every_row_once(stack: AirflowStack):
     for round_ in (1, 2):
         runs = {dag_id: stack.trigger(dag_id) for dag_id in DAG_IDS}
