@@ -217,13 +217,13 @@ def api_edit(
     pipeline_name: str,
     action: str,
     user: CurrentUser,
-    body: Annotated[dict, Body(default_factory=dict)],
+    body: Annotated[dict | None, Body()] = None,
 ) -> dict:
     """``rollback`` ``{version}``, ``set`` ``{path, value, value_type, create}``, ``drop`` ``{resources,
     state_paths, state_only}``; each with ``dry_run`` (preview only) and ``expect_version``."""
     if action not in service.ACTIONS:
         raise HTTPException(404, f"unknown action {action!r}; use one of {', '.join(service.ACTIONS)}")
-    return _edit(request, user, conn_id, dataset, pipeline_name, action, body)
+    return _edit(request, user, conn_id, dataset, pipeline_name, action, body or {})
 
 
 def _task_commits(

@@ -32,7 +32,6 @@ class PipelineStatePlugin(AirflowPlugin):
             "name": "Pipeline state",
             "href": f"{URL_PREFIX}/ui/",
             "destination": "nav",
-            "category": "browse",
             "url_route": "pipeline-state",
         },
         {
