@@ -5,6 +5,7 @@ fetched from anywhere (the pages render in the Airflow UI's iframe, also offline
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from jinja2 import DictLoader, Environment, select_autoescape
@@ -30,7 +31,7 @@ code, pre { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, mono
 pre { background: var(--head); padding: 10px; overflow: auto; border-radius: 6px; }
 td code { word-break: break-all; }
 .added { background: var(--add); } .removed { background: var(--del); } .changed { background: var(--chg); }
-.error { color: #c53030; } .badge { border: 1px solid var(--line); border-radius: 10px; padding: 0 7px;
+.nowrap { white-space: nowrap; } .error { color: #c53030; } .badge { border: 1px solid var(--line); border-radius: 10px; padding: 0 7px;
   font-size: 12px; white-space: nowrap; }
 form.inline { display: inline; } fieldset { border: 1px solid var(--line); border-radius: 6px;
   margin: 8px 0; padding: 8px 12px; } legend { font-weight: 600; }
@@ -68,9 +69,9 @@ _INDEX = """{% extends "base" %}
 <th>Newest load</th></tr></thead><tbody>
 {% for p in c.pipelines %}<tr>
 <td><a href="{{ p.href }}">{{ p.pipeline_name }}</a></td><td>{{ p.dataset_name }}</td>
-<td>{{ p.version if p.version is not none else "—" }}</td><td>{{ p.created_at or "—" }}</td>
+<td>{{ p.version if p.version is not none else "—" }}</td><td class="nowrap">{{ p.created_at | when or "—" }}</td>
 <td>{{ p.size if p.size is not none else "—" }} B</td>
-<td><code>{{ p.newest_load_id or "—" }}</code><br><span class="muted">{{ p.newest_load_at or "" }}</span></td>
+<td><code>{{ p.newest_load_id or "—" }}</code><br><span class="muted">{{ p.newest_load_at | when }}</span></td>
 </tr>{% endfor %}</tbody></table>
 {% endif %}
 {% else %}<p class="muted">No connection of type pipeline_state, postgres, sqlite or duckdb that you may read.</p>
@@ -91,7 +92,7 @@ _PIPELINE = """{% extends "base" %}{% import "writer" as w %}{% import "incremen
 {% block crumbs %} / {{ conn_id }} / {{ p.dataset_name }} / <b>{{ p.pipeline_name }}</b>{% endblock %}
 {% block body %}
 <h1>{{ p.pipeline_name }}</h1>
-<p class="muted">dataset <b>{{ p.dataset_name }}</b> of {{ where }} · newest version
+<p class="muted">{{ where }} · newest version
 <b>{{ newest.version }}</b> (load <code>{{ newest.load_id }}</code>, {{ newest.size }} B) ·
 <a href="{{ base }}/version/{{ newest.version }}">document</a></p>
 <h2>Incrementals (version {{ newest.version }})</h2>
@@ -103,8 +104,8 @@ _PIPELINE = """{% extends "base" %}{% import "writer" as w %}{% import "incremen
 {% for v in page.versions %}<tr>
 <td><input type="radio" name="from" value="{{ v.version }}" {% if loop.index == 2 %}checked{% endif %}></td>
 <td><input type="radio" name="to" value="{{ v.version }}" {% if loop.first %}checked{% endif %}></td>
-<td><a href="{{ base }}/version/{{ v.version }}">{{ v.version }}</a></td><td><code>{{ v.load_id }}</code></td>
-<td>{{ v.created_at }}</td><td>{{ v.size }} B</td>
+<td><a href="{{ base }}/version/{{ v.version }}">{{ v.version }}</a></td><td class="nowrap"><code>{{ v.load_id }}</code></td>
+<td class="nowrap">{{ v.created_at | when }}</td><td class="nowrap">{{ v.size }} B</td>
 <td>{% if v.error %}<span class="error">{{ v.error }}</span>{% elif v.changed_paths is none %}<span class="muted">(oldest retained)</span>
 {% else %}{% for c in v.changed_paths[:8] %}<code>{{ c }}</code><br>{% endfor %}
 {% if v.changed_paths | length > 8 %}<span class="muted">… {{ v.changed_paths | length - 8 }} more</span>{% endif %}{% endif %}</td>
@@ -199,7 +200,7 @@ _TI = """{% extends "base" %}{% import "incrementals" as inc %}
 <a href="{{ c.href }}">{{ c.pipeline_name }}</a> version {{ c.version }}</h2>
 <table><tbody>
 <tr><th>Restored</th><td>{% if c.restored %}version {{ c.restored.version }} (load <code>{{ c.restored.load_id }}</code>){% else %}nothing: first run{% endif %}</td></tr>
-<tr><th>Committed</th><td>version {{ c.version }} with load <code>{{ c.load_id }}</code> at {{ c.written_at }} ·
+<tr><th>Committed</th><td>version {{ c.version }} with load <code>{{ c.load_id }}</code> at {{ c.written_at | when }} ·
 {% if c.restored %}<a href="{{ c.href }}/diff?from={{ c.restored.version }}&amp;to={{ c.version }}">diff</a>{% endif %}
 in {{ c.conn_id }} / {{ c.dataset_name }}</td></tr>
 <tr><th>Changed paths</th><td>{% if c.error %}<span class="error">{{ c.error }}</span>{% endif %}
@@ -214,6 +215,18 @@ failed or loaded nothing new commits no version){% endif %}.</p>
 
 _ERROR = """{% extends "base" %}{% block body %}<h1>{{ title }}</h1><p class="error">{{ message }}</p>
 {% if back %}<p><a href="{{ back }}">Back</a></p>{% endif %}{% endblock %}"""
+
+
+def _when(value: str | None) -> str:
+    """An ISO timestamp to the second, UTC shown as ``Z`` (the full value is in the API)."""
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    text = parsed.replace(microsecond=0).isoformat(sep=" ")
+    return text.removesuffix("+00:00") + (" UTC" if text.endswith("+00:00") else "")
 
 
 def _json(value: Any) -> str:
@@ -239,6 +252,7 @@ ENV = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
 ENV.filters["j"] = _json
+ENV.filters["when"] = _when
 
 
 def render(name: str, **context: Any) -> str:
