@@ -5,9 +5,10 @@ the writer of a version goes into a table of our own in the same dataset, one ro
 version, inserted in the transaction that inserts the state row. dlt never reads it, and a dataset
 without it (one dlt created, or a commit made by dlt) simply has versions with no recorded writer.
 
-The writer is taken from :func:`writing_as` (the UI sets the signed-in user) or, when none is set,
-from the environment: an Airflow task exports ``AIRFLOW_CTX_DAG_ID`` and friends before ``execute``;
-anything else is a command line or script run by the OS user. The core reads only environment
+The writer is taken from :func:`writing_as` (the UI sets the signed-in user; ``StatefulLoadOperator``
+its task instance, map index included) or, when none is set, from the environment: an Airflow task
+exports ``AIRFLOW_CTX_DAG_ID`` and friends before ``execute`` (a ``@task`` calling ``Pipeline.run``
+itself); anything else is a command line or script run by the OS user. The core reads only environment
 variables here, never Airflow.
 """
 
@@ -22,6 +23,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -80,13 +82,30 @@ _writer: contextvars.ContextVar[Writer | None] = contextvars.ContextVar("asp_sta
 
 
 @contextlib.contextmanager
-def writing_as(writer: Writer) -> Iterator[Writer]:
-    """Commits made inside the block are recorded as ``writer``'s."""
+def writing_as(writer: Writer | None) -> Iterator[Writer | None]:
+    """Commits made inside the block are recorded as ``writer``'s (None: as :func:`current_writer`
+    finds without one)."""
     token = _writer.set(writer)
     try:
         yield writer
     finally:
         _writer.reset(token)
+
+
+def task_writer(ti: Any) -> Writer | None:
+    """The writer for a task instance (any object with Airflow's ``dag_id``, ``run_id``, ``task_id``,
+    ``map_index`` and ``try_number``; None for None): the operator sets it, so mapped tasks record
+    their map index."""
+    if ti is None:
+        return None
+    return Writer(
+        "task",
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        map_index=getattr(ti, "map_index", None),
+        try_number=getattr(ti, "try_number", None),
+    )
 
 
 def current_writer() -> Writer:

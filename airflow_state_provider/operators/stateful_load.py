@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_state_provider._airflow_compat import AirflowTaskTerminated, BaseOperator
+from airflow_state_provider.destination.audit import task_writer, writing_as
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 from airflow_state_provider.state.context import external_interval
@@ -98,7 +99,7 @@ class StatefulLoadOperator(BaseOperator):
             )
             data = self.resolve_data()
             self._running = True
-            with external_interval(start, end):
+            with external_interval(start, end), writing_as(task_writer(context.get("ti"))):
                 info = pipeline.run(
                     data,
                     write_disposition=self.write_disposition,

@@ -102,9 +102,10 @@ def destination(conn_id: str, *, listed_only: bool = False) -> Iterator[Destinat
             message = message.replace(secret, "***")
         raise BrowserError(message, 502) from None
     try:
-        yield Destination(
-            conn_id, conn.conn_type, hook, engine, url.render_as_string(hide_password=True), found
-        )
+        where = url.render_as_string(hide_password=True)
+        for secret in found:  # a password in the URL's query string is not hidden by SQLAlchemy
+            where = where.replace(secret, "***")
+        yield Destination(conn_id, conn.conn_type, hook, engine, where, found)
     finally:
         hook.dispose()
 

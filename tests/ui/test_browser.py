@@ -154,3 +154,21 @@ def test_ui_edit_detail_is_recorded(history: Pipeline):
     assert newest.writer["detail"] == json.loads(
         json.dumps({"changed_paths": [c.path for c in plan.changes]})
     )
+
+
+def test_mapped_task_writer_and_its_commits(dest_url: str, pipelines_dir):
+    """The operator records its task instance (``task_writer``): map index and try number included, and
+    the task-instance view of one map index shows only its own commits."""
+    from types import SimpleNamespace
+
+    from airflow_state_provider.destination.audit import task_writer
+
+    for index, upto in ((0, 2), (1, 4)):
+        ti = SimpleNamespace(dag_id="loads", run_id="r1", task_id="events", map_index=index, try_number=1)
+        with writing_as(task_writer(ti)):
+            pipeline = _run(dest_url, pipelines_dir, upto)
+    (first,) = browser.task_commits(pipeline.engine, "shop_data", "loads", "r1", "events", map_index=0)
+    (second,) = browser.task_commits(pipeline.engine, "shop_data", "loads", "r1", "events", map_index=1)
+    assert (first["map_index"], first["version"], second["map_index"], second["version"]) == (0, 1, 1, 2)
+    assert second["restored"]["version"] == 1
+    assert len(browser.task_commits(pipeline.engine, "shop_data", "loads", "r1", "events")) == 2
