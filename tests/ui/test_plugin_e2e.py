@@ -8,6 +8,7 @@ Screenshots go to ``test-artifacts/ui/`` (git-ignored).
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -256,7 +257,6 @@ def test_chromium_browses_the_state(ui: UIStack):
             page.locator("input[name=password]").fill(ui.passwords["editor"])
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(re.compile(r"^(?!.*/auth/).*$"), timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "home.png"))
 
             page.locator(
                 "nav a[href$='/plugin/pipeline-state'], a[href$='/plugin/pipeline-state']"
@@ -285,3 +285,31 @@ def test_chromium_browses_the_state(ui: UIStack):
             browser.close()
     for name in ("pipeline.png", "diff.png", "task_instance.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+def test_form_edit_commits_exactly_the_previewed_plan(ui: UIStack):
+    """The page's set form: preview, then confirm; a confirm planned against an older version fails."""
+    newest = ui.get(f"{PIPELINE}/versions")["versions"][0]["version"]
+    note = "sources.ui_events.resources.events.note"
+    form = {"action": "set", "path": note, "value": '"<i>checked</i>"', "value_type": "auto"}
+    with ui.client(cookies={"_token": ui.tokens["editor"]}) as browser:
+        csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', browser.get(PAGE).text).group(1)
+        preview = browser.post(f"{PAGE}/preview", data={**form, "csrf_token": csrf})
+        assert preview.status_code == 200 and "&lt;i&gt;checked&lt;/i&gt;" in preview.text
+        hidden = re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', preview.text)
+        confirm = {name: html.unescape(value) for name, value in hidden}
+        assert confirm["expect_version"] == str(newest)
+        stale = browser.post(f"{PAGE}/apply", data={**confirm, "expect_version": str(newest - 1)})
+        assert stale.status_code == 409 and "Nothing was written" in stale.text
+        done = browser.post(f"{PAGE}/apply", data=confirm, follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"].endswith(PAGE)
+    latest = ui.get(f"{PIPELINE}/versions")["versions"][0]
+    assert latest["version"] == newest + 1
+    assert (latest["writer"]["user_name"], latest["writer"]["action"]) == ("editor", "set")
+    assert latest["changed_paths"] == [note]
+    assert (
+        ui.get(f"{PIPELINE}/versions/{newest + 1}")["state"]["sources"]["ui_events"]["resources"]["events"][
+            "note"
+        ]
+        == "<i>checked</i>"
+    )
