@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from airflow_state_provider import operations
 from airflow_state_provider.destination.audit import AUDIT_TABLE
 from airflow_state_provider.destination.dialects import dialect_for
-from airflow_state_provider.destination.store import LOADS_TABLE, STATE_TABLE, StoredState
+from airflow_state_provider.destination.store import STATE_TABLE, StoredState
 from airflow_state_provider.exceptions import StateCorruptError
 from airflow_state_provider.pipeline import Pipeline
 
@@ -348,21 +348,3 @@ def audit_datasets(engine: sa.Engine) -> list[str]:
     ).bindparams(t=AUDIT_TABLE)
     with engine.connect() as conn:
         return sorted(conn.execute(query).scalars())
-
-
-__all__ = [
-    "LOADS_TABLE",
-    "HistoryPage",
-    "PipelineSummary",
-    "VersionRow",
-    "audit_datasets",
-    "datasets",
-    "diff",
-    "history_page",
-    "incrementals",
-    "pipelines",
-    "previous",
-    "task_commits",
-    "version",
-    "writers_of",
-]

@@ -211,6 +211,18 @@ def test_rollback_is_audited_and_the_next_run_continues_from_it(ui: UIStack):
         preview = editor.post(f"{PIPELINE}/rollback", json={"version": 1, "dry_run": True}).json()
         assert preview["committed"] is False and preview["base_version"] == 2
         assert {c["path"] for c in preview["changes"]} >= {f"{CURSOR}.last_value"}
+        drop = editor.post(f"{PIPELINE}/drop", json={"resources": ["events"], "dry_run": True}).json()
+        assert (drop["committed"], drop["drop_tables"]) == (False, ["events"])
+        assert {(c["path"], c["kind"]) for c in drop["changes"]} == {
+            ("sources.ui_events.resources.events", "removed")
+        }
+        value = '"2024-01-01T04:00:00+00:00"'
+        set_ = editor.post(
+            f"{PIPELINE}/set", json={"path": f"{CURSOR}.last_value", "value": value, "dry_run": True}
+        )
+        assert [(c["path"], c["new"]) for c in set_.json()["changes"]] == [
+            (f"{CURSOR}.last_value", "2024-01-01T04:00:00+00:00")
+        ]
         stale = editor.post(f"{PIPELINE}/rollback", json={"version": 1, "expect_version": 1})
         assert stale.status_code == 409 and "Nothing was written" in stale.json()["detail"]
         bad = editor.post(f"{PIPELINE}/rollback", json={"version": 99})
