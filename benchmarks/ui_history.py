@@ -69,7 +69,8 @@ def main() -> None:
             conn.exec_driver_sql(
                 f'INSERT INTO "{DATASET}"._pipeline_state_audit (pipeline_name, _dlt_load_id, version, '
                 "written_at, writer, dag_id, run_id, task_id, try_number) "
-                "SELECT pipeline_name, _dlt_load_id, version, created_at, 'task', 'd', 'r' || version, 't', 1 "
+                "SELECT pipeline_name, _dlt_load_id, version, created_at, 'task', 'd', 'r' || version, 't', "
+                "1 "
                 f'FROM "{DATASET}"._dlt_pipeline_state s WHERE NOT EXISTS (SELECT 1 FROM '
                 f'"{DATASET}"._pipeline_state_audit a WHERE a._dlt_load_id = s._dlt_load_id)'
             )
