@@ -40,3 +40,7 @@ class IncrementalCursorTypeError(PipelineStateError, TypeError):
 
 class SchemaConflictError(PipelineStateError):
     """A value does not fit the type of its existing column."""
+
+
+class ConcurrentEditError(StateConflictError):
+    """Another state version was committed after the edit was planned. Nothing was written."""
