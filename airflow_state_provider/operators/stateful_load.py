@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 from airflow_state_provider._airflow_compat import AirflowTaskTerminated, BaseOperator
+from airflow_state_provider.destination.audit import task_writer, writing_as
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 from airflow_state_provider.operators._mapping import mapped_slot
@@ -162,6 +163,7 @@ class StatefulLoadOperator(BaseOperator):
             with (
                 external_interval(start, end, on_missing=self.on_missing_interval),
                 slot_suffix(suffix),
+                writing_as(task_writer(context.get("ti"))),
             ):
                 info = pipeline.run(
                     data,
