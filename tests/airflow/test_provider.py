@@ -100,6 +100,7 @@ def test_connection_form_metadata():
             "max_state_versions",
             "max_state_bytes",
             "warn_state_bytes",
+            "lock_timeout",
         )
     }
     # a full URL may carry a password: the form treats it as a secret
