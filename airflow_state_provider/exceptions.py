@@ -40,3 +40,17 @@ class IncrementalCursorTypeError(PipelineStateError, TypeError):
 
 class SchemaConflictError(PipelineStateError):
     """A value does not fit the type of its existing column."""
+
+
+class ConfigurationError(PipelineStateError, ValueError):
+    """A connection, an argument or a setting is invalid; retrying cannot help."""
+
+
+#: Errors that fail the same way on every try: an Airflow task ends on them without retrying.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigurationError,
+    SchemaConflictError,
+    StateNotSerializableError,
+    StateTooLargeError,
+    IncrementalCursorTypeError,
+)

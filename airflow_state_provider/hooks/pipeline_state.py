@@ -1,27 +1,34 @@
-"""``PipelineStateHook``: an Airflow connection → a SQLAlchemy engine → a :class:`Pipeline`."""
+"""``PipelineStateHook``: an Airflow connection → a SQLAlchemy engine → a :class:`Pipeline`.
+
+The hook is a common-sql ``DbApiHook``: the same connection runs ``SQLExecuteQueryOperator``,
+``@task.sql`` and the SQL sensors against the destination.
+"""
 
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from airflow_state_provider._airflow_compat import BaseHook, conf, mask_secret
+from airflow_state_provider._airflow_compat import DbApiHook, conf, mask_secret
+from airflow_state_provider.exceptions import ConfigurationError
 from airflow_state_provider.get_provider_info import CONFIG_SECTION, get_provider_info
 
 if TYPE_CHECKING:
-    from airflow_state_provider._airflow_compat import Connection
     from airflow_state_provider.pipeline import Pipeline
 
+#: The destination databases the provider supports (each has a dialect in ``destination/dialects``).
+SUPPORTED_DIALECTS = ("sqlite", "duckdb", "postgresql")
 #: Airflow connection types the hook understands, and the SQLAlchemy dialect each one means.
 CONN_TYPE_DIALECTS = {"postgres": "postgresql", "sqlite": "sqlite", "duckdb": "duckdb"}
 #: Databases kept in one file whose path is the connection's host (or, from a URI, its path).
 FILE_DIALECTS = frozenset({"sqlite", "duckdb"})
 #: SQLAlchemy would pick psycopg2 for a bare ``postgresql``; the provider depends on psycopg 3.
 DEFAULT_DRIVERS = {"postgresql": "psycopg"}
+#: The package extra that brings each dialect's driver (SQLite's is in the standard library).
+DRIVER_EXTRAS = {"postgresql": "postgres", "duckdb": "duckdb"}
 _DIALECT_ALIASES = {"postgres": "postgresql"}
 #: Extras of a ``postgres`` connection passed on to libpq as URL query parameters.
 LIBPQ_EXTRAS = (
@@ -37,23 +44,33 @@ LIBPQ_EXTRAS = (
     "keepalives",
     "keepalives_idle",
 )
+#: libpq extras that must be whole numbers.
+LIBPQ_INTEGER_EXTRAS = ("connect_timeout", "keepalives", "keepalives_idle")
 #: ``Pipeline`` settings that come from connection extras, else from the ``[state_provider]`` config.
 STATE_SETTINGS = ("max_state_versions", "max_state_bytes", "warn_state_bytes")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+#: DB-API ``paramstyle`` → the placeholder ``DbApiHook.insert_rows`` writes.
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
-class PipelineStateHook(BaseHook):
+class PipelineStateHook(DbApiHook):
     """Connects to the destination database that holds the data and the pipeline state.
 
     A ``pipeline_state`` connection reads the extra ``sqlalchemy_url`` (a full URL that overrides
-    everything else), else the extra ``dialect`` and optional ``driver`` with host, port, login,
-    password and ``schema`` as the database name; for SQLite and DuckDB the file path goes in host.
-    Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map the same way. The extras
-    ``dataset_name``, ``restore_from_destination``, ``max_state_versions``, ``max_state_bytes`` and
-    ``warn_state_bytes`` give the defaults of the pipelines the hook builds.
+    everything else), else the extra ``dialect`` (one of :data:`SUPPORTED_DIALECTS`) and optional
+    ``driver`` with host, port, login, password and ``schema`` as the database name; for SQLite and
+    DuckDB the file path goes in host. Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map
+    the same way. The extras ``dataset_name``, ``restore_from_destination``, ``max_state_versions``,
+    ``max_state_bytes`` and ``warn_state_bytes`` give the defaults of the pipelines the hook builds.
+
+    As a common-sql ``DbApiHook`` it has ``sqlalchemy_url``, ``get_conn()`` (a DB-API connection from
+    the hook's engine pool) and the inherited ``get_sqlalchemy_engine``, ``run``, ``get_records`` and
+    ``get_first``. Engines never put bound values into error messages (``hide_parameters``).
 
     :param destination_conn_id: the Airflow connection id.
+    :raises ConfigurationError: (when the URL is first built) a connection that names no or an
+        unsupported dialect, has another type, or has an extra of the wrong kind.
     """
 
     conn_name_attr = "destination_conn_id"
@@ -61,14 +78,9 @@ class PipelineStateHook(BaseHook):
     conn_type = "pipeline_state"
     hook_name = "Pipeline State (SQL destination)"
 
-    def __init__(self, destination_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.destination_conn_id = destination_conn_id
+    def __init__(self, destination_conn_id: str = default_conn_name, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, destination_conn_id=destination_conn_id, **kwargs)
         self._engine: sa.Engine | None = None
-
-    @cached_property
-    def connection(self) -> Connection:
-        return self.get_connection(self.destination_conn_id)
 
     def _extra(self, key: str) -> Any:
         """An extra, also in the ``extra__pipeline_state__<key>`` form older UIs saved."""
@@ -76,7 +88,15 @@ class PipelineStateHook(BaseHook):
         value = extra.get(key, extra.get(f"extra__{self.connection.conn_type}__{key}"))
         return None if value == "" else value
 
+    def _config_error(self, message: str) -> ConfigurationError:
+        return ConfigurationError(f"connection {self.destination_conn_id!r}: {message}")
+
     # -- URL and engine ---------------------------------------------------------------------------
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The destination's SQLAlchemy URL (what common-sql builds engines from)."""
+        return self.get_sqlalchemy_url()
+
     def get_sqlalchemy_url(self) -> URL:
         """The SQLAlchemy URL of the destination, built with ``URL.create`` (no string escaping)."""
         conn = self.connection
@@ -108,42 +128,76 @@ class PipelineStateHook(BaseHook):
 
     def _dialect(self) -> str:
         conn_type = self.connection.conn_type
+        supported = ", ".join(SUPPORTED_DIALECTS)
         if conn_type == self.conn_type:
             dialect = self._extra("dialect")
             if not dialect:
-                raise ValueError(
-                    f"connection {self.destination_conn_id!r}: set the extra 'dialect' (postgresql, sqlite, "
-                    "duckdb, ...) or 'sqlalchemy_url'"
-                )
+                raise self._config_error(f"set the extra 'dialect' ({supported}) or 'sqlalchemy_url'")
         elif conn_type in CONN_TYPE_DIALECTS:
             dialect = CONN_TYPE_DIALECTS[conn_type]
         else:
-            raise ValueError(
-                f"connection {self.destination_conn_id!r} has type {conn_type!r}; PipelineStateHook "
-                f"reads types {self.conn_type!r}, {', '.join(map(repr, CONN_TYPE_DIALECTS))}"
+            raise self._config_error(
+                f"has type {conn_type!r}; PipelineStateHook reads types {self.conn_type!r}, "
+                f"{', '.join(map(repr, CONN_TYPE_DIALECTS))}"
             )
-        dialect = str(dialect).lower()
-        return _DIALECT_ALIASES.get(dialect, dialect)
+        name = str(dialect).strip().lower()
+        name = _DIALECT_ALIASES.get(name, name)
+        if name not in SUPPORTED_DIALECTS:
+            raise self._config_error(f"extra 'dialect' is {dialect!r}; supported dialects: {supported}")
+        return name
+
+    def get_uri(self) -> str:
+        """The SQLAlchemy URL as a string, password included (what common-sql callers expect)."""
+        return self.get_sqlalchemy_url().render_as_string(hide_password=False)
+
+    @property
+    def dialect_name(self) -> str:  # type: ignore[override]
+        """The SQLAlchemy backend name: ``sqlite``, ``duckdb`` or ``postgresql``."""
+        return self.get_sqlalchemy_url().get_backend_name()
+
+    @property
+    def placeholder(self) -> str:  # type: ignore[override]
+        """The driver's parameter marker (``?`` for SQLite and DuckDB, ``%s`` for psycopg)."""
+        paramstyle = getattr(self.get_engine().dialect.dbapi, "paramstyle", "qmark")
+        return _PLACEHOLDERS.get(paramstyle, "?")
+
+    def get_sqlalchemy_engine(self, engine_kwargs: dict[str, Any] | None = None) -> sa.Engine:
+        """A new engine on the destination (common-sql's), hiding bound values from error messages."""
+        # row values in SQL error messages would put loaded data into task logs
+        return super().get_sqlalchemy_engine({"hide_parameters": True, **(engine_kwargs or {})})
 
     def get_engine(self) -> sa.Engine:
-        """The destination engine, created once per hook."""
+        """The destination engine, created once per hook (pipelines and ``get_conn`` share it)."""
         if self._engine is None:
-            url = self.get_sqlalchemy_url()
+            engine = self.get_sqlalchemy_engine()
             self.log.info(
                 "Destination %s (connection %r)",
-                url.render_as_string(hide_password=True),
+                engine.url.render_as_string(hide_password=True),
                 self.destination_conn_id,
             )
-            # row values in SQL error messages would put loaded data into task logs
-            self._engine = sa.create_engine(url, hide_parameters=True)
+            self._engine = engine
         return self._engine
+
+    def get_conn(self) -> Any:
+        """A DB-API connection from the hook's engine pool; ``close()`` returns it to the pool.
+
+        SQL reads tables as ``<dataset>.<table>`` on every dialect: on SQLite, where each dataset is a
+        file next to the main one, the connection has every existing dataset file attached.
+        """
+        engine = self.get_engine()
+        if engine.dialect.name == "sqlite":
+            from airflow_state_provider.destination.dialects.sqlite import SQLiteDialect, existing_datasets
+
+            for dataset in existing_datasets(engine.url.database):
+                SQLiteDialect(engine).prepare(dataset)
+        return engine.raw_connection()
 
     def dispose(self) -> None:
         """Close the engine's pooled connections (file databases release their locks)."""
         if self._engine is not None:
             self._engine.dispose()
 
-    # -- pipelines --------------------------------------------------------------------------------
+    # -- pipelines ---------------------------------------------------------------------------------
     @property
     def restore_from_destination(self) -> bool:
         value = self._extra("restore_from_destination")
@@ -152,10 +206,7 @@ class PipelineStateHook(BaseHook):
         text = str(value).strip().lower()
         if text in _TRUE | _FALSE:
             return text in _TRUE
-        raise ValueError(
-            f"connection {self.destination_conn_id!r}: extra 'restore_from_destination' must be true or "
-            f"false, got {value!r}"
-        )
+        raise self._config_error(f"extra 'restore_from_destination' must be true or false, got {value!r}")
 
     def state_settings(self) -> dict[str, int]:
         """State limits: connection extras first, then the ``[state_provider]`` Airflow config."""
@@ -166,12 +217,10 @@ class PipelineStateHook(BaseHook):
             if value is None:
                 # Airflow 3.1 processes do not always load provider config defaults: fall back to ours
                 value = conf.get(CONFIG_SECTION, key, fallback=options[key]["default"])
-            try:
-                settings[key] = int(value)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"connection {self.destination_conn_id!r}: {key} must be an integer, got {value!r}"
-                ) from None
+            number = _whole_number(value)
+            if number is None or number < 1:
+                raise self._config_error(f"{key} must be an integer >= 1, got {value!r}")
+            settings[key] = number
         return settings
 
     def get_pipeline(self, pipeline_name: str, dataset_name: str | None = None, **kwargs: Any) -> Pipeline:
@@ -194,12 +243,49 @@ class PipelineStateHook(BaseHook):
         )
 
     # -- UI ---------------------------------------------------------------------------------------
-    def test_connection(self) -> tuple[bool, str]:
-        """Connect and run ``SELECT 1``; the message never contains the password."""
+    def validate_extras(self) -> list[str]:
+        """What is wrong with the connection's extras, one message per problem (empty: nothing).
+
+        Checks that the dialect is supported, that number extras are whole numbers and that
+        ``restore_from_destination`` is a boolean, and imports the dialect's driver: a missing one
+        names the package extra that installs it.
+        """
+        problems: list[str] = []
         try:
             url = self.get_sqlalchemy_url()
         except Exception as exc:
-            return False, self._scrub(f"{type(exc).__name__}: {exc}")
+            return [self._scrub(str(exc))]
+        backend = url.get_backend_name()
+        if backend not in SUPPORTED_DIALECTS:
+            problems.append(
+                f"the URL's dialect {backend!r} is not supported; supported dialects: "
+                f"{', '.join(SUPPORTED_DIALECTS)}"
+            )
+        numbers = (*STATE_SETTINGS, *(LIBPQ_INTEGER_EXTRAS if backend == "postgresql" else ()))
+        for key in numbers:
+            value = self._extra(key)
+            if value is not None and (_whole_number(value) is None or _whole_number(value) < 0):
+                problems.append(f"extra {key!r} must be a whole number, got {value!r}")
+        try:
+            _ = self.restore_from_destination
+        except ConfigurationError as exc:
+            problems.append(str(exc).split(": ", 1)[1])
+        if backend in SUPPORTED_DIALECTS:
+            problem = _driver_problem(url)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Validate the extras, then connect and run ``SELECT 1``; the message never has the password.
+
+        Backs the connection form's Test button (``[core] test_connection = Enabled``). A SQLite or
+        DuckDB file that does not exist yet is not created: only its directory is checked.
+        """
+        problems = self.validate_extras()
+        if problems:
+            return False, f"connection {self.destination_conn_id!r}: " + "; ".join(problems)
+        url = self.get_sqlalchemy_url()
         shown = url.render_as_string(hide_password=True)
         if url.get_backend_name() in FILE_DIALECTS and url.database and url.database != ":memory:":
             path = os.path.abspath(url.database)
@@ -234,3 +320,29 @@ class PipelineStateHook(BaseHook):
             if secret:
                 message = message.replace(secret, "***")
         return message
+
+
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is one (``7``, ``"7"``), else None (``"lots"``, ``7.5``, ``True``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _driver_problem(url: URL) -> str | None:
+    """Why the URL's DB-API driver cannot be imported, naming the extra to install; None if it can."""
+    backend = url.get_backend_name()
+    extra = DRIVER_EXTRAS.get(backend)
+    hint = f": pip install 'airflow-state-provider[{extra}]'" if extra else ""
+    try:
+        url.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        return f"no SQLAlchemy dialect {url.drivername!r} is installed{hint}"
+    except ImportError as exc:
+        return f"the {backend} driver {url.drivername!r} cannot be imported ({exc}){hint}"
+    return None
