@@ -251,25 +251,29 @@ class PipelineStateHook(DbApiHook):
         names the package extra that installs it.
         """
         problems: list[str] = []
+        prefix = f"connection {self.destination_conn_id!r}: "
         try:
             url = self.get_sqlalchemy_url()
         except Exception as exc:
-            return [self._scrub(str(exc))]
+            return [self._scrub(str(exc)).removeprefix(prefix)]
         backend = url.get_backend_name()
         if backend not in SUPPORTED_DIALECTS:
             problems.append(
                 f"the URL's dialect {backend!r} is not supported; supported dialects: "
                 f"{', '.join(SUPPORTED_DIALECTS)}"
             )
-        numbers = (*STATE_SETTINGS, *(LIBPQ_INTEGER_EXTRAS if backend == "postgresql" else ()))
-        for key in numbers:
+        minimums = dict.fromkeys(STATE_SETTINGS, 1)
+        if backend == "postgresql":
+            minimums.update(dict.fromkeys(LIBPQ_INTEGER_EXTRAS, 0))
+        for key, minimum in minimums.items():
             value = self._extra(key)
-            if value is not None and (_whole_number(value) is None or _whole_number(value) < 0):
-                problems.append(f"extra {key!r} must be a whole number, got {value!r}")
+            number = _whole_number(value)
+            if value is not None and (number is None or number < minimum):
+                problems.append(f"{key} must be an integer >= {minimum}, got {value!r}")
         try:
             _ = self.restore_from_destination
         except ConfigurationError as exc:
-            problems.append(str(exc).split(": ", 1)[1])
+            problems.append(str(exc).removeprefix(prefix))
         if backend in SUPPORTED_DIALECTS:
             problem = _driver_problem(url)
             if problem:

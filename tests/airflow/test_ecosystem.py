@@ -157,3 +157,135 @@ def test_permanent_errors_end_the_task_chained_to_the_original(warehouse):
         op.execute({})
     assert isinstance(failed.value.__cause__, ConfigurationError)
     assert not warehouse.exists()  # nothing was written
+
+
+# -- the connection form and its Test button ----------------------------------------------------------
+
+
+def hook_for(monkeypatch, conn: dict):
+    from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
+
+    monkeypatch.setenv(conn_env("form"), json.dumps(conn))
+    return PipelineStateHook(destination_conn_id="form")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"dialect": "postgress"},
+            "extra 'dialect' is 'postgress'; supported dialects: sqlite, duckdb, postgresql",
+        ),
+        ({"dialect": "mysql"}, "supported dialects: sqlite, duckdb, postgresql"),
+        (
+            {"sqlalchemy_url": "mysql://u@h/d"},
+            "the URL's dialect 'mysql' is not supported; supported dialects: sqlite, duckdb, postgresql",
+        ),
+        ({"dialect": "sqlite", "max_state_versions": "lots"}, "max_state_versions must be an integer >= 1"),
+        ({"dialect": "sqlite", "restore_from_destination": "maybe"}, "must be true or false, got 'maybe'"),
+        (
+            {"dialect": "postgresql", "connect_timeout": "ten", "warn_state_bytes": 1.5},
+            "warn_state_bytes must be an integer >= 1, got 1.5; connect_timeout must be an integer >= 0",
+        ),
+        (
+            {"dialect": "postgresql", "driver": "pg8000"},
+            "the postgresql driver 'postgresql+pg8000' cannot be imported (No module named 'pg8000'): "
+            "pip install 'airflow-state-provider[postgres]'",
+        ),
+        ({"dialect": "postgresql", "driver": "nodriver"}, "no SQLAlchemy dialect 'postgresql+nodriver'"),
+    ],
+)
+def test_connection_test_validates_the_extras(monkeypatch, tmp_path, extra, expected):
+    hook = hook_for(
+        monkeypatch, {"conn_type": "pipeline_state", "host": str(tmp_path / "w.db"), "extra": extra}
+    )
+    ok, message = hook.test_connection()
+    assert not ok
+    assert message.startswith("connection 'form': ") and expected in message
+
+
+def test_connection_test_passes_a_valid_form(monkeypatch, tmp_path):
+    extra = {
+        "dialect": "duckdb",
+        "dataset_name": "raw",
+        "max_state_versions": "7",
+        "restore_from_destination": "false",
+    }
+    hook = hook_for(
+        monkeypatch, {"conn_type": "pipeline_state", "host": str(tmp_path / "w.duckdb"), "extra": extra}
+    )
+    assert hook.validate_extras() == []
+    ok, message = hook.test_connection()
+    assert ok and "first load creates it" in message
+
+
+def test_airflow_connections_test_names_the_supported_dialects(tmp_path):
+    """What the UI's Test button runs, through Airflow's own command (needs test_connection enabled)."""
+    import os
+    import subprocess
+    import sys
+
+    conn = {"conn_type": "pipeline_state", "host": str(tmp_path / "w.db"), "extra": {"dialect": "sqllite"}}
+    env = {**os.environ, "AIRFLOW__CORE__TEST_CONNECTION": "Enabled", conn_env("form"): json.dumps(conn)}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "test", "form"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout + result.stderr
+    assert "Connection failed!" in out
+    assert "extra 'dialect' is 'sqllite'; supported dialects: sqlite, duckdb, postgresql" in out
+
+
+# -- provider metadata --------------------------------------------------------------------------------
+
+
+def test_providers_get_shows_description_documentation_and_airflow_versions():
+    import importlib.metadata
+    import os
+    import subprocess
+    import sys
+
+    from airflow_state_provider.get_provider_info import AIRFLOW_REQUIREMENT, DOCUMENTATION_URL
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "providers",
+            "get",
+            "airflow-state-provider",
+            "--full",
+            "-o",
+            "json",
+        ],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    (info,) = json.loads(result.stdout)
+    assert "committed in the same transaction as the loaded rows" in info["description"]
+    assert f"Documentation: {DOCUMENTATION_URL}" in info["description"]
+    assert "Supported Airflow versions: 3.1 and newer." in info["description"]
+    # the airflow extra requires what the description says
+    requires = importlib.metadata.requires("airflow-state-provider")
+    assert f'{AIRFLOW_REQUIREMENT}; extra == "airflow"' in requires
+    assert any(r.startswith("apache-airflow-providers-common-sql") for r in requires)
+
+
+def test_connection_form_offers_the_supported_dialects():
+    import importlib.metadata
+
+    from airflow_state_provider.hooks.pipeline_state import SUPPORTED_DIALECTS
+
+    if tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:2]) < (3, 2):
+        pytest.skip("conn-fields are read from provider info since Airflow 3.2")
+    from airflow.providers_manager import ProvidersManager
+
+    widget = ProvidersManager().connection_form_widgets["extra__pipeline_state__dialect"]
+    assert widget.field["schema"]["enum"] == [*SUPPORTED_DIALECTS, None]
