@@ -8,7 +8,7 @@ on every 3.x, except ``DbApiHook``, which is the common-sql provider's.
 from __future__ import annotations
 
 try:
-    from airflow.sdk import BaseHook, BaseOperator, Connection, TaskGroup, chain
+    from airflow.sdk import AssetAlias, BaseHook, BaseOperator, Connection, TaskGroup, chain
     from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
     from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
     from airflow.sdk.definitions.context import Context, context_merge
@@ -43,6 +43,7 @@ __all__ = [
     "SET_DURING_EXECUTION",
     "AirflowFailException",
     "AirflowTaskTerminated",
+    "AssetAlias",
     "BaseHook",
     "BaseOperator",
     "Connection",

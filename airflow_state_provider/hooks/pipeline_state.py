@@ -197,6 +197,50 @@ class PipelineStateHook(DbApiHook):
         if self._engine is not None:
             self._engine.dispose()
 
+    # -- lineage and assets ------------------------------------------------------------------------
+    def lineage_namespace(self) -> str:
+        """The destination database as a URI: OpenLineage's namespace and the prefix of asset URIs.
+
+        ``postgres://<host>:<port>`` for PostgreSQL (OpenLineage's naming; the database goes in the
+        dataset name), ``sqlite://localhost<absolute file path>`` and ``duckdb://localhost<absolute
+        file path>`` for file databases (an empty host would not survive Airflow's URI normalization:
+        ``sqlite:///x`` becomes ``sqlite:/x``). Never holds credentials.
+        """
+        url = self.get_sqlalchemy_url()
+        backend = url.get_backend_name()
+        if backend in FILE_DIALECTS:
+            return f"{backend}://localhost{os.path.abspath(url.database or ':memory:')}"
+        scheme = "postgres" if backend == "postgresql" else backend
+        return f"{scheme}://{url.host or 'localhost'}:{url.port or 5432}"
+
+    def lineage_name(self, dataset_name: str, table_name: str) -> str:
+        """A table's OpenLineage dataset name: ``<database>.<dataset>.<table>`` on PostgreSQL (as
+        the Postgres provider reports it), ``<dataset>.<table>`` in a file database."""
+        url = self.get_sqlalchemy_url()
+        if url.get_backend_name() in FILE_DIALECTS:
+            return f"{dataset_name}.{table_name}"
+        return f"{url.database}.{dataset_name}.{table_name}"
+
+    def table_asset_uri(self, dataset_name: str, table_name: str) -> str:
+        """The stable Airflow asset URI of a loaded table: the database, then dataset and table.
+
+        ``postgres://db.internal:5432/analytics/raw/events`` (the Postgres provider's asset form),
+        ``sqlite://localhost/data/warehouse.sqlite/raw/events``,
+        ``duckdb://localhost/data/w.duckdb/raw/events``.
+        """
+        url = self.get_sqlalchemy_url()
+        database = [] if url.get_backend_name() in FILE_DIALECTS else [url.database or ""]
+        return "/".join([self.lineage_namespace(), *database, dataset_name, table_name])
+
+    def table_asset(self, dataset_name: str, table_name: str) -> Any:
+        """The :class:`airflow.sdk.Asset` of a loaded table (what a downstream DAG schedules on).
+
+        Reads the connection: called in a DAG file, that happens when the file is parsed.
+        """
+        from airflow.sdk import Asset
+
+        return Asset(self.table_asset_uri(dataset_name, table_name))
+
     # -- pipelines ---------------------------------------------------------------------------------
     @property
     def restore_from_destination(self) -> bool:

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_state_provider._airflow_compat import AirflowFailException, AirflowTaskTerminated, BaseOperator
+from airflow_state_provider._airflow_compat import (
+    AirflowFailException,
+    AirflowTaskTerminated,
+    AssetAlias,
+    BaseOperator,
+)
 from airflow_state_provider.exceptions import PERMANENT_ERRORS, ConfigurationError
 from airflow_state_provider.extract.resource import WRITE_DISPOSITIONS, Resource
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
@@ -95,6 +100,11 @@ class StatefulLoadOperator(BaseOperator):
         self.dev_mode = dev_mode
         self.read_only_sources = read_only_sources
         self._running = False
+        #: (dataset, table, rows, [(column, type)]) of the last load, for the OpenLineage facets
+        self._loaded: list[tuple[str, str, int, list[tuple[str, str]]]] = []
+        # the loaded tables are known when the task runs: their asset events go through this alias
+        self._asset_alias = AssetAlias(name=asset_alias_name(pipeline_name))
+        self.outlets = [*self.outlets, self._asset_alias]
 
     def resolve_data(self) -> Any:
         """``data``, called first if it is a plain callable (resources are callable but are data)."""
@@ -140,7 +150,68 @@ class StatefulLoadOperator(BaseOperator):
             hook.dispose()
         summary = info.asdict()
         self.log.info("Load summary: %s", format_summary(summary))
+        self._record_tables(pipeline, info)
+        self._emit_asset_events(context, info)
         return summary if self.do_xcom_push else None
+
+    def _record_tables(self, pipeline: Any, info: Any) -> None:
+        """Remember each loaded table's columns (read back from the database) for lineage."""
+        import sqlalchemy as sa
+
+        self._loaded = []
+        try:
+            with pipeline.engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                for table, rows in info.row_counts.items():
+                    columns = inspector.get_columns(table, schema=info.dataset_name)
+                    fields = [(c["name"], str(c["type"])) for c in columns]
+                    self._loaded.append((info.dataset_name, table, rows, fields))
+        except sa.exc.SQLAlchemyError as exc:  # lineage is a report: never fail a committed load on it
+            self.log.warning("Could not read the loaded tables' columns for lineage: %s", exc)
+        finally:
+            self.hook.dispose()
+
+    def _emit_asset_events(self, context: Context, info: Any) -> None:
+        """One asset event per loaded table, with the load id, row count and state version."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:  # execute() called outside a task run
+            return
+        alias = outlet_events[self._asset_alias]
+        for dataset, table, rows, _ in self._loaded:
+            asset = self.hook.table_asset(dataset, table)
+            extra = {"load_id": info.load_id, "row_count": rows, "state_version": info.state_version}
+            alias.add(asset, extra=extra)
+            self.log.info("Asset event %s %s", asset.uri, format_summary(extra))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: one output dataset per loaded table (namespace from the connection, the
+        table's schema facet, its row count as output statistics). None without the OpenLineage
+        provider, or before a load."""
+        try:
+            from airflow.providers.common.compat.openlineage.facet import (
+                OutputDataset,
+                OutputStatisticsOutputDatasetFacet,
+                SchemaDatasetFacet,
+                SchemaDatasetFacetFields,
+            )
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        namespace = self.hook.lineage_namespace()
+        outputs = [
+            OutputDataset(
+                namespace=namespace,
+                name=self.hook.lineage_name(dataset, table),
+                facets={
+                    "schema": SchemaDatasetFacet(
+                        fields=[SchemaDatasetFacetFields(name=n, type=t) for n, t in fields]
+                    )
+                },
+                outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=rows)},
+            )
+            for dataset, table, rows, fields in self._loaded
+        ]
+        return OperatorLineage(outputs=outputs)
 
     def _check_arguments(self) -> None:
         """Rendered arguments that can never work raise ``ConfigurationError`` (not retried).
@@ -179,6 +250,11 @@ class StatefulLoadOperator(BaseOperator):
                 "Task killed: aborting pipeline %r; its open transaction is rolled back", self.pipeline_name
             )
             raise AirflowTaskTerminated(f"pipeline {self.pipeline_name!r} aborted by on_kill")
+
+
+def asset_alias_name(pipeline_name: str) -> str:
+    """The asset alias through which a pipeline's tasks emit their tables' asset events."""
+    return f"pipeline_state/{pipeline_name}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

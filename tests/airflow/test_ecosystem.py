@@ -289,3 +289,98 @@ def test_connection_form_offers_the_supported_dialects():
 
     widget = ProvidersManager().connection_form_widgets["extra__pipeline_state__dialect"]
     assert widget.field["schema"]["enum"] == [*SUPPORTED_DIALECTS, None]
+
+
+# -- assets ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eco_sqlite(tmp_path, monkeypatch, fresh_pipelines_dir) -> str:
+    """``eco_dest`` on a SQLite file only (for the DAG-level tests whose logic is not per dialect)."""
+    fresh_pipelines_dir()
+    url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    monkeypatch.setenv(conn_env("eco_dest"), json.dumps(connection_for(url)))
+    return url
+
+
+def test_each_loaded_table_gets_an_asset_event_that_queues_the_downstream_dag(
+    airflow_db, eco_bundle, eco_sqlite, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
+
+    # the DAG processor's part: both DAGs serialized (and active), so the scheduler knows who consumes what
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "reserialize"],
+        env={**os.environ, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    hook = PipelineStateHook(destination_conn_id="eco_dest")
+    uris = {t: hook.table_asset_uri("eco_data", t) for t in ("orders", "customers")}
+    dag_run = eco_dag("eco_assets_load").test(logical_date=None)
+    assert dag_run.state == "success"
+
+    with create_session() as session:
+        events = {
+            uri: session.query(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetModel.uri == uri)
+            .all()
+            for uri in uris.values()
+        }
+        extras = {uri: [e.extra for e in found] for uri, found in events.items()}
+        queued = [
+            q.target_dag_id
+            for q in session.query(AssetDagRunQueue)
+            .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
+            .filter(AssetModel.uri == uris["orders"])
+        ]
+    load_id = extras[uris["orders"]][0]["load_id"]
+    assert extras == {
+        uris["orders"]: [{"load_id": load_id, "row_count": 3, "state_version": 1}],
+        uris["customers"]: [{"load_id": load_id, "row_count": 1, "state_version": 1}],
+    }
+    assert queued == ["eco_assets_report"]  # the scheduler's queue: it creates the run from this
+
+
+@pytest.mark.parametrize(
+    ("conn", "namespace", "uri"),
+    [
+        (
+            {"conn_type": "pipeline_state", "host": "/data/w.sqlite", "extra": {"dialect": "sqlite"}},
+            "sqlite://localhost/data/w.sqlite",
+            "sqlite://localhost/data/w.sqlite/raw/events",
+        ),
+        (
+            {"conn_type": "duckdb", "host": "/data/w.duckdb"},
+            "duckdb://localhost/data/w.duckdb",
+            "duckdb://localhost/data/w.duckdb/raw/events",
+        ),
+        (
+            {
+                "conn_type": "pipeline_state",
+                "host": "db.internal",
+                "login": "loader",
+                "password": "s3cret-pass",
+                "schema": "analytics",
+                "extra": {"dialect": "postgresql"},
+            },
+            "postgres://db.internal:5432",
+            "postgres://db.internal:5432/analytics/raw/events",
+        ),
+    ],
+)
+def test_asset_uri_and_lineage_namespace_name_database_dataset_and_table(monkeypatch, conn, namespace, uri):
+    hook = hook_for(monkeypatch, conn)
+    assert hook.lineage_namespace() == namespace
+    assert hook.table_asset_uri("raw", "events") == uri
+    assert hook.table_asset("raw", "events").uri == uri  # Airflow keeps it as is: stable
+    assert "s3cret" not in uri and "loader" not in uri
