@@ -158,13 +158,14 @@ class StatefulLoadOperator(BaseOperator):
         """Remember each loaded table's columns (read back from the database) for lineage."""
         import sqlalchemy as sa
 
+        from airflow_state_provider.destination.loader import existing_columns
+
         self._loaded = []
         try:
             with pipeline.engine.connect() as conn:
-                inspector = sa.inspect(conn)
                 for table, rows in info.row_counts.items():
-                    columns = inspector.get_columns(table, schema=info.dataset_name)
-                    fields = [(c["name"], str(c["type"])) for c in columns]
+                    columns = existing_columns(conn, info.dataset_name, table) or {}
+                    fields = [(name, str(type_)) for name, type_ in columns.items()]
                     self._loaded.append((info.dataset_name, table, rows, fields))
         except sa.exc.SQLAlchemyError as exc:  # lineage is a report: never fail a committed load on it
             self.log.warning("Could not read the loaded tables' columns for lineage: %s", exc)
