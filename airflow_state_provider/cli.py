@@ -288,7 +288,7 @@ def _as_flags(message: str) -> str:
         if "_" in a.kwargs.get("dest", "") and a.kwargs.get("help") is not argparse.SUPPRESS
     }
     return re.sub(
-        r"(?<![\w.-])(" + "|".join(map(re.escape, flags)) + r")(?![\w-])", lambda m: flags[m[1]], message
+        r"(?<![\w./-])(" + "|".join(map(re.escape, flags)) + r")(?![\w/-])", lambda m: flags[m[1]], message
     )
 
 

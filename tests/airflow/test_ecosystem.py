@@ -310,6 +310,7 @@ def test_each_loaded_table_gets_an_asset_event_that_queues_the_downstream_dag(
     import subprocess
     import sys
 
+    from airflow.models import DagModel
     from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
@@ -323,6 +324,8 @@ def test_each_loaded_table_gets_an_asset_event_that_queues_the_downstream_dag(
         capture_output=True,
         timeout=300,
     )
+    with create_session() as session:  # an earlier test of the session may have created it paused
+        session.query(DagModel).filter(DagModel.dag_id == "eco_assets_report").update({"is_paused": False})
     hook = PipelineStateHook(destination_conn_id="eco_dest")
     uris = {t: hook.table_asset_uri("eco_data", t) for t in ("orders", "customers")}
     dag_run = eco_dag("eco_assets_load").test(logical_date=None)
