@@ -387,7 +387,7 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
             f"History:      {_span(retained)} retained (max_state_versions={pipeline.store.max_versions})",
         ]
     else:
-        lines.append(f"Size:         {stored.size} bytes in {pipeline._state_file()}")
+        lines.append(f"Size:         {stored.size} bytes in {pipeline.local_state.path}")
     lines.append(f"Sources:      {len(summary)}" if summary else "Sources:      none")
     for source_key, source in summary.items():
         keys = f"  (source keys: {', '.join(source['keys'])})" if source["keys"] else ""

@@ -42,6 +42,10 @@ class SchemaConflictError(PipelineStateError):
     """A value does not fit the type of its existing column."""
 
 
+class ConcurrentEditError(StateConflictError):
+    """Another state version was committed after the edit was planned. Nothing was written."""
+
+
 class ConfigurationError(PipelineStateError, ValueError):
     """A connection, an argument or a setting is invalid; retrying cannot help."""
 

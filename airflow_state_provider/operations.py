@@ -33,8 +33,9 @@ from jsonpath_ng import Fields, Index
 from jsonpath_ng.ext import parse as parse_jsonpath
 
 from airflow_state_provider.destination import naming
-from airflow_state_provider.destination.store import STATE_TABLE, StoredState, new_load_id
-from airflow_state_provider.exceptions import PipelineStateError, StateConflictError, StateCorruptError
+from airflow_state_provider.destination.commit import Committed, commit
+from airflow_state_provider.destination.store import STATE_TABLE, StoredState
+from airflow_state_provider.exceptions import ConcurrentEditError, PipelineStateError, StateCorruptError
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.state import codec, model
 
@@ -54,10 +55,6 @@ _MISSING: Any = object()
 class StateOperationError(PipelineStateError, ValueError):
     """Bad input to a state operation: an unknown pipeline, path, resource, source or version, or a
     value that cannot be stored. Nothing was written."""
-
-
-class ConcurrentEditError(StateConflictError):
-    """Another state version was committed after the edit was planned. Nothing was written."""
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -181,10 +178,10 @@ def newest(pipeline: Pipeline) -> StoredState:
     """The newest committed state; :class:`StateOperationError` naming what is missing if there is none."""
     name = pipeline.pipeline_name
     if not pipeline.restore_from_destination:
-        stored = pipeline._read_local()
+        stored = pipeline.local_state.read()
         if stored is None:
             raise StateOperationError(
-                f"pipeline {name!r} has no state in {where(pipeline)} (no {pipeline._state_file().name}); "
+                f"pipeline {name!r} has no state in {where(pipeline)} (no {pipeline.local_state.path.name}); "
                 "check the pipeline name and the pipelines dir"
             )
         return stored
@@ -654,62 +651,56 @@ def history(pipeline: Pipeline, limit: int | None = None) -> list[VersionInfo]:
 
 
 def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
-    """Commit ``plan`` as a new state version (and drop its tables) in one transaction, under the
-    pipeline's commit lock. Raises :class:`ConcurrentEditError` (nothing written) if a version was
-    committed after the plan was made. ``write_local`` also writes the pipelines dir's state file
-    (always done for pipelines that keep their state locally)."""
+    """Commit ``plan`` as a new state version (and drop its tables) in one transaction, through the one
+    commit path (:func:`~airflow_state_provider.destination.commit.commit`, under the pipeline's commit
+    lock). Raises :class:`ConcurrentEditError` (nothing written) if a version was committed after the
+    plan was made. ``write_local`` also writes the pipelines dir's state file (always done for pipelines
+    that keep their state locally)."""
     pipeline, base = plan.pipeline, plan.base
     if plan.empty:
         return EditResult(plan, False, base.version, None)
-    new = copy.deepcopy(plan.state)
-    new.pop(model.LOCAL_KEY, None)
-    new["_state_version"] = base.version
-    new["_state_engine_version"] = base.state.get("_state_engine_version", model.STATE_ENGINE_VERSION)
-    new["_version_hash"] = base.state.get("_version_hash")
-    if not model.bump_version(new):
-        new["_state_version"] += 1  # a drop of tables only still gets its own, audited version
-    pipeline.store.check_size(new)
-    load_id = new_load_id(after=base.load_id or None)
     dataset = pipeline.dataset_name
-    if pipeline.restore_from_destination:
+    local_only = not pipeline.restore_from_destination
+    local = pipeline.local_state if write_local or local_only else None
+
+    def edit(conn: sa.Connection | None) -> Committed | None:
+        return commit(
+            conn,
+            pipeline.store,
+            plan.state,
+            expect=base,
+            action=plan.action,
+            new_version=True,
+            wrote_data=bool(plan.drop_tables),
+            local=local,
+            local_only=local_only,
+            on_load_id=(lambda _: drop_tables(conn, dataset, plan.drop_tables)) if conn is not None else None,
+        )
+
+    if local_only and not plan.drop_tables:
+        committed = edit(None)
+    else:
+        if local_only:
+            pipeline.store.ensure_loads_table(pipeline.engine)
         with pipeline.engine.connect() as conn:
             conn.begin()
             try:
-                pipeline.store.lock(conn)
-                row = pipeline.store.history_rows(conn, limit=1)
-                current = (int(row[0].version), row[0]._dlt_load_id) if row else None
-                _check_not_moved(plan, current)
-                drop_tables(conn, dataset, plan.drop_tables)
-                pipeline.store.insert_load(conn, load_id)
-                pipeline.store.insert_state(conn, new, load_id)
-                pipeline.store.prune(conn)
-                conn.commit()
+                committed = edit(conn)
             except BaseException:
                 conn.rollback()
                 raise
-    else:
-        local = pipeline._read_local()
-        current = (local.version, local.load_id) if local else None
-        _check_not_moved(plan, current)
-        if plan.drop_tables:
-            pipeline.store.ensure_loads_table(pipeline.engine)
-            with pipeline.engine.begin() as conn:
-                drop_tables(conn, dataset, plan.drop_tables)
-                pipeline.store.insert_load(conn, load_id)
-        write_local = True
-    if write_local:
-        pipeline._write_local(new, load_id)
-    pipeline._committed, pipeline._first_run = copy.deepcopy(new), False
+    assert committed is not None  # new_version: an edit always commits
+    pipeline.adopt(committed.state)
     log.info(
         "pipeline %r: %s committed as state version %d with load %s; changed paths: %s; dropped tables: %s",
         pipeline.pipeline_name,
         plan.action,
-        new["_state_version"],
-        load_id,
+        committed.version,
+        committed.load_id,
         ", ".join(c.path for c in plan.changes) or "(none)",
         ", ".join(plan.drop_tables) or "(none)",
     )
-    return EditResult(plan, True, int(new["_state_version"]), load_id)
+    return EditResult(plan, True, committed.version, committed.load_id)
 
 
 def _base(pipeline: Pipeline, base: StoredState | None, expect_version: int | None) -> StoredState:
@@ -721,18 +712,6 @@ def _base(pipeline: Pipeline, base: StoredState | None, expect_version: int | No
             "Review the change (airflow-state history) and run the command again."
         )
     return base
-
-
-def _check_not_moved(plan: EditPlan, current: tuple[int, str] | None) -> None:
-    """``current`` is the newest (version, load id), read under the lock."""
-    base = plan.base
-    if current != (base.version, base.load_id):
-        now = "no state" if current is None else f"state version {current[0]} (load {current[1]})"
-        raise ConcurrentEditError(
-            f"pipeline {plan.pipeline.pipeline_name!r}: {now} was committed after this {plan.action} was "
-            f"planned against version {base.version} (load {base.load_id or 'local'}). Nothing was "
-            "written. Run the command again: it plans against the newest version."
-        )
 
 
 # -- local working dir -----------------------------------------------------------------------------
@@ -747,5 +726,5 @@ def sync_local(pipeline: Pipeline) -> tuple[StoredState, Path]:
             "object reads its state locally (restore_from_destination=False)"
         )
     stored = newest(pipeline)
-    pipeline._write_local(stored.state, stored.load_id)
-    return stored, pipeline._state_file()
+    pipeline.local_state.write(stored.state, stored.load_id)
+    return stored, pipeline.local_state.path

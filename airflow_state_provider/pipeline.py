@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
@@ -31,11 +33,11 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
-from airflow_state_provider.exceptions import StateNotSerializableError
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, from_data
 from airflow_state_provider.extract.source import Source
-from airflow_state_provider.state import codec, context, model
+from airflow_state_provider.local_state import LocalStateFile
+from airflow_state_provider.state import context, model
 
 log = logging.getLogger("airflow_state_provider.pipeline")
 
@@ -84,10 +86,13 @@ class _Run:
 
     def __init__(self, pipeline: Pipeline, restored: StoredState | None, checkpoint_every: int | None):
         self.pipeline = pipeline
+        #: the newest committed document this run knows, and the load id of its state row
         self.committed = copy.deepcopy(restored.state) if restored else pipeline._fresh_state()
-        self.committed_load_id = restored.load_id if restored else None
+        self.known_load_id = restored.load_id if restored else None
         self.has_committed = restored is not None
+        #: the document user code and incrementals write (``current.*``)
         self.working = copy.deepcopy(self.committed)
+        #: per slot, the committed value ``working`` started from (the three-way merge base)
         self.base = copy.deepcopy(self.committed)
         self.checkpoint_every = checkpoint_every
         self.rows_since_commit = 0
@@ -99,6 +104,19 @@ class _Run:
         self.last_committed_load_id: str | None = None
         #: commit even without rows or state change: ``refresh`` dropped or emptied tables
         self.force_commit = False
+        #: groups whose resources were bound, with every incremental bound per resource name
+        self.started: list[_Group] = []
+        self.incrementals: dict[tuple[str, str], list[Incremental]] = {}
+        #: groups already told in the log why their rows wait for the final commit
+        self.deferred: set[tuple[str, str]] = set()
+
+    def pinned(self, slot: model.Slot) -> bool:
+        """Slots running code may hold references into: its sources' keys and its resources' slots."""
+        if len(slot) == 3:
+            return any(g.source_key == slot[1] for g in self.started)
+        if len(slot) == 4:
+            return (slot[1], slot[3]) in self.incrementals
+        return False
 
 
 class Pipeline:
@@ -166,6 +184,8 @@ class Pipeline:
         if dev_mode:
             # unlike dlt, which wipes the working dir, leave the normal local state alone
             self.working_dir = self.working_dir / "dev_mode" / dataset
+        #: the local copy of the state (the only one with ``restore_from_destination=False``)
+        self.local_state = LocalStateFile(self.working_dir, dev_mode=dev_mode)
         self._committed: dict | None = None
         self._first_run = True
         self._tables_ready = False
@@ -207,7 +227,7 @@ class Pipeline:
     def sync_destination(self) -> StoredState | None:
         """Restore the newest committed state now (DESIGN §5.1); returns the row or None."""
         started = time.perf_counter()
-        stored = self._read_local() if not self.restore_from_destination else self._read_destination()
+        stored = self.local_state.read() if not self.restore_from_destination else self._read_destination()
         elapsed = (time.perf_counter() - started) * 1000
         if stored is None:
             self._committed, self._first_run = self._fresh_state(), True
@@ -262,26 +282,9 @@ class Pipeline:
                 return self._read_newest(retry_if_created=False)
             raise
 
-    def _state_file(self) -> Path:
-        return self.working_dir / "state.json"
-
-    def _read_local(self) -> StoredState | None:
-        path = self._state_file()
-        if not path.exists():
-            return None
-        raw = path.read_bytes()
-        state = codec.decode_state(raw.decode("utf-8"), where=f"local state file {path}")
-        state.pop("_local", None)
-        return StoredState(int(state.get("_state_version", 0)), "", None, state, len(raw))
-
-    def _write_local(self, state: dict, load_id: str | None) -> None:
-        """Keep the committed state in the working dir too (``airflow-state sync`` restores it)."""
-        self.working_dir.mkdir(parents=True, exist_ok=True)
-        doc = dict(state)
-        doc["_local"] = {"first_run": False, "last_load_id": load_id, "_dev_mode": self.dev_mode}
-        tmp = self._state_file().with_suffix(".tmp")
-        tmp.write_bytes(codec.typed_dumps(doc))
-        tmp.replace(self._state_file())
+    def adopt(self, state: dict) -> None:
+        """Remember ``state`` as the newest committed document (what :attr:`state` returns next)."""
+        self._committed, self._first_run = copy.deepcopy(state), False
 
     # -- run --------------------------------------------------------------------------------------
     def run(
@@ -343,6 +346,14 @@ class Pipeline:
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
             refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self.engine)
+            if refresh_tables and checkpoint_every:
+                # the refreshed tables and state must land together: everything waits for the end
+                log.info(
+                    "pipeline %r: refresh=%s: checkpoints wait for the final commit in this run",
+                    self.pipeline_name,
+                    refresh,
+                )
+                run.checkpoint_every = None
             with self.engine.connect() as conn:
                 conn.begin()
                 try:
@@ -353,6 +364,7 @@ class Pipeline:
                         run.load_id,
                         pipeline_name=self.pipeline_name,
                         batch_size=self.batch_size,
+                        stage=bool(run.checkpoint_every),
                     )
                     if refresh_tables:
                         run.force_commit = self._refresh_tables(conn, refresh, refresh_tables)
@@ -456,14 +468,17 @@ class Pipeline:
                 for kids in group.children.values()
                 for child in kids
             }
+            run.started.append(group)
+            run.incrementals[(group.source_key, group.root.name)] = incrementals
+            for child, _, child_incrementals in children.values():
+                run.incrementals[(group.source_key, child.name)] = child_incrementals
             generator = group.root.open(arguments)
             try:
                 for item in generator:
-                    # the generator has just resumed past its previous yield: state written there
-                    # belongs to the rows already received, so this is the checkpoint moment
+                    # every item received before this one has been delivered and filtered: the
+                    # moment where a cursor covers exactly the rows written
                     if run.checkpoint_every and run.rows_since_commit >= run.checkpoint_every:
-                        self._commit(conn, loader, run, final=False)
-                        conn.begin()
+                        self._checkpoint(conn, loader, run)
                     item, stop = _filter(item, incrementals)
                     if item is not None:
                         self._deliver(group, group.root, item, loader, run, children)
@@ -510,102 +525,118 @@ class Pipeline:
         )
 
     # -- commit -----------------------------------------------------------------------------------
-    def _commit(self, conn: sa.Connection, loader: Loader, run: _Run, *, final: bool) -> None:
-        """Finish the load and commit it with the state, under the pipeline's lock (DESIGN §5.3)."""
-        counts = loader.finish()
-        rows = sum(counts.values())
-        ours = run.working
-        if self.restore_from_destination:
-            self.store.lock(conn)
-            newest = self.store.newest(conn)
-        else:
-            newest = None
-        if newest is not None and newest.load_id != run.committed_load_id:
-            theirs = newest.state
-            merged = model.merge(run.base, ours, theirs, pipeline_name=self.pipeline_name)
-            log.info(
-                "pipeline %r: merged with concurrent state version %d (load %s)",
-                self.pipeline_name,
-                newest.version,
-                newest.load_id,
-            )
-        else:
-            theirs = run.committed
-            merged = copy.deepcopy(ours)
-            for key in model.VERSION_KEYS:
-                if key in theirs:
-                    merged[key] = theirs[key]
-        merged.pop(model.LOCAL_KEY, None)
-        model.drop_untouched_empty_slots(merged, theirs)
-        try:
-            changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
-        except StateNotSerializableError as e:  # the codec knows the path, not the pipeline
-            message = f"pipeline {self.pipeline_name!r}: {e} Nothing was committed."
-            raise StateNotSerializableError(message) from e
-        changed = changed or run.force_commit
-        if not changed and rows == 0 and not loader.tables_written:
-            conn.rollback()
-            if final:
-                log.info(
-                    "pipeline %r: no rows and no state change: nothing committed (state version %s)",
-                    self.pipeline_name,
-                    theirs.get("_state_version"),
-                )
-            return
-        if changed:
-            merged["_state_version"] = int(theirs.get("_state_version", 0))
-            merged["_version_hash"] = theirs.get("_version_hash")
-            model.bump_version(merged)
-            if merged["_version_hash"] == theirs.get("_version_hash"):
-                # first commit of an unchanged default state still gets its own version
-                merged["_state_version"] += 1
-            self.store.check_size(merged)
-        load_id = run.load_id
-        if newest is not None and newest.load_id >= load_id:
-            # keep load ids in commit order: dlt restores the state with the greatest load id
-            load_id = new_load_id(after=newest.load_id)
-            loader.restamp(load_id)
-        self.store.insert_load(conn, load_id)
-        if changed and self.restore_from_destination:
-            self.store.insert_state(conn, merged, load_id)
-            self.store.prune(conn)
-        conn.commit()
+    def _checkpoint(self, conn: sa.Connection, loader: Loader, run: _Run) -> None:
+        """Commit early what is provably consistent now (see ``docs/checkpoints.md``).
 
-        paths = model.changed_paths(theirs, merged) if changed else []
+        A group (a resource with its transformers) commits its rows and its resource slots before the
+        run ends only if every cursor of it can (:meth:`Incremental.checkpoint_blocker`), the root has
+        one, no code wrote other state of its source since the last commit, it is not ``replace``, and
+        no other resource wrote to its tables since then. Everything else waits in session staging.
+        """
+        run.rows_since_commit = 0
+        ready = [g for g in run.started if self._checkpoint_blocker(g, run) is None]
+        while ready:
+            names = {n for g in ready for n in _names(g)}
+            movable = loader.flushable(names)
+            still = [g for g in ready if _names(g) <= movable]
+            if len(still) == len(ready):
+                break
+            ready = still
+        if not ready:
+            return
+        names = {n for g in ready for n in _names(g)}
+        slots = {("sources", g.source_key, "resources", n) for g in ready for n in _names(g)}
+        ours = model.with_slots(run.base, run.working, slots.__contains__)
+        if not loader.pending(names) and model.content_equal(ours, run.base):
+            return
+        self._commit(conn, loader, run, final=False, ours=ours, resources=names)
+
+    def _checkpoint_blocker(self, group: _Group, run: _Run) -> str | None:
+        """Why ``group`` cannot commit at a checkpoint now (logged once per run), or None."""
+        reason = _blocker(group, run)
+        key = (group.source_key, group.root.name)
+        if reason is not None and key not in run.deferred:
+            run.deferred.add(key)
+            log.info(
+                "pipeline %r: checkpoint: rows of resource %r wait for the final commit: %s",
+                self.pipeline_name,
+                group.root.name,
+                reason,
+            )
+        return reason
+
+    def _commit(
+        self,
+        conn: sa.Connection,
+        loader: Loader,
+        run: _Run,
+        *,
+        final: bool,
+        ours: dict | None = None,
+        resources: set[str] | None = None,
+    ) -> None:
+        """Move the rows of ``resources`` (all at the final commit) into their tables and commit them with
+        ``ours`` (default: the whole working document) through the one commit path."""
+        counts = loader.finish(None if final else resources)
+        rows = sum(counts.values())
+        committed = commit(
+            conn,
+            self.store,
+            run.working if ours is None else ours,
+            base=run.base,
+            known_load_id=run.known_load_id,
+            load_id=loader.load_id,
+            wrote_data=rows > 0 or bool(loader.tables_written) or not final,
+            new_version=run.force_commit or (not run.has_committed and rows > 0),
+            local=self.local_state,
+            local_only=not self.restore_from_destination,
+            on_load_id=loader.restamp,
+        )
+        if committed is None:
+            conn.rollback()
+            log.info(
+                "pipeline %r: no rows and no state change: nothing committed (state version %s)",
+                self.pipeline_name,
+                run.committed.get("_state_version"),
+            )
+            return
+        self._committed_run(committed, counts, run)
+        if not final:
+            run.checkpoints += 1
+            loader.load_id = run.load_id = new_load_id(after=committed.load_id)
+            conn.begin()
+
+    def _committed_run(self, committed: Committed, counts: dict[str, int], run: _Run) -> None:
         for table, count in counts.items():
             run.row_counts[table] = run.row_counts.get(table, 0) + count
             log.info("Loaded %d rows into %s.%s", count, self.dataset_name, table)
-        if changed:
-            run.changed_paths = sorted(set(run.changed_paths) | set(paths))
+        if committed.state_changed:
+            run.changed_paths = sorted(set(run.changed_paths) | set(committed.changed_paths))
             run.state_changed = True
             log.info(
                 "Committed state version %d of pipeline %r with load %s; changed paths: %s",
-                merged["_state_version"],
+                committed.version,
                 self.pipeline_name,
-                load_id,
-                ", ".join(paths) or ("(none: refresh)" if run.force_commit else "(none: first version)"),
+                committed.load_id,
+                ", ".join(committed.changed_paths)
+                or ("(none: refresh)" if run.force_commit else "(none: first version)"),
             )
         else:
             log.info(
                 "Committed load %s of pipeline %r; state unchanged (version %s)",
-                load_id,
+                committed.load_id,
                 self.pipeline_name,
-                merged.get("_state_version"),
+                committed.version,
             )
-        run.committed = merged
-        run.committed_load_id = load_id if changed else run.committed_load_id
-        run.has_committed = run.has_committed or changed
-        run.base = copy.deepcopy(ours)
-        run.last_committed_load_id = load_id
-        run.rows_since_commit = 0
+        # continue from the committed document: a later commit must not write back what other writers
+        # changed meanwhile (their slots come in; ours stay ours)
+        run.base = model.rebase(run.working, run.base, committed.state, run.pinned)
+        run.committed = committed.state
+        run.known_load_id = committed.state_load_id
+        run.has_committed = run.has_committed or committed.state_changed
+        run.last_committed_load_id = committed.load_id
         run.force_commit = False
-        if not final:
-            run.checkpoints += 1
-            run.load_id = new_load_id(after=load_id)
-            loader.load_id = run.load_id
-        self._committed, self._first_run = copy.deepcopy(merged), False
-        if changed:
-            self._write_local(merged, load_id)
+        self.adopt(committed.state)
 
     # -- operating state --------------------------------------------------------------------------
     def drop(
@@ -826,6 +857,41 @@ def _find(group: _Group, name: str) -> Resource | None:
         for kid in kids:
             if kid.name == name:
                 return kid
+    return None
+
+
+def _names(group: _Group) -> set[str]:
+    """The resources of a group: its root and every transformer below it."""
+    return {group.root.name} | {kid.name for kids in group.children.values() for kid in kids}
+
+
+def _without(slot: Any, key: str) -> Any:
+    return {k: v for k, v in slot.items() if k != key} if isinstance(slot, dict) else slot
+
+
+def _blocker(group: _Group, run: _Run) -> str | None:
+    """Why the rows and cursors of ``group`` cannot be committed by a checkpoint now, or None."""
+    if any(r.write_disposition == "replace" for r in map(partial(_find, group), group.selected) if r):
+        return "write_disposition 'replace' (the table is replaced when the run ends)"
+    if not run.incrementals.get((group.source_key, group.root.name)):
+        return (
+            "it has no incremental cursor that tracks its progress (declare "
+            "incremental(..., row_order='asc') if its rows come in ascending cursor order)"
+        )
+    for name in sorted(_names(group)):
+        for inc in run.incrementals.get((group.source_key, name), ()):
+            reason = inc.checkpoint_blocker()
+            if reason is not None:
+                return f"{reason} (resource {name!r})"
+    now = (run.working.get("sources") or {}).get(group.source_key) or {}
+    then = (run.base.get("sources") or {}).get(group.source_key) or {}
+    if _without(now, "resources") != _without(then, "resources"):
+        return f"the state of source {group.source_key!r} was written since the last commit"
+    for name in sorted(_names(group)):
+        mine = (now.get("resources") or {}).get(name) or {}
+        before = (then.get("resources") or {}).get(name) or {}
+        if _without(mine, "incremental") != _without(before, "incremental"):
+            return f"the code of resource {name!r} wrote its state since the last commit"
     return None
 
 

@@ -347,6 +347,8 @@ class _TableState:
     loaded: int = 0
     #: this transaction holds the dialect's DDL lock on the table (see Dialect.lock_table_ddl)
     ddl_locked: bool = False
+    #: resources that wrote rows to it since they were last moved into the table (staging mode)
+    writers: set[str] = field(default_factory=set)
 
 
 class Loader:
@@ -367,6 +369,7 @@ class Loader:
         *,
         pipeline_name: str,
         batch_size: int = 10_000,
+        stage: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -374,6 +377,11 @@ class Loader:
         self.dialect = dialect
         self.dataset = dataset
         self.load_id = load_id
+        #: load ids under which this loader moved rows into tables: rows of earlier checkpoints of this
+        #: run, which merge_key deletes spare
+        self._moved_ids: set[str] = set()
+        #: rows of every disposition wait in session staging tables until ``finish`` moves them
+        self.stage = stage
         self.pipeline_name = pipeline_name
         self.batch_size = batch_size
         #: normalized names of the tables this loader created, changed or wrote rows to
@@ -404,6 +412,7 @@ class Loader:
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
+        state.writers.add(resource_name or table_name)
         flatten, batch_size = self._flatten, self.batch_size
         plain = state.plain_keys.issuperset
         buffer = state.buffer
@@ -426,26 +435,67 @@ class Loader:
                 self._flush(state)
                 buffer = state.buffer
 
-    def finish(self) -> dict[str, int]:
+    def finish(self, resources: set[str] | None = None) -> dict[str, int]:
         """Write what is buffered, apply replaces and merges; rows loaded per table since the last call.
 
-        Merge counts the rows inserted after deduplication.
+        Merge counts the rows inserted after deduplication. In staging mode, rows are moved from the
+        staging tables only for tables whose writers since the last move are all in ``resources``
+        (``None``: every table; ``replace`` tables only then); the others keep waiting.
         """
         counts: dict[str, int] = {}
-        for name in self._chunk:
+        for name in list(self._chunk):
             state = self._tables[name]
             self._flush(state)
+            if resources is not None and not self._movable(state, resources):
+                continue
             if state.disposition == "replace" and not state.emptied:
                 self._reflect(state)
                 self._empty(state)
             if state.staging is not None:
-                state.loaded += self._merge(state)
+                state.loaded += self._merge(state) if state.disposition == "merge" else self._move(state)
             counts[name] = state.loaded
             state.loaded = 0
-        self._chunk.clear()
+            state.writers.clear()
+            del self._chunk[name]
         for state in self._tables.values():
             state.ddl_locked = False  # the caller commits next: the lock ends with the transaction
         return counts
+
+    def _movable(self, state: _TableState, resources: set[str]) -> bool:
+        return state.disposition != "replace" and state.writers <= resources
+
+    def flushable(self, resources: set[str]) -> set[str]:
+        """Those of ``resources`` whose tables :meth:`finish` would move with ``resources``: a table also
+        written by a resource outside the set keeps all of its writers waiting."""
+        ready = set(resources)
+        while True:
+            blocked = {
+                w
+                for state in self._tables.values()
+                if state.writers & ready and not self._movable(state, ready)
+                for w in state.writers
+            }
+            if not blocked & ready:
+                return ready
+            ready -= blocked
+
+    def pending(self, resources: set[str]) -> bool:
+        """Whether rows of ``resources`` wait to be moved into their tables."""
+        return any(state.writers & resources for state in self._tables.values())
+
+    def _move(self, state: _TableState) -> int:
+        """Insert the staged rows into the table under the current load id; drop the staging table."""
+        target, staging = state.table, state.staging
+        assert target is not None and staging is not None
+        names = [c.name for c in target.c]
+        load_id = sa.literal(self.load_id, sa.Text()).label(C_LOAD_ID)
+        rows = sa.select(*(load_id if n == C_LOAD_ID else staging.c[n] for n in names))
+        insert = sa.insert(target).from_select(names, rows).execution_options(preserve_rowcount=True)
+        moved = self.conn.execute(insert).rowcount
+        self.conn.execute(sa.schema.DropTable(staging))
+        state.staging = None
+        self._moved_ids.add(self.load_id)
+        return moved
 
     def restamp(self, new_load_id: str) -> None:
         """Move the rows written under the current load id to ``new_load_id``, and use it from now on."""
@@ -457,6 +507,9 @@ class Loader:
                     if table is not None:
                         stmt = sa.update(table).where(table.c[C_LOAD_ID] == old)
                         self.conn.execute(stmt.values({C_LOAD_ID: new_load_id}))
+            if old in self._moved_ids:
+                self._moved_ids.discard(old)
+                self._moved_ids.add(new_load_id)
         self.load_id = new_load_id
 
     # -- tables -----------------------------------------------------------------------------------
@@ -624,13 +677,13 @@ class Loader:
             self._check_keys(state, columns, values)
 
         self._ensure_columns(state, new)
-        if state.disposition == "replace" and not state.emptied:
+        if state.disposition == "replace" and not state.emptied and not self.stage:
             self._empty(state)
         n = len(rows)
         values += [[self.load_id] * n, new_dlt_ids(n)]
         columns += [C_LOAD_ID, C_ID]
         target = state.table
-        if state.disposition == "merge":
+        if state.disposition == "merge" or self.stage:
             target = self._staging(state)
             values.append(list(range(state.seq, state.seq + n)))
             columns.append(_SEQ)
@@ -786,7 +839,7 @@ class Loader:
         staged rows when only a merge_key is given)."""
         target, staging = state.table, state.staging
         assert target is not None and staging is not None
-        for keys in (state.primary_key, state.merge_key):
+        for keys, partition in ((state.primary_key, False), (state.merge_key, True)):
             missing = [k for k in keys if k not in staging.c]
             if missing:
                 raise PipelineStateError(
@@ -798,21 +851,31 @@ class Loader:
                     index_name = sa.sql.quoted_name(f"{staging.name}_{len(staging.indexes)}", quote=True)
                     sa.Index(index_name, *(staging.c[k] for k in keys)).create(self.conn)
                 match = sa.and_(*(staging.c[k] == target.c[k] for k in keys))
-                self.conn.execute(sa.delete(target).where(sa.exists().where(match)))
+                delete = sa.delete(target).where(sa.exists().where(match))
+                if partition:
+                    # a merge_key partition is replaced once per run: rows that earlier checkpoints of
+                    # this run moved into it stay
+                    delete = delete.where(target.c[C_LOAD_ID].not_in(sorted(self._moved_ids)))
+                self.conn.execute(delete)
         names = [c.name for c in target.c]
+        # rows staged before a checkpoint carry an older id: they are committed with this load
+        load_id = sa.literal(self.load_id, sa.Text()).label(C_LOAD_ID)
         if state.primary_key:
             rank = sa.func.row_number().over(
                 partition_by=[staging.c[k] for k in state.primary_key], order_by=staging.c[_SEQ].desc()
             )
             ranked = sa.select(*(staging.c[n] for n in names), rank.label(_ROW_NUMBER)).subquery()
-            rows = sa.select(*(ranked.c[n] for n in names)).where(ranked.c[_ROW_NUMBER] == 1)
+            rows = sa.select(*(load_id if n == C_LOAD_ID else ranked.c[n] for n in names)).where(
+                ranked.c[_ROW_NUMBER] == 1
+            )
         else:
             # merge_key only (dlt's delete-insert): every staged row replaces the deleted partition
-            rows = sa.select(*(staging.c[n] for n in names))
+            rows = sa.select(*(load_id if n == C_LOAD_ID else staging.c[n] for n in names))
         insert = sa.insert(target).from_select(names, rows).execution_options(preserve_rowcount=True)
         inserted = self.conn.execute(insert).rowcount
         self.conn.execute(sa.schema.DropTable(staging))
         state.staging = None
+        self._moved_ids.add(self.load_id)
         return inserted
 
 

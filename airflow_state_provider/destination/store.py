@@ -82,6 +82,17 @@ def new_load_id(after: str | None = None) -> str:
     return f"{now:.7f}"
 
 
+def load_id_after(newest: str | None, proposed: str | None = None) -> str:
+    """The load id of a commit whose newest committed state has load id ``newest`` (None: no state yet).
+
+    ``proposed`` (the id the rows were written under) when it sorts after ``newest``, else a new id after
+    it: dlt restores the state with the greatest load id, so load ids must follow commit order.
+    """
+    if proposed is not None and (newest is None or proposed > newest):
+        return proposed
+    return new_load_id(after=newest)
+
+
 @dataclass
 class StoredState:
     """One committed state row, decoded."""

@@ -585,6 +585,7 @@ class Incremental:
         self._written_hash_count = 0
         self._hashes_dirty = False
         self._cap_warned = False
+        self._out_of_order = False
 
         if end_value is not None:
             if initial_value is None:
@@ -770,6 +771,32 @@ class Incremental:
         self._hashes_dirty = False
         self._boundary_rows = len(stored)  # rows known to sit on the running last value
         self._cap_warned = False
+        self._out_of_order = False
+
+    def checkpoint_blocker(self) -> str | None:
+        """Why a checkpoint may not commit this cursor's progress before the run ends; None if it may.
+
+        A checkpoint commits a cursor early only when every row behind it has been delivered: the cursor
+        stores its progress, advances with the built-in ``max``/``min``, the rows are declared to arrive
+        in that order (``row_order="asc"``), and none arrived behind a value this run had passed.
+        """
+        if not self._bound:
+            return "its incremental is not bound"
+        if self._end_value is not None:
+            return (
+                f"incremental({self.cursor_path!r}) has an end_value or an Airflow data interval "
+                "(allow_external_schedulers), so it stores no progress"
+            )
+        if not self._builtin:
+            return f"incremental({self.cursor_path!r}) has a custom last_value_func"
+        if self.row_order != "asc":
+            return f"incremental({self.cursor_path!r}) does not declare row_order='asc'"
+        if self._out_of_order:
+            return (
+                f"incremental({self.cursor_path!r}) received a row behind its cursor although "
+                "row_order='asc' is declared"
+            )
+        return None
 
     def _dedup_enabled(self) -> bool:
         if self.range_start == "open" or self._end_value is not None:
@@ -911,6 +938,8 @@ class Incremental:
                             return False
                 if c_last == 0 and self._dedup:
                     self._remember(row, row_hash)
+                elif c_last < 0 and self._advanced:
+                    self._out_of_order = True  # behind a value this run already passed
                 return True
         self._advance(row, value, key)
         return True

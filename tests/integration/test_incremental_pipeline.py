@@ -122,7 +122,7 @@ def _backfill(url: str, pipelines_dir: str, kill_after: int | None) -> None:
     """Load ids 1..TOTAL in pages of 1,000, checkpointing every 10,000 rows; SIGKILL itself midway."""
 
     @resource(name="backfill", primary_key="id")
-    def backfill(cursor=incremental("id", initial_value=0)):
+    def backfill(cursor=incremental("id", initial_value=0, row_order="asc")):
         start = (cursor.last_value or 0) + 1
         for page_start in range(start, TOTAL + 1, 1000):
             if kill_after is not None and page_start > kill_after:
