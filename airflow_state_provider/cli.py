@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination.engine import create_engine, mask_url, scrub, url_secrets
 from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError
 from airflow_state_provider.state import codec
 
@@ -250,6 +251,7 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
     except operations.StateOperationError as exc:
         return _error(str(exc), EXIT_USAGE)
     except Exception as exc:  # unknown connection, bad URL, missing driver: all bad input
+        secrets = secrets or (url_secrets(args.url) if args.url else [])
         return _error(_scrub(f"{type(exc).__name__}: {exc}", secrets), EXIT_USAGE)
     try:
         _HANDLERS[command](pipeline, args, out)
@@ -293,9 +295,7 @@ def _as_flags(message: str) -> str:
 
 
 def _scrub(message: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
+    return scrub(message, secrets)
 
 
 def _open(args: argparse.Namespace) -> tuple[Pipeline, Any, list[str]]:
@@ -311,15 +311,15 @@ def _open(args: argparse.Namespace) -> tuple[Pipeline, Any, list[str]]:
 
         hook = PipelineStateHook(destination_conn_id=args.conn_id)
         url = hook.get_sqlalchemy_url()
-        secrets = [s for s in (hook.connection.password, url.password) if s]
+        secrets = [s for s in (hook.connection.password, *url_secrets(url)) if s]
         _check_file(url)
         return hook.get_pipeline(_pipeline_name(args), dataset_name=args.dataset, **options), hook, secrets
     from airflow_state_provider.pipeline import Pipeline
 
     url = sa.make_url(args.url)
-    secrets = [url.password] if url.password else []
+    secrets = url_secrets(url)
     _check_file(url)
-    engine = sa.create_engine(url, hide_parameters=True)
+    engine = create_engine(url)
     pipeline = Pipeline(_pipeline_name(args), destination=engine, dataset_name=args.dataset, **options)
     return pipeline, None, secrets
 
@@ -341,9 +341,7 @@ def _check_file(url: sa.URL) -> None:
         and database != ":memory:"
         and not os.path.exists(database)
     ):
-        raise operations.StateOperationError(
-            f"database file {database} does not exist ({url.render_as_string(hide_password=True)})"
-        )
+        raise operations.StateOperationError(f"database file {database} does not exist ({mask_url(url)})")
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -355,6 +353,15 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
     retained = _retained(pipeline)
     json_size = len(codec.typed_dumps({k: v for k, v in state.items() if k != "_local"}))
     summary = _summarize(state)
+    problem = codec.structure_problem(state)
+    shown_problem = None
+    if problem is not None:
+        name = pipeline.pipeline_name
+        shown_problem = (
+            f"state path {problem[0] or '(the document)'} {problem[1]}: runs fail on this version. "
+            f"Fix it with 'airflow-state set {name} {problem[0] or 'PATH'} ...' or 'airflow-state "
+            f"rollback {name} --to-version N'"
+        )
     if args.output in ("json", "yaml"):
         doc: dict[str, Any] = {
             "pipeline": pipeline.pipeline_name,
@@ -368,6 +375,7 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
             "json_size": json_size,
             "versions_retained": retained,
             "sources": summary,
+            "problem": shown_problem,
         }
         if args.verbose:
             doc["state"] = operations.to_plain(state)
@@ -388,6 +396,8 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
         ]
     else:
         lines.append(f"Size:         {stored.size} bytes in {pipeline.local_state.path}")
+    if shown_problem:
+        lines.append(f"Problem:      {shown_problem}")
     lines.append(f"Sources:      {len(summary)}" if summary else "Sources:      none")
     for source_key, source in summary.items():
         keys = f"  (source keys: {', '.join(source['keys'])})" if source["keys"] else ""
@@ -419,12 +429,17 @@ def _span(versions: list[int]) -> str:
 def _summarize(state: dict) -> dict[str, Any]:
     """Sources, their own keys, resource slots and incrementals (values in plain form)."""
     out: dict[str, Any] = {}
-    for source_key, source in (state.get("sources") or {}).items():
+    sources = state.get("sources")
+    for source_key, source in (sources if isinstance(sources, dict) else {}).items():
+        if not isinstance(source, dict):
+            continue  # shown as the document's problem
         resources: dict[str, Any] = {}
-        for resource_name, slot in (source.get("resources") or {}).items():
+        slots = source.get("resources")
+        for resource_name, slot in (slots if isinstance(slots, dict) else {}).items():
             slot = slot if isinstance(slot, dict) else {}
             incrementals: dict[str, Any] = {}
-            for cursor, inc in (slot.get("incremental") or {}).items():
+            found = slot.get("incremental")
+            for cursor, inc in (found if isinstance(found, dict) else {}).items():
                 if not isinstance(inc, dict):
                     continue
                 entry = {
@@ -598,7 +613,7 @@ _HANDLERS: dict[str, Callable[[Pipeline, argparse.Namespace, TextIO], None]] = {
 
 
 def _destination(pipeline: Pipeline) -> str:
-    return pipeline.engine.url.render_as_string(hide_password=True)
+    return mask_url(pipeline.engine.url)
 
 
 def _dumps(value: Any) -> str:

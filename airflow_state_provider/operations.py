@@ -34,7 +34,13 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.commit import Committed, commit
-from airflow_state_provider.destination.store import STATE_TABLE, StoredState
+from airflow_state_provider.destination.engine import mask_url
+from airflow_state_provider.destination.store import (
+    LOADS_TABLE,
+    STATE_TABLE,
+    StoredState,
+    recorded_resource_tables,
+)
 from airflow_state_provider.exceptions import ConcurrentEditError, PipelineStateError, StateCorruptError
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.state import codec, model
@@ -170,7 +176,7 @@ def where(pipeline: Pipeline) -> str:
     """Where the pipeline's state lives, for messages (the URL never shows a password)."""
     if not pipeline.restore_from_destination:
         return f"local state dir {pipeline.working_dir}"
-    url = pipeline.engine.url.render_as_string(hide_password=True)
+    url = mask_url(pipeline.engine.url)
     return f"dataset {pipeline.dataset_name!r} of {url}"
 
 
@@ -186,7 +192,8 @@ def newest(pipeline: Pipeline) -> StoredState:
             )
         return stored
     with pipeline.engine.connect() as conn:
-        return pipeline.store.decode_row(newest_row(pipeline, conn))
+        # an edit may be what repairs a document of the wrong shape: check the result, not the base
+        return pipeline.store.decode_row(newest_row(pipeline, conn), check_structure=False)
 
 
 def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
@@ -199,6 +206,7 @@ def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
         )
     rows = pipeline.store.history_rows(conn, limit=1)
     if not rows:
+        pipeline.store.refuse_without_loads(conn, f"no load of theirs is in {LOADS_TABLE} with status 0")
         others = pipeline.store.pipeline_names(conn)
         raise StateOperationError(
             f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
@@ -426,7 +434,20 @@ def plan_set(
     parent, key = _locate(state, parts, path, name, create=create)
     parent[key] = value
     codec.typed_dumps(state)  # a value outside the supported types fails here, naming its path
+    check_structure(state, pipeline_name=name, action=f"set {path}")
     return EditPlan(pipeline, "set", base, state, diff(base.state, state))
+
+
+def check_structure(state: dict, *, pipeline_name: str, action: str) -> None:
+    """Raise :class:`StateOperationError` if ``state`` (an edit's result) does not have dlt's layout
+    (see :func:`codec.structure_problem`): every later run and ``info`` would fail on it."""
+    problem = codec.structure_problem(state)
+    if problem is not None:
+        path, what = problem
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: {action} would leave state path {path or '(the document)'!r} "
+            f"that {what}; every later run reads it. Nothing was written."
+        )
 
 
 # -- drop ------------------------------------------------------------------------------------------
@@ -439,6 +460,31 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
         return naming.normalize_path(name, max_length)
     except naming.InvalidIdentifierError as exc:
         raise StateOperationError(str(exc)) from None
+
+
+def resource_tables(
+    pipeline: Pipeline, conn: sa.Connection, resources: Iterable[str], *, hints: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """The tables each of ``resources`` loaded, from the resource-to-table map
+    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`).
+
+    A ``hints`` entry (a :class:`Resource`'s ``table_name``) that differs from the resource name
+    wins. A resource the map does not know (loaded before the map existed, or by dlt) is taken to
+    load the table named like it, unless the map records that table as another resource's.
+    """
+    recorded = recorded_resource_tables(conn, pipeline.dataset_name, pipeline.pipeline_name)
+    claimed = {t: r for r, tables in recorded.items() for t in tables}
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(resources):
+        hint = (hints or {}).get(name, name)
+        if hint != name:
+            out[name] = [table_name_of(hint, pipeline.engine)]
+        elif name in recorded:
+            out[name] = list(recorded[name])
+        else:
+            guess = table_name_of(name, pipeline.engine)
+            out[name] = [] if claimed.get(guess, name) != name else [guess]
+    return out
 
 
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
@@ -515,14 +561,16 @@ def plan_drop(
                 matched[resource_name] = None
 
     tables: list[str] = []
-    table_of = {r: table_name_of(names.get(r, r), pipeline.engine) for r in [*names, *matched]}
-    if not state_only and table_of:
+    table_of: dict[str, list[str]] = {}
+    if not state_only and (names or matched):
         with pipeline.engine.connect() as conn:
-            tables = existing_tables(conn, pipeline.dataset_name, table_of.values())
+            table_of = resource_tables(pipeline, conn, [*names, *matched], hints=names)
+            tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
     for resource_name in names:
-        if resource_name not in matched and table_of[resource_name] not in tables:
+        if resource_name not in matched and not set(table_of.get(resource_name, ())) & set(tables):
             known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
-            table_note = "" if state_only else f" and no table {table_of[resource_name]!r}"
+            guessed = ", ".join(map(repr, table_of.get(resource_name, ()))) or "recorded"
+            table_note = "" if state_only else f" and no table {guessed}"
             raise StateOperationError(
                 f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
                 f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "
@@ -537,6 +585,7 @@ def plan_drop(
                 f"{', '.join(selected) or '(none)'} (paths are relative to a source's state, "
                 "e.g. 'last_sync' or 'resources.events.incremental')"
             )
+    check_structure(state, pipeline_name=name, action="drop")
     return EditPlan(pipeline, "drop", base, state, diff(base.state, state), tables, warnings)
 
 
@@ -610,6 +659,7 @@ def plan_rollback(
     state = copy.deepcopy(target.state)
     for key in model.VERSION_KEYS:
         state[key] = base.state.get(key)
+    check_structure(state, pipeline_name=name, action=f"rollback to version {version}")
     changes = diff(base.state, state)
     return EditPlan(pipeline, f"rollback to version {version}", base, state, changes, warnings=warnings)
 
@@ -685,6 +735,8 @@ def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
         with pipeline.engine.connect() as conn:
             conn.begin()
             try:
+                # tables first, then the commit lock: the order a load takes them in (no deadlock)
+                pipeline.dialect.lock_tables(conn, dataset, plan.drop_tables, pipeline.pipeline_name)
                 committed = edit(conn)
             except BaseException:
                 conn.rollback()

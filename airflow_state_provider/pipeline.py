@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -21,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.dialects import dialect_for
@@ -119,6 +121,18 @@ class _Run:
         return False
 
 
+def _holding_destination(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` inside ``self.dialect.holding()``: a DuckDB file stays open for the whole run and
+    is released when it returns (see :meth:`Dialect.holding`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        with self.dialect.holding():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Pipeline:
     """A named pipeline whose state lives in ``dataset_name`` of ``destination``.
 
@@ -129,7 +143,9 @@ class Pipeline:
     (a persistent worker): the destination gets data and ``_dlt_loads`` rows but no state rows.
     ``dev_mode=True`` suffixes the dataset with a UTC timestamp, so the pipeline starts from fresh state
     (``full_refresh`` is its deprecated alias). ``max_state_versions``, ``max_state_bytes`` and
-    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4).
+    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4). ``lock_timeout`` (seconds,
+    default 300) bounds every wait for a lock (the commit lock, a table's DDL lock, a DuckDB file held
+    by another process, a SQLite write lock); a longer wait raises ``LockTimeoutError``.
     """
 
     def __init__(
@@ -146,6 +162,7 @@ class Pipeline:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
         batch_size: int = 10_000,
+        lock_timeout: float | None = None,
     ) -> None:
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
@@ -169,7 +186,8 @@ class Pipeline:
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
         self.engine = _engine_from(destination)
-        self.dialect = dialect_for(self.engine)
+        # seconds any lock wait may take (default DEFAULT_LOCK_TIMEOUT), then LockTimeoutError
+        self.dialect = dialect_for(self.engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
         self.dialect.prepare(dataset)
         self.store = StateStore(
             self.dialect,
@@ -287,6 +305,7 @@ class Pipeline:
         self._committed, self._first_run = copy.deepcopy(state), False
 
     # -- run --------------------------------------------------------------------------------------
+    @_holding_destination
     def run(
         self,
         data: Any,
@@ -345,7 +364,7 @@ class Pipeline:
             catalog: dict[str, dict[str, Resource]] = {}
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
-            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self.engine)
+            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
             if refresh_tables and checkpoint_every:
                 # the refreshed tables and state must land together: everything waits for the end
                 log.info(
@@ -393,6 +412,8 @@ class Pipeline:
         if refresh == "drop_data":
             operations.truncate_tables(conn, self.dataset_name, existing)
         else:
+            # all at once or none (no deadlock with a load writing to some of them), bounded wait
+            self.dialect.lock_tables(conn, self.dataset_name, existing, self.pipeline_name)
             operations.drop_tables(conn, self.dataset_name, existing)
         if existing:
             log.info(
@@ -677,6 +698,7 @@ class Pipeline:
     def sql_client(self) -> Iterator[SqlClient]:
         """A client whose unqualified table names resolve in the pipeline's dataset."""
         with self.engine.connect() as conn:
+            conn.execution_options(**READ_ONLY)  # SQLite: takes a write lock only when it writes
             self.dialect.use_dataset(conn, self.dataset_name)
             yield SqlClient(conn, self.dataset_name)
 
@@ -760,7 +782,7 @@ def _engine_from(destination: Any) -> sa.Engine:
     if isinstance(destination, sa.Engine):
         return destination
     if isinstance(destination, str | sa.URL):
-        return sa.create_engine(destination)
+        return destination_engine.create_engine(destination)
     get_engine = getattr(destination, "get_engine", None)  # PipelineStateHook, without importing Airflow
     if callable(get_engine):
         return get_engine()
@@ -909,11 +931,15 @@ def _refresh_state(
     groups: list[_Group],
     catalog: dict[str, dict[str, Resource]],
     state: dict,
-    engine: sa.Engine,
+    pipeline: Pipeline,
 ) -> list[str]:
-    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties."""
+    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
+
+    A resource run now drops its ``table_name``; one known only from the state, the tables the
+    resource-to-table map records for it (:func:`operations.resource_tables`)."""
     if refresh is None:
         return []
+    engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
     if refresh == "drop_sources":
@@ -921,7 +947,11 @@ def _refresh_state(
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
             wiped = sources.pop(source_key, None) or {}
-            tables += [name for name in wiped.get("resources") or {} if name not in known]
+            unknown = [name for name in wiped.get("resources") or {} if name not in known]
+            if unknown:
+                with engine.connect() as conn:
+                    recorded = operations.resource_tables(pipeline, conn, unknown)
+                tables += [t for name in unknown for t in recorded[name]]
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})

@@ -155,7 +155,11 @@ def commit(
         if not model.bump_version(doc):
             doc["_state_version"] += 1  # unchanged content that still gets its own, audited version
         store.check_size(doc)
-    final_id = load_id_after(newest.load_id if newest is not None and newest.load_id else None, load_id)
+    if conn is not None and not local_only:
+        # greater than every state row's id (numerically and as text), whatever this worker's clock says
+        final_id = store.next_load_id(conn, load_id)
+    else:
+        final_id = load_id_after(newest.load_id if newest is not None and newest.load_id else None, load_id)
     if on_load_id is not None:
         on_load_id(final_id)
     if conn is not None:

@@ -13,14 +13,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from airflow_state_provider._airflow_compat import DbApiHook, conf, mask_secret
+from airflow_state_provider.destination.engine import (
+    SUPPORTED_DIALECTS,
+    create_engine,
+    mask_url,
+    scrub,
+    url_secrets,
+)
 from airflow_state_provider.exceptions import ConfigurationError
 from airflow_state_provider.get_provider_info import CONFIG_SECTION, get_provider_info
 
 if TYPE_CHECKING:
     from airflow_state_provider.pipeline import Pipeline
 
-#: The destination databases the provider supports (each has a dialect in ``destination/dialects``).
-SUPPORTED_DIALECTS = ("sqlite", "duckdb", "postgresql")
 #: Airflow connection types the hook understands, and the SQLAlchemy dialect each one means.
 CONN_TYPE_DIALECTS = {"postgres": "postgresql", "sqlite": "sqlite", "duckdb": "duckdb"}
 #: Databases kept in one file whose path is the connection's host (or, from a URI, its path).
@@ -62,7 +67,8 @@ class PipelineStateHook(DbApiHook):
     ``driver`` with host, port, login, password and ``schema`` as the database name; for SQLite and
     DuckDB the file path goes in host. Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map
     the same way. The extras ``dataset_name``, ``restore_from_destination``, ``max_state_versions``,
-    ``max_state_bytes`` and ``warn_state_bytes`` give the defaults of the pipelines the hook builds.
+    ``max_state_bytes``, ``warn_state_bytes`` and ``lock_timeout`` give the defaults of the pipelines the
+    hook builds.
 
     As a common-sql ``DbApiHook`` it has ``sqlalchemy_url``, ``get_conn()`` (a DB-API connection from
     the hook's engine pool) and the inherited ``get_sqlalchemy_engine``, ``run``, ``get_records`` and
@@ -103,8 +109,8 @@ class PipelineStateHook(DbApiHook):
         raw_url = self._extra("sqlalchemy_url")
         if raw_url:
             url = make_url(raw_url)
-            if url.password:
-                mask_secret(url.password)  # the extra's name does not look secret to Airflow
+            for secret in url_secrets(url):
+                mask_secret(secret)  # the extra's name does not look secret to Airflow
             return url
         dialect = self._dialect()
         driver = self._extra("driver") or DEFAULT_DRIVERS.get(dialect)
@@ -162,19 +168,18 @@ class PipelineStateHook(DbApiHook):
         return _PLACEHOLDERS.get(paramstyle, "?")
 
     def get_sqlalchemy_engine(self, engine_kwargs: dict[str, Any] | None = None) -> sa.Engine:
-        """A new engine on the destination (common-sql's), hiding bound values from error messages."""
-        # row values in SQL error messages would put loaded data into task logs
-        return super().get_sqlalchemy_engine({"hide_parameters": True, **(engine_kwargs or {})})
+        """A new engine on the destination from the product's one engine factory (bound values hidden
+        from error messages, pre-ping); ``engine_kwargs`` go to ``sqlalchemy.create_engine``.
+
+        :raises UnsupportedDestinationError: a database other than SQLite, DuckDB or PostgreSQL.
+        """
+        return create_engine(self.sqlalchemy_url, **(engine_kwargs or {}))
 
     def get_engine(self) -> sa.Engine:
         """The destination engine, created once per hook (pipelines and ``get_conn`` share it)."""
         if self._engine is None:
             engine = self.get_sqlalchemy_engine()
-            self.log.info(
-                "Destination %s (connection %r)",
-                engine.url.render_as_string(hide_password=True),
-                self.destination_conn_id,
-            )
+            self.log.info("Destination %s (connection %r)", mask_url(engine.url), self.destination_conn_id)
             self._engine = engine
         return self._engine
 
@@ -267,6 +272,19 @@ class PipelineStateHook(DbApiHook):
             settings[key] = number
         return settings
 
+    def lock_timeout(self) -> float:
+        """Seconds any lock wait may take: the extra ``lock_timeout``, else ``[state_provider]
+        lock_timeout``, else 300. Raises ``ValueError`` unless it is a positive number."""
+        from airflow_state_provider.destination.dialects.base import DEFAULT_LOCK_TIMEOUT, check_lock_timeout
+
+        value = self._extra("lock_timeout")
+        if value is None:
+            value = conf.get(CONFIG_SECTION, "lock_timeout", fallback=DEFAULT_LOCK_TIMEOUT)
+        try:
+            return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: lock_timeout")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
     def get_pipeline(self, pipeline_name: str, dataset_name: str | None = None, **kwargs: Any) -> Pipeline:
         """A :class:`Pipeline` writing to this destination.
 
@@ -279,6 +297,7 @@ class PipelineStateHook(DbApiHook):
         kwargs.setdefault("restore_from_destination", self.restore_from_destination)
         for key, value in self.state_settings().items():
             kwargs.setdefault(key, value)
+        kwargs.setdefault("lock_timeout", self.lock_timeout())
         return Pipeline(
             pipeline_name,
             destination=self,
@@ -290,9 +309,9 @@ class PipelineStateHook(DbApiHook):
     def validate_extras(self) -> list[str]:
         """What is wrong with the connection's extras, one message per problem (empty: nothing).
 
-        Checks that the dialect is supported, that number extras are whole numbers and that
-        ``restore_from_destination`` is a boolean, and imports the dialect's driver: a missing one
-        names the package extra that installs it.
+        Checks that the dialect is supported, that number extras are whole numbers, that
+        ``restore_from_destination`` is a boolean and ``lock_timeout`` a positive number of seconds,
+        and imports the dialect's driver: a missing one names the package extra that installs it.
         """
         problems: list[str] = []
         prefix = f"connection {self.destination_conn_id!r}: "
@@ -314,10 +333,13 @@ class PipelineStateHook(DbApiHook):
             number = _whole_number(value)
             if value is not None and (number is None or number < minimum):
                 problems.append(f"{key} must be an integer >= {minimum}, got {value!r}")
-        try:
-            _ = self.restore_from_destination
-        except ConfigurationError as exc:
-            problems.append(str(exc).removeprefix(prefix))
+        for setting in ("restore_from_destination", "lock_timeout"):
+            try:
+                value = getattr(self, setting)
+                if callable(value):
+                    value()
+            except ConfigurationError as exc:
+                problems.append(str(exc).removeprefix(prefix))
         if backend in SUPPORTED_DIALECTS:
             problem = _driver_problem(url)
             if problem:
@@ -334,7 +356,7 @@ class PipelineStateHook(DbApiHook):
         if problems:
             return False, f"connection {self.destination_conn_id!r}: " + "; ".join(problems)
         url = self.get_sqlalchemy_url()
-        shown = url.render_as_string(hide_password=True)
+        shown = mask_url(url)
         if url.get_backend_name() in FILE_DIALECTS and url.database and url.database != ":memory:":
             path = os.path.abspath(url.database)
             if not os.path.exists(path):
@@ -345,7 +367,7 @@ class PipelineStateHook(DbApiHook):
                 return False, f"{shown}: the directory {parent} does not exist or is not writable"
         if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
             url = url.update_query_dict({"connect_timeout": "10"})
-        engine = sa.create_engine(url, poolclass=sa.NullPool, hide_parameters=True)
+        engine = create_engine(url, poolclass=sa.NullPool)
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -357,17 +379,11 @@ class PipelineStateHook(DbApiHook):
 
     def _scrub(self, message: str) -> str:
         """Drop any password from a driver's error message."""
-        secrets = {self.connection.password}
+        secrets = [self.connection.password or ""]
         raw_url = self._extra("sqlalchemy_url")
         if raw_url:
-            try:
-                secrets.add(make_url(raw_url).password)
-            except Exception:
-                secrets.add(raw_url)
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "***")
-        return message
+            secrets += url_secrets(raw_url)
+        return scrub(message, secrets)
 
 
 def _whole_number(value: Any) -> int | None:
