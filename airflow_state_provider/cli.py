@@ -5,8 +5,9 @@
     airflow-state {info,get,set,drop,history,rollback,sync} PIPELINE (--conn-id ID | --url URL) [--dataset D]
     airflow-state list (--conn-id ID | --url URL) [--dataset D] [--output table|json|yaml|plain]
 
-The destination comes from an Airflow connection (``--conn-id``, read through ``PipelineStateHook``, so
-``AIRFLOW_CONN_*`` variables work too; Airflow is imported only then) or a SQLAlchemy URL (``--url``).
+The destination comes from an Airflow connection (``--conn-id``, looked up as Airflow's own CLI does:
+secrets backends, ``AIRFLOW_CONN_*``, the metadata database; Airflow is imported only then) or a
+SQLAlchemy URL (``--url``).
 The dataset is ``--dataset``, else the connection's extra ``dataset_name``, else ``<pipeline>_dataset``.
 Every edit (``set``, ``drop``, ``rollback``) is a new state version with its own ``_dlt_loads`` row,
 written under the pipeline's commit lock; ``--dry-run`` prints the diff and writes nothing.
@@ -64,7 +65,12 @@ def _arg(*flags: str, **kwargs: Any) -> _Arg:
 
 _COMMON = (
     _arg("pipeline", metavar="PIPELINE", help="the pipeline name"),
-    _arg("--conn-id", dest="conn_id", metavar="ID", help="an Airflow connection (AIRFLOW_CONN_* works)"),
+    _arg(
+        "--conn-id",
+        dest="conn_id",
+        metavar="ID",
+        help="an Airflow connection (metadata DB, AIRFLOW_CONN_*, secrets backends)",
+    ),
     _arg("--url", metavar="URL", help="a SQLAlchemy URL of the destination (no Airflow needed)"),
     _arg(
         "--dataset",
@@ -309,7 +315,7 @@ def _open(args: argparse.Namespace) -> tuple[Pipeline, Any, list[str]]:
         # Airflow is heavy to import and not needed for --url
         from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 
-        hook = PipelineStateHook(destination_conn_id=args.conn_id)
+        hook = PipelineStateHook.outside_task(args.conn_id)  # also the metadata DB, as Airflow's CLI
         url = hook.get_sqlalchemy_url()
         secrets = [s for s in (hook.connection.password, *url_secrets(url)) if s]
         _check_file(url)

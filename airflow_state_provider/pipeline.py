@@ -448,6 +448,8 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            if suffix := context.current_slot_suffix():
+                resources, selected = _with_slot_suffix(resources, selected, suffix, source_key)
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
@@ -474,6 +476,8 @@ class Pipeline:
                 )
                 arguments.arguments[name] = inc
                 bound.append(inc)
+                if inc.interval_watermark is not None:
+                    ctx.interval_records.append((source_key, res.name, inc))
         return arguments, bound
 
     def _extract_group(self, group: _Group, loader: Loader, run: _Run, conn: sa.Connection) -> None:
@@ -612,6 +616,8 @@ class Pipeline:
             local=self.local_state,
             local_only=not self.restore_from_destination,
             on_load_id=loader.restamp,
+            # interval runs move their cursors past the interval, on the newest state, under the lock
+            adjust=context.record_intervals if final else None,
         )
         if committed is None:
             conn.rollback()
@@ -870,6 +876,23 @@ def _groups_of(resources: dict[str, Resource], selected: set[str], source_key: s
         if name in selected:
             group.selected.add(name)
     return list(groups.values())
+
+
+def _with_slot_suffix(
+    resources: dict[str, Resource], selected: set[str], suffix: str, source_key: str
+) -> tuple[dict[str, Resource], set[str]]:
+    """Rename every resource to ``<name><suffix>`` (its state slot), keeping its table name."""
+    renamed = {
+        n + suffix: r.with_hints(name=n + suffix, table_name=r.table_name) for n, r in resources.items()
+    }
+    for res in renamed.values():
+        if res.data_from is not None:
+            res.data_from = renamed.get(res.data_from.name + suffix, res.data_from)
+    for name in sorted(selected):
+        log.info(
+            "Resource %s keeps its state in slot sources.%s.resources.%s%s", name, source_key, name, suffix
+        )
+    return renamed, {n + suffix for n in selected}
 
 
 def _find(group: _Group, name: str) -> Resource | None:

@@ -88,6 +88,22 @@ class PipelineStateHook(DbApiHook):
         super().__init__(*args, destination_conn_id=destination_conn_id, **kwargs)
         self._engine: sa.Engine | None = None
 
+    @classmethod
+    def outside_task(cls, destination_conn_id: str) -> PipelineStateHook:
+        """A hook for a command line or a script: the connection is looked up as Airflow's CLI does.
+
+        That is the configured ``[secrets] backend``, then ``AIRFLOW_CONN_*`` variables, then the
+        metadata database (connections made in the UI or with ``airflow connections add``).
+        ``BaseHook.get_connection`` outside a task sees no metadata database. Inside a task this
+        goes through the Task SDK as usual. Raises ``AirflowNotFoundException`` for an unknown id.
+        """
+        from airflow.models.connection import Connection as MetadataConnection
+
+        hook = cls(destination_conn_id=destination_conn_id)
+        # DbApiHook's connection property reads _connection first
+        hook._connection = MetadataConnection.get_connection_from_secrets(destination_conn_id)
+        return hook
+
     def _extra(self, key: str) -> Any:
         """An extra, also in the ``extra__pipeline_state__<key>`` form older UIs saved."""
         extra = self.connection.extra_dejson

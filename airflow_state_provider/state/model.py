@@ -158,6 +158,8 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
     conflicts: list[Slot] = []
     for slot in sorted(b.keys() | o.keys() | t.keys()):
         vb, vo, vt = b.get(slot, _MISSING), o.get(slot, _MISSING), t.get(slot, _MISSING)
+        if vb is _MISSING and vo == {}:
+            vo = _MISSING  # an empty slot that exists because code looked at it is no change
         if vo == vb:
             value = vt
         elif vt == vb:

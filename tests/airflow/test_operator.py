@@ -93,6 +93,7 @@ def test_template_fields_render(url):
         "primary_key",
         "merge_key",
         "refresh",
+        "state_key",
     }
     op.render_template_fields({"params": {"env": "prod", "conn": "pipeline_state_default"}})
     op.execute(context())
