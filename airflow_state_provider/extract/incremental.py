@@ -707,6 +707,12 @@ class Incremental:
             return self._public(self._initial_value)
         return self._public(self._lagged(self._state.get("last_value")))
 
+    def can_close(self) -> bool:
+        """True once ordered rows (``row_order``) left the range: ascending rows passed ``end_value``, or
+        descending rows fell below the start value (dlt's ``Incremental.can_close``). The pipeline then
+        closes the generator by itself; a resource may also return early."""
+        return self._stop
+
     # -- bind -----------------------------------------------------------------------------------------------
 
     def bind(

@@ -35,6 +35,9 @@ def default_state(
 ) -> dict:
     """A fresh document for a pipeline that never committed (dlt's defaults).
 
+    As in dlt there is no ``sources`` key until some state is written: a run that writes none commits a
+    document (and a version hash) without it.
+
     ``schema_name`` is the default schema (the source key of resources run without a source); dlt
     derives it from the pipeline name, see ``pipeline.default_schema_name``. Defaults to the pipeline name.
     """
@@ -48,7 +51,6 @@ def default_state(
         "schema_names": [schema],
         "destination_type": destination_type,
         "destination_name": None,
-        "sources": {},
     }
     state["_version_hash"] = state_version_hash(state)
     return state
@@ -103,6 +105,8 @@ def drop_untouched_empty_slots(state: dict, reference: dict) -> None:
             del source["resources"]
         if source == {} and source_key not in ref_sources:
             del sources[source_key]
+    if state.get("sources") == {} and "sources" not in reference:
+        del state["sources"]
 
 
 def iter_slots(state: dict) -> Iterator[tuple[Slot, Any]]:
@@ -198,4 +202,6 @@ def _build(slots: dict[Slot, Any], template: dict, ours: dict | None = None) -> 
             has_resources = isinstance(source, dict) and "resources" in source
             if has_resources and (source_key in doc["sources"] or source == {"resources": {}}):
                 doc["sources"].setdefault(source_key, {}).setdefault("resources", {})
+    if not doc["sources"] and "sources" not in template and "sources" not in (ours or {}):
+        del doc["sources"]
     return doc
