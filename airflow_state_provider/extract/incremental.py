@@ -350,7 +350,7 @@ def _lag_value(value: Any, lag: float, is_max: bool, unit: LagUnit | None) -> An
     Numbers move by ``lag`` units. For dates and datetimes (objects or ISO strings) the unit is the
     declared one (``unit``, from ``initial_value``) or, when nothing is declared, the value's own: days for
     a date, seconds for a datetime. The result keeps the shape of ``value`` (a string stays in its
-    format), except that a date *object* lagged in seconds becomes a datetime, as in dlt 1.31.
+    format), except that a date *object* lagged in seconds becomes a naive datetime, as in dlt 1.31.
     """
     signed = -lag if is_max else lag
     if isinstance(value, bool):
@@ -366,9 +366,8 @@ def _lag_value(value: Any, lag: float, is_max: bool, unit: LagUnit | None) -> An
             return _like(value, _lag_datetime_in_days(_to_stdlib(value), signed, is_max))
         return _like(value, _shift_seconds(_to_stdlib(value), signed))
     if isinstance(value, date):
-        if unit == "seconds":
-            midnight = datetime(value.year, value.month, value.day, tzinfo=_UTC)
-            return _shift_seconds(midnight, signed)
+        if unit == "seconds":  # a naive midnight, as dlt's ensure_datetime makes it
+            return _shift_seconds(datetime(value.year, value.month, value.day), signed)
         lagged = date(value.year, value.month, value.day) + timedelta(days=signed)
         return (
             pendulum.date(lagged.year, lagged.month, lagged.day)
