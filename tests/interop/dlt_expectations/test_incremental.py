@@ -526,7 +526,7 @@ def test_primary_key_types(wh: Warehouse, id_value: Any) -> None:
 
     @resource
     def some_data(
-        last_timestamp: Any = incremental("ts", initial_value=now.add(days=-10), primary_key="_id"),
+        last_timestamp: Any = incremental("ts", initial_value=now.add(days=-10), primary_key="_id"),  # noqa: B008
     ) -> Any:
         yield [{"delta": str(i), "ts": now.add(days=i), "_id": id_value} for i in range(-10, 10)]
 
@@ -610,7 +610,7 @@ def test_timezone_naive_datetime(wh: Warehouse) -> None:
 
     @resource(primary_key="hour")
     def some_data(
-        updated_at: Any = incremental("updated_at", initial_value=pendulum.instance(start_dt)),
+        updated_at: Any = incremental("updated_at", initial_value=pendulum.instance(start_dt)),  # noqa: B008
         max_hours: int = 2,
     ) -> Any:
         yield [{"updated_at": start_dt + timedelta(hours=h), "hour": h} for h in range(1, max_hours + 1)]
