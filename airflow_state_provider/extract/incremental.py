@@ -736,7 +736,7 @@ class Incremental:
             log: Logger for the bind line and warnings (default ``airflow_state_provider.incremental``).
         """
         if self.cursor_path is None:
-            raise ValueError(
+            raise IncrementalCursorPathMissing(
                 f"resource {resource_name!r}: incremental {self!r} has no cursor_path; give one, or pass"
                 " it as the value of an argument whose default is an incremental with a cursor_path"
             )
