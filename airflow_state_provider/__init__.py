@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+#: the one place the version is written; packaging (pyproject) and the provider info read it
+__version__ = "0.1.0"
+
 _EXPORTS = {
     "Incremental": "airflow_state_provider.extract.incremental",
     "incremental": "airflow_state_provider.extract.incremental",

@@ -6,11 +6,19 @@ Airflow 3.2 moved ``conf``, ``determine_kwargs`` and ``AirflowTaskTerminated`` i
 
 from __future__ import annotations
 
-from airflow.sdk import BaseHook, BaseOperator, Connection
-from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
-from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
-from airflow.sdk.definitions.context import Context, context_merge
-from airflow.sdk.log import mask_secret
+try:
+    from airflow.sdk import BaseHook, BaseOperator, Connection, TaskGroup, chain
+    from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
+    from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
+    from airflow.sdk.definitions.context import Context, context_merge
+    from airflow.sdk.log import mask_secret
+except ModuleNotFoundError as e:  # the core works without Airflow; its Airflow layer does not
+    raise ModuleNotFoundError(
+        "airflow-state-provider's Airflow layer (hook, operator, @task.stateful_load, decomposition) needs "
+        "Apache Airflow 3.1 or newer: pip install 'airflow-state-provider[airflow]'. "
+        "The core (Pipeline, @resource, @source, incremental) works without it.",
+        name=e.name,
+    ) from e
 
 try:
     from airflow.sdk import conf
@@ -30,6 +38,8 @@ __all__ = [
     "Context",
     "DecoratedOperator",
     "TaskDecorator",
+    "TaskGroup",
+    "chain",
     "conf",
     "context_merge",
     "determine_kwargs",

@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk import TaskGroup, chain
-
+from airflow_state_provider._airflow_compat import TaskGroup, chain
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.extract.source import Source
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook

@@ -1,11 +1,14 @@
 """The provider description Airflow reads through the ``apache_airflow_provider`` entry point.
 
-Pure data: Airflow imports this module in every process that loads providers, so it imports nothing.
+Pure data: Airflow imports this module in every process that loads providers, so it imports nothing
+but the package version.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from airflow_state_provider import __version__
 
 #: Section of ``airflow.cfg`` / ``AIRFLOW__STATE_PROVIDER__*`` holding the provider's defaults.
 CONFIG_SECTION = "state_provider"
@@ -19,7 +22,7 @@ def get_provider_info() -> dict[str, Any]:
             "Persistent, scoped pipeline state that lives in the destination database and is committed "
             "in the same transaction as the loaded rows (dlt-compatible)."
         ),
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Pipeline State",

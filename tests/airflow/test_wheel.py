@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_state_provider import __version__
 from tests.airflow.conftest import REPO
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -43,7 +44,7 @@ def test_wheel_installs_into_a_fresh_venv_and_airflow_lists_it(tmp_path: Path):
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow_home")
     listed = run(venv / "bin" / "airflow", "providers", "list", env=env, cwd=tmp_path).stdout
     line = next(line for line in listed.splitlines() if line.startswith("airflow-state-provider"))
-    assert "0.1.0" in line
+    assert __version__ in line
     where = run(
         venv / "bin" / "python",
         "-c",
