@@ -412,6 +412,10 @@ def _declared_lag_unit(initial_value: Any) -> LagUnit | None:
     """The lag unit the cursor type declares, as dlt 1.31 reads it from ``initial_value``: seconds for a
     datetime (object or ISO datetime string), days for a date (object or ``YYYY-MM-DD``/``YYYYMMDD``
     string), ``None`` (the value decides) for anything else."""
+    if isinstance(initial_value, type):  # a declared cursor type (``incremental[date]``)
+        if issubclass(initial_value, datetime):
+            return "seconds"
+        return "days" if issubclass(initial_value, date) else None
     if isinstance(initial_value, datetime):
         return "seconds"
     if isinstance(initial_value, date):
@@ -484,6 +488,7 @@ def _compile_cursor_path(cursor_path: str) -> tuple[str | None, JSONPath | None]
 
 
 _MISSING = object()
+_TYPED: dict[tuple[type, Any], type] = {}  # incremental[T] classes, one per (class, T)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -518,6 +523,22 @@ class Incremental:
     Inside the resource the bound instance exposes :attr:`initial_value`, :attr:`start_value`,
     :attr:`last_value` and :attr:`end_value`.
     """
+
+    #: the cursor type declared with ``incremental[T]`` (dlt's generic argument); it declares the lag unit
+    cursor_type: type | None = None
+
+    def __class_getitem__(cls, item: Any) -> type[Incremental]:
+        """``incremental[date](...)`` / ``incremental[datetime]``: declare the cursor type, as in dlt.
+
+        The type declares the lag unit (days for ``date``, seconds for ``datetime``) before
+        ``initial_value`` does; any other type argument is accepted and changes nothing.
+        """
+        key = (cls, item)
+        if key not in _TYPED:
+            declared = item if isinstance(item, type) else None
+            name = f"{cls.__name__}[{getattr(item, '__name__', item)}]"
+            _TYPED[key] = type(name, (cls,), {"cursor_type": declared, "__module__": cls.__module__})
+        return _TYPED[key]
 
     def __init__(
         self,
@@ -631,13 +652,14 @@ class Incremental:
         path) only moves the start of the default cursor."""
         config = dict(self._config)
         config.update({k: v for k, v in other._config.items() if v is not None})
-        return Incremental(**config)
+        typed = type(self).cursor_type is not None or type(other).cursor_type is None
+        return (type(self) if typed else type(other))(**config)
 
     def with_initial_value(self, initial_value: Any) -> Incremental:
         """A new unbound copy starting at ``initial_value``: what a resource argument whose default is an
         incremental becomes when it is called with a plain value (``some_data(created_at=4242)``), as in
         dlt."""
-        return Incremental(**{**self._config, "initial_value": initial_value})
+        return type(self)(**{**self._config, "initial_value": initial_value})
 
     @property
     def last_value_func(self) -> Callable[[Sequence[Any]], Any]:
@@ -740,7 +762,7 @@ class Incremental:
                 f"resource {resource_name!r}: incremental {self!r} has no cursor_path; give one, or pass"
                 " it as the value of an argument whose default is an incremental with a cursor_path"
             )
-        new = Incremental(**self._config)
+        new = type(self)(**self._config)
         new.pipeline_name = pipeline_name
         new.resource_name = resource_name
         new._log = log or logging.getLogger(LOGGER_NAME)
@@ -1141,7 +1163,8 @@ class Incremental:
         if not lag or value is None or not self._builtin or self._end_value is not None:
             return value
         try:
-            lagged = _lag_value(value, lag, self._is_max, _declared_lag_unit(self._initial_value))
+            unit = _declared_lag_unit(self.cursor_type or self._initial_value)
+            lagged = _lag_value(value, lag, self._is_max, unit)
         except _LagNotSupported:
             raise IncrementalCursorTypeError(
                 f"Pipeline `{self.pipeline_name}`, resource `{self.resource_name}`: lag={lag!r} is not"

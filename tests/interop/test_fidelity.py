@@ -306,3 +306,16 @@ def test_a_non_iso_string_cursor_warns_naming_resource_and_value(
     # compared as text, as dlt does: "12/31/2024" > "01/01/2025"
     slot = pipeline.state["sources"]["p"]["resources"]["orders"]["incremental"]["day"]
     assert slot["last_value"] == "12/31/2024"
+
+
+@pytest.mark.parametrize("func", [max, min], ids=["max", "min"])
+@pytest.mark.parametrize("declared", [date, datetime, int], ids=lambda t: t.__name__)
+@pytest.mark.parametrize("value", LAG_VALUES, ids=repr)
+def test_lag_matches_dlt_for_a_declared_type_argument(value: Any, declared: type, func: Any) -> None:
+    """``incremental[T]`` declares the unit as ``dlt.sources.incremental[T]`` does."""
+    expected = _apply_lag_to_value(86_400 * 2 + 30, value, func, _cursor_date_type(declared, None))
+    ours = _lag_value(
+        value, 86_400 * 2 + 30, func is max, _declared_lag_unit(incremental[declared].cursor_type)
+    )
+    assert ours == expected
+    assert type(ours) is type(expected)
