@@ -4,8 +4,9 @@
 
     airflow-state {info,get,set,drop,history,rollback,sync} PIPELINE (--conn-id ID | --url URL) [--dataset D]
 
-The destination comes from an Airflow connection (``--conn-id``, read through ``PipelineStateHook``, so
-``AIRFLOW_CONN_*`` variables work too; Airflow is imported only then) or a SQLAlchemy URL (``--url``).
+The destination comes from an Airflow connection (``--conn-id``, looked up as Airflow's own CLI does:
+secrets backends, ``AIRFLOW_CONN_*``, the metadata database; Airflow is imported only then) or a
+SQLAlchemy URL (``--url``).
 The dataset is ``--dataset``, else the connection's extra ``dataset_name``, else ``<pipeline>_dataset``.
 Every edit (``set``, ``drop``, ``rollback``) is a new state version with its own ``_dlt_loads`` row,
 written under the pipeline's commit lock; ``--dry-run`` prints the diff and writes nothing.
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination.engine import create_engine, mask_url, scrub, url_secrets
 from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError
 from airflow_state_provider.state import codec
 
@@ -61,7 +63,12 @@ def _arg(*flags: str, **kwargs: Any) -> _Arg:
 
 _COMMON = (
     _arg("pipeline", metavar="PIPELINE", help="the pipeline name"),
-    _arg("--conn-id", dest="conn_id", metavar="ID", help="an Airflow connection (AIRFLOW_CONN_* works)"),
+    _arg(
+        "--conn-id",
+        dest="conn_id",
+        metavar="ID",
+        help="an Airflow connection (metadata DB, AIRFLOW_CONN_*, secrets backends)",
+    ),
     _arg("--url", metavar="URL", help="a SQLAlchemy URL of the destination (no Airflow needed)"),
     _arg(
         "--dataset",
@@ -212,6 +219,7 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
     except operations.StateOperationError as exc:
         return _error(str(exc), EXIT_USAGE)
     except Exception as exc:  # unknown connection, bad URL, missing driver: all bad input
+        secrets = secrets or (url_secrets(args.url) if args.url else [])
         return _error(_scrub(f"{type(exc).__name__}: {exc}", secrets), EXIT_USAGE)
     try:
         _HANDLERS[command](pipeline, args, out)
@@ -242,9 +250,7 @@ def _error(message: str, code: int) -> int:
 
 
 def _scrub(message: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
+    return scrub(message, secrets)
 
 
 def _open(args: argparse.Namespace) -> tuple[Pipeline, Any, list[str]]:
@@ -258,17 +264,17 @@ def _open(args: argparse.Namespace) -> tuple[Pipeline, Any, list[str]]:
         # Airflow is heavy to import and not needed for --url
         from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 
-        hook = PipelineStateHook(destination_conn_id=args.conn_id)
+        hook = PipelineStateHook.outside_task(args.conn_id)  # also the metadata DB, as Airflow's CLI
         url = hook.get_sqlalchemy_url()
-        secrets = [s for s in (hook.connection.password, url.password) if s]
+        secrets = [s for s in (hook.connection.password, *url_secrets(url)) if s]
         _check_file(url)
         return hook.get_pipeline(args.pipeline, dataset_name=args.dataset, **options), hook, secrets
     from airflow_state_provider.pipeline import Pipeline
 
     url = sa.make_url(args.url)
-    secrets = [url.password] if url.password else []
+    secrets = url_secrets(url)
     _check_file(url)
-    engine = sa.create_engine(url, hide_parameters=True)
+    engine = create_engine(url)
     return Pipeline(args.pipeline, destination=engine, dataset_name=args.dataset, **options), None, secrets
 
 
@@ -281,9 +287,7 @@ def _check_file(url: sa.URL) -> None:
         and database != ":memory:"
         and not os.path.exists(database)
     ):
-        raise operations.StateOperationError(
-            f"database file {database} does not exist ({url.render_as_string(hide_password=True)})"
-        )
+        raise operations.StateOperationError(f"database file {database} does not exist ({mask_url(url)})")
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -295,6 +299,15 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
     retained = _retained(pipeline)
     json_size = len(codec.typed_dumps({k: v for k, v in state.items() if k != "_local"}))
     summary = _summarize(state)
+    problem = codec.structure_problem(state)
+    shown_problem = None
+    if problem is not None:
+        name = pipeline.pipeline_name
+        shown_problem = (
+            f"state path {problem[0] or '(the document)'} {problem[1]}: runs fail on this version. "
+            f"Fix it with 'airflow-state set {name} {problem[0] or 'PATH'} ...' or 'airflow-state "
+            f"rollback {name} --to-version N'"
+        )
     if args.as_json:
         doc: dict[str, Any] = {
             "pipeline": pipeline.pipeline_name,
@@ -308,6 +321,7 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
             "json_size": json_size,
             "versions_retained": retained,
             "sources": summary,
+            "problem": shown_problem,
         }
         if args.verbose:
             doc["state"] = operations.to_plain(state)
@@ -327,7 +341,9 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
             f"History:      {_span(retained)} retained (max_state_versions={pipeline.store.max_versions})",
         ]
     else:
-        lines.append(f"Size:         {stored.size} bytes in {pipeline._state_file()}")
+        lines.append(f"Size:         {stored.size} bytes in {pipeline.local_state.path}")
+    if shown_problem:
+        lines.append(f"Problem:      {shown_problem}")
     lines.append(f"Sources:      {len(summary)}" if summary else "Sources:      none")
     for source_key, source in summary.items():
         keys = f"  (source keys: {', '.join(source['keys'])})" if source["keys"] else ""
@@ -359,12 +375,17 @@ def _span(versions: list[int]) -> str:
 def _summarize(state: dict) -> dict[str, Any]:
     """Sources, their own keys, resource slots and incrementals (values in plain form)."""
     out: dict[str, Any] = {}
-    for source_key, source in (state.get("sources") or {}).items():
+    sources = state.get("sources")
+    for source_key, source in (sources if isinstance(sources, dict) else {}).items():
+        if not isinstance(source, dict):
+            continue  # shown as the document's problem
         resources: dict[str, Any] = {}
-        for resource_name, slot in (source.get("resources") or {}).items():
+        slots = source.get("resources")
+        for resource_name, slot in (slots if isinstance(slots, dict) else {}).items():
             slot = slot if isinstance(slot, dict) else {}
             incrementals: dict[str, Any] = {}
-            for cursor, inc in (slot.get("incremental") or {}).items():
+            found = slot.get("incremental")
+            for cursor, inc in (found if isinstance(found, dict) else {}).items():
                 if not isinstance(inc, dict):
                     continue
                 entry = {
@@ -514,7 +535,7 @@ _HANDLERS: dict[str, Callable[[Pipeline, argparse.Namespace, TextIO], None]] = {
 
 
 def _destination(pipeline: Pipeline) -> str:
-    return pipeline.engine.url.render_as_string(hide_password=True)
+    return mask_url(pipeline.engine.url)
 
 
 def _dumps(value: Any) -> str:

@@ -40,3 +40,30 @@ class IncrementalCursorTypeError(PipelineStateError, TypeError):
 
 class SchemaConflictError(PipelineStateError):
     """A value does not fit the type of its existing column."""
+
+
+class LockTimeoutError(PipelineStateError):
+    """A lock wait took longer than ``lock_timeout``; nothing was committed.
+
+    Retryable: the lock is held by another task (a long load, a stalled task, another process on a
+    DuckDB file), so a later try usually gets it. The message names the pipeline, the database and what
+    was waited for.
+    """
+
+
+class ConcurrentEditError(StateConflictError):
+    """Another state version was committed after the edit was planned. Nothing was written."""
+
+
+class MissingLoadsError(PipelineStateError):
+    """State rows exist but none of their loads is recorded as committed in ``_dlt_loads`` (the load
+    records were deleted, or the table dropped): restoring would silently start over, so it refuses."""
+
+
+class UnsupportedDestinationError(PipelineStateError, ValueError):
+    """The destination's database is not one the provider supports (SQLite, DuckDB, PostgreSQL)."""
+
+
+class InvalidRowError(PipelineStateError, ValueError):
+    """A row value cannot be written: invalid text (a lone surrogate, NUL on PostgreSQL) or nesting
+    deeper than the loader can follow. The message names the table, the column and the row."""

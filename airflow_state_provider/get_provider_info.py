@@ -91,6 +91,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "A larger state document logs a warning naming its biggest paths.",
                         "schema": {"type": ["integer", "null"], "minimum": 1},
                     },
+                    "lock_timeout": {
+                        "label": "Lock timeout (seconds)",
+                        "description": "Longest wait for a lock (commit lock, a DuckDB file another task "
+                        "has open, ...) before the task fails with LockTimeoutError (default from config).",
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": [],
@@ -144,6 +150,15 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "integer",
                         "example": "1048576",
                         "default": "1048576",
+                    },
+                    "lock_timeout": {
+                        "description": "Seconds a task waits for a lock (the pipeline's commit lock, a "
+                        "table's DDL lock, a DuckDB file another task has open, a SQLite write lock) "
+                        "before it fails with LockTimeoutError, which a retry usually gets past.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "300",
+                        "default": "300",
                     },
                 },
             }

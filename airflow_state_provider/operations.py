@@ -33,8 +33,15 @@ from jsonpath_ng import Fields, Index
 from jsonpath_ng.ext import parse as parse_jsonpath
 
 from airflow_state_provider.destination import naming
-from airflow_state_provider.destination.store import STATE_TABLE, StoredState, new_load_id
-from airflow_state_provider.exceptions import PipelineStateError, StateConflictError, StateCorruptError
+from airflow_state_provider.destination.commit import Committed, commit
+from airflow_state_provider.destination.engine import mask_url
+from airflow_state_provider.destination.store import (
+    LOADS_TABLE,
+    STATE_TABLE,
+    StoredState,
+    recorded_resource_tables,
+)
+from airflow_state_provider.exceptions import ConcurrentEditError, PipelineStateError, StateCorruptError
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.state import codec, model
 
@@ -54,10 +61,6 @@ _MISSING: Any = object()
 class StateOperationError(PipelineStateError, ValueError):
     """Bad input to a state operation: an unknown pipeline, path, resource, source or version, or a
     value that cannot be stored. Nothing was written."""
-
-
-class ConcurrentEditError(StateConflictError):
-    """Another state version was committed after the edit was planned. Nothing was written."""
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -128,7 +131,7 @@ def where(pipeline: Pipeline) -> str:
     """Where the pipeline's state lives, for messages (the URL never shows a password)."""
     if not pipeline.restore_from_destination:
         return f"local state dir {pipeline.working_dir}"
-    url = pipeline.engine.url.render_as_string(hide_password=True)
+    url = mask_url(pipeline.engine.url)
     return f"dataset {pipeline.dataset_name!r} of {url}"
 
 
@@ -136,15 +139,16 @@ def newest(pipeline: Pipeline) -> StoredState:
     """The newest committed state; :class:`StateOperationError` naming what is missing if there is none."""
     name = pipeline.pipeline_name
     if not pipeline.restore_from_destination:
-        stored = pipeline._read_local()
+        stored = pipeline.local_state.read()
         if stored is None:
             raise StateOperationError(
-                f"pipeline {name!r} has no state in {where(pipeline)} (no {pipeline._state_file().name}); "
+                f"pipeline {name!r} has no state in {where(pipeline)} (no {pipeline.local_state.path.name}); "
                 "check the pipeline name and the pipelines dir"
             )
         return stored
     with pipeline.engine.connect() as conn:
-        return pipeline.store.decode_row(newest_row(pipeline, conn))
+        # an edit may be what repairs a document of the wrong shape: check the result, not the base
+        return pipeline.store.decode_row(newest_row(pipeline, conn), check_structure=False)
 
 
 def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
@@ -157,6 +161,7 @@ def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
         )
     rows = pipeline.store.history_rows(conn, limit=1)
     if not rows:
+        pipeline.store.refuse_without_loads(conn, f"no load of theirs is in {LOADS_TABLE} with status 0")
         others = pipeline.store.pipeline_names(conn)
         raise StateOperationError(
             f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
@@ -384,7 +389,20 @@ def plan_set(
     parent, key = _locate(state, parts, path, name, create=create)
     parent[key] = value
     codec.typed_dumps(state)  # a value outside the supported types fails here, naming its path
+    check_structure(state, pipeline_name=name, action=f"set {path}")
     return EditPlan(pipeline, "set", base, state, diff(base.state, state))
+
+
+def check_structure(state: dict, *, pipeline_name: str, action: str) -> None:
+    """Raise :class:`StateOperationError` if ``state`` (an edit's result) does not have dlt's layout
+    (see :func:`codec.structure_problem`): every later run and ``info`` would fail on it."""
+    problem = codec.structure_problem(state)
+    if problem is not None:
+        path, what = problem
+        raise StateOperationError(
+            f"pipeline {pipeline_name!r}: {action} would leave state path {path or '(the document)'!r} "
+            f"that {what}; every later run reads it. Nothing was written."
+        )
 
 
 # -- drop ------------------------------------------------------------------------------------------
@@ -397,6 +415,31 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
         return naming.normalize_path(name, max_length)
     except naming.InvalidIdentifierError as exc:
         raise StateOperationError(str(exc)) from None
+
+
+def resource_tables(
+    pipeline: Pipeline, conn: sa.Connection, resources: Iterable[str], *, hints: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """The tables each of ``resources`` loaded, from the resource-to-table map
+    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`).
+
+    A ``hints`` entry (a :class:`Resource`'s ``table_name``) that differs from the resource name
+    wins. A resource the map does not know (loaded before the map existed, or by dlt) is taken to
+    load the table named like it, unless the map records that table as another resource's.
+    """
+    recorded = recorded_resource_tables(conn, pipeline.dataset_name, pipeline.pipeline_name)
+    claimed = {t: r for r, tables in recorded.items() for t in tables}
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(resources):
+        hint = (hints or {}).get(name, name)
+        if hint != name:
+            out[name] = [table_name_of(hint, pipeline.engine)]
+        elif name in recorded:
+            out[name] = list(recorded[name])
+        else:
+            guess = table_name_of(name, pipeline.engine)
+            out[name] = [] if claimed.get(guess, name) != name else [guess]
+    return out
 
 
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
@@ -473,14 +516,16 @@ def plan_drop(
                 matched[resource_name] = None
 
     tables: list[str] = []
-    table_of = {r: table_name_of(names.get(r, r), pipeline.engine) for r in [*names, *matched]}
-    if not state_only and table_of:
+    table_of: dict[str, list[str]] = {}
+    if not state_only and (names or matched):
         with pipeline.engine.connect() as conn:
-            tables = existing_tables(conn, pipeline.dataset_name, table_of.values())
+            table_of = resource_tables(pipeline, conn, [*names, *matched], hints=names)
+            tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
     for resource_name in names:
-        if resource_name not in matched and table_of[resource_name] not in tables:
+        if resource_name not in matched and not set(table_of.get(resource_name, ())) & set(tables):
             known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
-            table_note = "" if state_only else f" and no table {table_of[resource_name]!r}"
+            guessed = ", ".join(map(repr, table_of.get(resource_name, ()))) or "recorded"
+            table_note = "" if state_only else f" and no table {guessed}"
             raise StateOperationError(
                 f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
                 f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "
@@ -495,6 +540,7 @@ def plan_drop(
                 f"{', '.join(selected) or '(none)'} (paths are relative to a source's state, "
                 "e.g. 'last_sync' or 'resources.events.incremental')"
             )
+    check_structure(state, pipeline_name=name, action="drop")
     return EditPlan(pipeline, "drop", base, state, diff(base.state, state), tables, warnings)
 
 
@@ -568,6 +614,7 @@ def plan_rollback(
     state = copy.deepcopy(target.state)
     for key in model.VERSION_KEYS:
         state[key] = base.state.get(key)
+    check_structure(state, pipeline_name=name, action=f"rollback to version {version}")
     changes = diff(base.state, state)
     return EditPlan(pipeline, f"rollback to version {version}", base, state, changes, warnings=warnings)
 
@@ -609,62 +656,58 @@ def history(pipeline: Pipeline, limit: int | None = None) -> list[VersionInfo]:
 
 
 def apply(plan: EditPlan, *, write_local: bool = False) -> EditResult:
-    """Commit ``plan`` as a new state version (and drop its tables) in one transaction, under the
-    pipeline's commit lock. Raises :class:`ConcurrentEditError` (nothing written) if a version was
-    committed after the plan was made. ``write_local`` also writes the pipelines dir's state file
-    (always done for pipelines that keep their state locally)."""
+    """Commit ``plan`` as a new state version (and drop its tables) in one transaction, through the one
+    commit path (:func:`~airflow_state_provider.destination.commit.commit`, under the pipeline's commit
+    lock). Raises :class:`ConcurrentEditError` (nothing written) if a version was committed after the
+    plan was made. ``write_local`` also writes the pipelines dir's state file (always done for pipelines
+    that keep their state locally)."""
     pipeline, base = plan.pipeline, plan.base
     if plan.empty:
         return EditResult(plan, False, base.version, None)
-    new = copy.deepcopy(plan.state)
-    new.pop(model.LOCAL_KEY, None)
-    new["_state_version"] = base.version
-    new["_state_engine_version"] = base.state.get("_state_engine_version", model.STATE_ENGINE_VERSION)
-    new["_version_hash"] = base.state.get("_version_hash")
-    if not model.bump_version(new):
-        new["_state_version"] += 1  # a drop of tables only still gets its own, audited version
-    pipeline.store.check_size(new)
-    load_id = new_load_id(after=base.load_id or None)
     dataset = pipeline.dataset_name
-    if pipeline.restore_from_destination:
+    local_only = not pipeline.restore_from_destination
+    local = pipeline.local_state if write_local or local_only else None
+
+    def edit(conn: sa.Connection | None) -> Committed | None:
+        return commit(
+            conn,
+            pipeline.store,
+            plan.state,
+            expect=base,
+            action=plan.action,
+            new_version=True,
+            wrote_data=bool(plan.drop_tables),
+            local=local,
+            local_only=local_only,
+            on_load_id=(lambda _: drop_tables(conn, dataset, plan.drop_tables)) if conn is not None else None,
+        )
+
+    if local_only and not plan.drop_tables:
+        committed = edit(None)
+    else:
+        if local_only:
+            pipeline.store.ensure_loads_table(pipeline.engine)
         with pipeline.engine.connect() as conn:
             conn.begin()
             try:
-                pipeline.store.lock(conn)
-                row = pipeline.store.history_rows(conn, limit=1)
-                current = (int(row[0].version), row[0]._dlt_load_id) if row else None
-                _check_not_moved(plan, current)
-                drop_tables(conn, dataset, plan.drop_tables)
-                pipeline.store.insert_load(conn, load_id)
-                pipeline.store.insert_state(conn, new, load_id)
-                pipeline.store.prune(conn)
-                conn.commit()
+                # tables first, then the commit lock: the order a load takes them in (no deadlock)
+                pipeline.dialect.lock_tables(conn, dataset, plan.drop_tables, pipeline.pipeline_name)
+                committed = edit(conn)
             except BaseException:
                 conn.rollback()
                 raise
-    else:
-        local = pipeline._read_local()
-        current = (local.version, local.load_id) if local else None
-        _check_not_moved(plan, current)
-        if plan.drop_tables:
-            pipeline.store.ensure_loads_table(pipeline.engine)
-            with pipeline.engine.begin() as conn:
-                drop_tables(conn, dataset, plan.drop_tables)
-                pipeline.store.insert_load(conn, load_id)
-        write_local = True
-    if write_local:
-        pipeline._write_local(new, load_id)
-    pipeline._committed, pipeline._first_run = copy.deepcopy(new), False
+    assert committed is not None  # new_version: an edit always commits
+    pipeline.adopt(committed.state)
     log.info(
         "pipeline %r: %s committed as state version %d with load %s; changed paths: %s; dropped tables: %s",
         pipeline.pipeline_name,
         plan.action,
-        new["_state_version"],
-        load_id,
+        committed.version,
+        committed.load_id,
         ", ".join(c.path for c in plan.changes) or "(none)",
         ", ".join(plan.drop_tables) or "(none)",
     )
-    return EditResult(plan, True, int(new["_state_version"]), load_id)
+    return EditResult(plan, True, committed.version, committed.load_id)
 
 
 def _base(pipeline: Pipeline, base: StoredState | None, expect_version: int | None) -> StoredState:
@@ -676,18 +719,6 @@ def _base(pipeline: Pipeline, base: StoredState | None, expect_version: int | No
             "Review the change (airflow-state history) and run the command again."
         )
     return base
-
-
-def _check_not_moved(plan: EditPlan, current: tuple[int, str] | None) -> None:
-    """``current`` is the newest (version, load id), read under the lock."""
-    base = plan.base
-    if current != (base.version, base.load_id):
-        now = "no state" if current is None else f"state version {current[0]} (load {current[1]})"
-        raise ConcurrentEditError(
-            f"pipeline {plan.pipeline.pipeline_name!r}: {now} was committed after this {plan.action} was "
-            f"planned against version {base.version} (load {base.load_id or 'local'}). Nothing was "
-            "written. Run the command again: it plans against the newest version."
-        )
 
 
 # -- local working dir -----------------------------------------------------------------------------
@@ -702,5 +733,5 @@ def sync_local(pipeline: Pipeline) -> tuple[StoredState, Path]:
             "object reads its state locally (restore_from_destination=False)"
         )
     stored = newest(pipeline)
-    pipeline._write_local(stored.state, stored.load_id)
-    return stored, pipeline._state_file()
+    pipeline.local_state.write(stored.state, stored.load_id)
+    return stored, pipeline.local_state.path

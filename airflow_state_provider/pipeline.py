@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
@@ -31,11 +35,11 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
-from airflow_state_provider.exceptions import StateNotSerializableError
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, from_data
 from airflow_state_provider.extract.source import Source
-from airflow_state_provider.state import codec, context, model
+from airflow_state_provider.local_state import LocalStateFile
+from airflow_state_provider.state import context, model
 
 log = logging.getLogger("airflow_state_provider.pipeline")
 
@@ -84,10 +88,13 @@ class _Run:
 
     def __init__(self, pipeline: Pipeline, restored: StoredState | None, checkpoint_every: int | None):
         self.pipeline = pipeline
+        #: the newest committed document this run knows, and the load id of its state row
         self.committed = copy.deepcopy(restored.state) if restored else pipeline._fresh_state()
-        self.committed_load_id = restored.load_id if restored else None
+        self.known_load_id = restored.load_id if restored else None
         self.has_committed = restored is not None
+        #: the document user code and incrementals write (``current.*``)
         self.working = copy.deepcopy(self.committed)
+        #: per slot, the committed value ``working`` started from (the three-way merge base)
         self.base = copy.deepcopy(self.committed)
         self.checkpoint_every = checkpoint_every
         self.rows_since_commit = 0
@@ -99,6 +106,31 @@ class _Run:
         self.last_committed_load_id: str | None = None
         #: commit even without rows or state change: ``refresh`` dropped or emptied tables
         self.force_commit = False
+        #: groups whose resources were bound, with every incremental bound per resource name
+        self.started: list[_Group] = []
+        self.incrementals: dict[tuple[str, str], list[Incremental]] = {}
+        #: groups already told in the log why their rows wait for the final commit
+        self.deferred: set[tuple[str, str]] = set()
+
+    def pinned(self, slot: model.Slot) -> bool:
+        """Slots running code may hold references into: its sources' keys and its resources' slots."""
+        if len(slot) == 3:
+            return any(g.source_key == slot[1] for g in self.started)
+        if len(slot) == 4:
+            return (slot[1], slot[3]) in self.incrementals
+        return False
+
+
+def _holding_destination(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``method`` inside ``self.dialect.holding()``: a DuckDB file stays open for the whole run and
+    is released when it returns (see :meth:`Dialect.holding`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        with self.dialect.holding():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Pipeline:
@@ -111,7 +143,9 @@ class Pipeline:
     (a persistent worker): the destination gets data and ``_dlt_loads`` rows but no state rows.
     ``dev_mode=True`` suffixes the dataset with a UTC timestamp, so the pipeline starts from fresh state
     (``full_refresh`` is its deprecated alias). ``max_state_versions``, ``max_state_bytes`` and
-    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4).
+    ``warn_state_bytes`` set retention and the size guard (DESIGN §5.4). ``lock_timeout`` (seconds,
+    default 300) bounds every wait for a lock (the commit lock, a table's DDL lock, a DuckDB file held
+    by another process, a SQLite write lock); a longer wait raises ``LockTimeoutError``.
     """
 
     def __init__(
@@ -128,6 +162,7 @@ class Pipeline:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
         batch_size: int = 10_000,
+        lock_timeout: float | None = None,
     ) -> None:
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
@@ -154,7 +189,8 @@ class Pipeline:
         self.configured_dataset_name = dataset
         dataset = _physical_dataset_name(dataset, self.engine)
         self.dataset_name = dataset
-        self.dialect = dialect_for(self.engine)
+        # seconds any lock wait may take (default DEFAULT_LOCK_TIMEOUT), then LockTimeoutError
+        self.dialect = dialect_for(self.engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
         self.dialect.prepare(dataset)
         self.store = StateStore(
             self.dialect,
@@ -169,6 +205,8 @@ class Pipeline:
         if dev_mode:
             # unlike dlt, which wipes the working dir, leave the normal local state alone
             self.working_dir = self.working_dir / "dev_mode" / dataset
+        #: the local copy of the state (the only one with ``restore_from_destination=False``)
+        self.local_state = LocalStateFile(self.working_dir, dev_mode=dev_mode)
         self._committed: dict | None = None
         self._first_run = True
         self._tables_ready = False
@@ -210,7 +248,7 @@ class Pipeline:
     def sync_destination(self) -> StoredState | None:
         """Restore the newest committed state now (DESIGN §5.1); returns the row or None."""
         started = time.perf_counter()
-        stored = self._read_local() if not self.restore_from_destination else self._read_destination()
+        stored = self.local_state.read() if not self.restore_from_destination else self._read_destination()
         elapsed = (time.perf_counter() - started) * 1000
         if stored is None:
             self._committed, self._first_run = self._fresh_state(), True
@@ -275,28 +313,12 @@ class Pipeline:
                 return self._read_newest(retry_if_created=False)
             raise
 
-    def _state_file(self) -> Path:
-        return self.working_dir / "state.json"
-
-    def _read_local(self) -> StoredState | None:
-        path = self._state_file()
-        if not path.exists():
-            return None
-        raw = path.read_bytes()
-        state = codec.decode_state(raw.decode("utf-8"), where=f"local state file {path}")
-        state.pop("_local", None)
-        return StoredState(int(state.get("_state_version", 0)), "", None, state, len(raw))
-
-    def _write_local(self, state: dict, load_id: str | None) -> None:
-        """Keep the committed state in the working dir too (``airflow-state sync`` restores it)."""
-        self.working_dir.mkdir(parents=True, exist_ok=True)
-        doc = dict(state)
-        doc["_local"] = {"first_run": False, "last_load_id": load_id, "_dev_mode": self.dev_mode}
-        tmp = self._state_file().with_suffix(".tmp")
-        tmp.write_bytes(codec.typed_dumps(doc))
-        tmp.replace(self._state_file())
+    def adopt(self, state: dict) -> None:
+        """Remember ``state`` as the newest committed document (what :attr:`state` returns next)."""
+        self._committed, self._first_run = copy.deepcopy(state), False
 
     # -- run --------------------------------------------------------------------------------------
+    @_holding_destination
     def run(
         self,
         data: Any,
@@ -355,7 +377,15 @@ class Pipeline:
             catalog: dict[str, dict[str, Resource]] = {}
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
-            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self.engine)
+            refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
+            if refresh_tables and checkpoint_every:
+                # the refreshed tables and state must land together: everything waits for the end
+                log.info(
+                    "pipeline %r: refresh=%s: checkpoints wait for the final commit in this run",
+                    self.pipeline_name,
+                    refresh,
+                )
+                run.checkpoint_every = None
             with self.engine.connect() as conn:
                 conn.begin()
                 try:
@@ -366,6 +396,7 @@ class Pipeline:
                         run.load_id,
                         pipeline_name=self.pipeline_name,
                         batch_size=self.batch_size,
+                        stage=bool(run.checkpoint_every),
                     )
                     if refresh_tables:
                         run.force_commit = self._refresh_tables(conn, refresh, refresh_tables)
@@ -394,6 +425,8 @@ class Pipeline:
         if refresh == "drop_data":
             operations.truncate_tables(conn, self.dataset_name, existing)
         else:
+            # all at once or none (no deadlock with a load writing to some of them), bounded wait
+            self.dialect.lock_tables(conn, self.dataset_name, existing, self.pipeline_name)
             operations.drop_tables(conn, self.dataset_name, existing)
         if existing:
             log.info(
@@ -428,6 +461,8 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            if suffix := context.current_slot_suffix():
+                resources, selected = _with_slot_suffix(resources, selected, suffix, source_key)
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
@@ -454,6 +489,8 @@ class Pipeline:
                 )
                 arguments.arguments[name] = inc
                 bound.append(inc)
+                if inc.interval_watermark is not None:
+                    ctx.interval_records.append((source_key, res.name, inc))
         return arguments, bound
 
     def _extract_group(self, group: _Group, loader: Loader, run: _Run, conn: sa.Connection) -> None:
@@ -465,14 +502,18 @@ class Pipeline:
         with context.scope(group.source_key, group.root.name):
             arguments, incrementals = self._bind(group.root, group.source_key)
             children = {child.name: child for kids in group.children.values() for child in kids}
+            run.started.append(group)
+            run.incrementals[(group.source_key, group.root.name)] = incrementals
+            for child in children.values():
+                # bound per parent item in _deliver; registered now so that its slot is pinned
+                run.incrementals[(group.source_key, child.name)] = []
             generator = group.root.open(arguments)
             try:
                 for item in generator:
-                    # the generator has just resumed past its previous yield: state written there
-                    # belongs to the rows already received, so this is the checkpoint moment
+                    # every item received before this one has been delivered and filtered: the
+                    # moment where a cursor covers exactly the rows written
                     if run.checkpoint_every and run.rows_since_commit >= run.checkpoint_every:
-                        self._commit(conn, loader, run, final=False)
-                        conn.begin()
+                        self._checkpoint(conn, loader, run)
                     item, stop = _filter(item, incrementals)
                     if item is not None:
                         self._deliver(group, group.root, item, loader, run, children)
@@ -503,6 +544,7 @@ class Pipeline:
                 # as in dlt, a transformer's incrementals are bound per parent item: each item starts
                 # from the state the previous one left (start value, boundary hashes, no stop flag)
                 arguments, incrementals = self._bind(child, group.source_key)
+                run.incrementals[(group.source_key, child.name)] = incrementals
                 for out in child.open(arguments, item):
                     out, stop = _filter(out, incrementals)
                     if out is not None:
@@ -522,102 +564,120 @@ class Pipeline:
         )
 
     # -- commit -----------------------------------------------------------------------------------
-    def _commit(self, conn: sa.Connection, loader: Loader, run: _Run, *, final: bool) -> None:
-        """Finish the load and commit it with the state, under the pipeline's lock (DESIGN §5.3)."""
-        counts = loader.finish()
-        rows = sum(counts.values())
-        ours = run.working
-        if self.restore_from_destination:
-            self.store.lock(conn)
-            newest = self.store.newest(conn)
-        else:
-            newest = None
-        if newest is not None and newest.load_id != run.committed_load_id:
-            theirs = newest.state
-            merged = model.merge(run.base, ours, theirs, pipeline_name=self.pipeline_name)
-            log.info(
-                "pipeline %r: merged with concurrent state version %d (load %s)",
-                self.pipeline_name,
-                newest.version,
-                newest.load_id,
-            )
-        else:
-            theirs = run.committed
-            merged = copy.deepcopy(ours)
-            for key in model.VERSION_KEYS:
-                if key in theirs:
-                    merged[key] = theirs[key]
-        merged.pop(model.LOCAL_KEY, None)
-        model.drop_untouched_empty_slots(merged, theirs)
-        try:
-            changed = not model.content_equal(merged, theirs) or (not run.has_committed and rows > 0)
-        except StateNotSerializableError as e:  # the codec knows the path, not the pipeline
-            message = f"pipeline {self.pipeline_name!r}: {e} Nothing was committed."
-            raise StateNotSerializableError(message) from e
-        changed = changed or run.force_commit
-        if not changed and rows == 0 and not loader.tables_written:
-            conn.rollback()
-            if final:
-                log.info(
-                    "pipeline %r: no rows and no state change: nothing committed (state version %s)",
-                    self.pipeline_name,
-                    theirs.get("_state_version"),
-                )
-            return
-        if changed:
-            merged["_state_version"] = int(theirs.get("_state_version", 0))
-            merged["_version_hash"] = theirs.get("_version_hash")
-            model.bump_version(merged)
-            if merged["_version_hash"] == theirs.get("_version_hash"):
-                # first commit of an unchanged default state still gets its own version
-                merged["_state_version"] += 1
-            self.store.check_size(merged)
-        load_id = run.load_id
-        if newest is not None and newest.load_id >= load_id:
-            # keep load ids in commit order: dlt restores the state with the greatest load id
-            load_id = new_load_id(after=newest.load_id)
-            loader.restamp(load_id)
-        self.store.insert_load(conn, load_id)
-        if changed and self.restore_from_destination:
-            self.store.insert_state(conn, merged, load_id)
-            self.store.prune(conn)
-        conn.commit()
+    def _checkpoint(self, conn: sa.Connection, loader: Loader, run: _Run) -> None:
+        """Commit early what is provably consistent now (see ``docs/checkpoints.md``).
 
-        paths = model.changed_paths(theirs, merged) if changed else []
+        A group (a resource with its transformers) commits its rows and its resource slots before the
+        run ends only if every cursor of it can (:meth:`Incremental.checkpoint_blocker`), the root has
+        one, no code wrote other state of its source since the last commit, it is not ``replace``, and
+        no other resource wrote to its tables since then. Everything else waits in session staging.
+        """
+        run.rows_since_commit = 0
+        ready = [g for g in run.started if self._checkpoint_blocker(g, run) is None]
+        while ready:
+            names = {n for g in ready for n in _names(g)}
+            movable = loader.flushable(names)
+            still = [g for g in ready if _names(g) <= movable]
+            if len(still) == len(ready):
+                break
+            ready = still
+        if not ready:
+            return
+        names = {n for g in ready for n in _names(g)}
+        slots = {("sources", g.source_key, "resources", n) for g in ready for n in _names(g)}
+        ours = model.with_slots(run.base, run.working, slots.__contains__)
+        if not loader.pending(names) and model.content_equal(ours, run.base):
+            return
+        self._commit(conn, loader, run, final=False, ours=ours, resources=names)
+
+    def _checkpoint_blocker(self, group: _Group, run: _Run) -> str | None:
+        """Why ``group`` cannot commit at a checkpoint now (logged once per run), or None."""
+        reason = _blocker(group, run)
+        key = (group.source_key, group.root.name)
+        if reason is not None and key not in run.deferred:
+            run.deferred.add(key)
+            log.info(
+                "pipeline %r: checkpoint: rows of resource %r wait for the final commit: %s",
+                self.pipeline_name,
+                group.root.name,
+                reason,
+            )
+        return reason
+
+    def _commit(
+        self,
+        conn: sa.Connection,
+        loader: Loader,
+        run: _Run,
+        *,
+        final: bool,
+        ours: dict | None = None,
+        resources: set[str] | None = None,
+    ) -> None:
+        """Move the rows of ``resources`` (all at the final commit) into their tables and commit them with
+        ``ours`` (default: the whole working document) through the one commit path."""
+        counts = loader.finish(None if final else resources)
+        rows = sum(counts.values())
+        committed = commit(
+            conn,
+            self.store,
+            run.working if ours is None else ours,
+            base=run.base,
+            known_load_id=run.known_load_id,
+            load_id=loader.load_id,
+            wrote_data=rows > 0 or bool(loader.tables_written) or not final,
+            new_version=run.force_commit or (not run.has_committed and rows > 0),
+            local=self.local_state,
+            local_only=not self.restore_from_destination,
+            on_load_id=loader.restamp,
+            # interval runs move their cursors past the interval, on the newest state, under the lock
+            adjust=context.record_intervals if final else None,
+        )
+        if committed is None:
+            conn.rollback()
+            log.info(
+                "pipeline %r: no rows and no state change: nothing committed (state version %s)",
+                self.pipeline_name,
+                run.committed.get("_state_version"),
+            )
+            return
+        self._committed_run(committed, counts, run)
+        if not final:
+            run.checkpoints += 1
+            loader.load_id = run.load_id = new_load_id(after=committed.load_id)
+            conn.begin()
+
+    def _committed_run(self, committed: Committed, counts: dict[str, int], run: _Run) -> None:
         for table, count in counts.items():
             run.row_counts[table] = run.row_counts.get(table, 0) + count
             log.info("Loaded %d rows into %s.%s", count, self.dataset_name, table)
-        if changed:
-            run.changed_paths = sorted(set(run.changed_paths) | set(paths))
+        if committed.state_changed:
+            run.changed_paths = sorted(set(run.changed_paths) | set(committed.changed_paths))
             run.state_changed = True
             log.info(
                 "Committed state version %d of pipeline %r with load %s; changed paths: %s",
-                merged["_state_version"],
+                committed.version,
                 self.pipeline_name,
-                load_id,
-                ", ".join(paths) or ("(none: refresh)" if run.force_commit else "(none: first version)"),
+                committed.load_id,
+                ", ".join(committed.changed_paths)
+                or ("(none: refresh)" if run.force_commit else "(none: first version)"),
             )
         else:
             log.info(
                 "Committed load %s of pipeline %r; state unchanged (version %s)",
-                load_id,
+                committed.load_id,
                 self.pipeline_name,
-                merged.get("_state_version"),
+                committed.version,
             )
-        run.committed = merged
-        run.committed_load_id = load_id if changed else run.committed_load_id
-        run.has_committed = run.has_committed or changed
-        run.base = copy.deepcopy(ours)
-        run.last_committed_load_id = load_id
-        run.rows_since_commit = 0
+        # continue from the committed document: a later commit must not write back what other writers
+        # changed meanwhile (their slots come in; ours stay ours)
+        run.base = model.rebase(run.working, run.base, committed.state, run.pinned)
+        run.committed = committed.state
+        run.known_load_id = committed.state_load_id
+        run.has_committed = run.has_committed or committed.state_changed
+        run.last_committed_load_id = committed.load_id
         run.force_commit = False
-        if not final:
-            run.checkpoints += 1
-            run.load_id = new_load_id(after=load_id)
-            loader.load_id = run.load_id
-        self._committed, self._first_run = copy.deepcopy(merged), False
-        if changed:
-            self._write_local(merged, load_id)
+        self.adopt(committed.state)
 
     # -- operating state --------------------------------------------------------------------------
     def drop(
@@ -658,6 +718,7 @@ class Pipeline:
     def sql_client(self) -> Iterator[SqlClient]:
         """A client whose unqualified table names resolve in the pipeline's dataset."""
         with self.engine.connect() as conn:
+            conn.execution_options(**READ_ONLY)  # SQLite: takes a write lock only when it writes
             self.dialect.use_dataset(conn, self.dataset_name)
             yield SqlClient(conn, self.dataset_name)
 
@@ -760,7 +821,7 @@ def _engine_from(destination: Any) -> sa.Engine:
     if isinstance(destination, sa.Engine):
         return destination
     if isinstance(destination, str | sa.URL):
-        return sa.create_engine(destination)
+        return destination_engine.create_engine(destination)
     get_engine = getattr(destination, "get_engine", None)  # PipelineStateHook, without importing Airflow
     if callable(get_engine):
         return get_engine()
@@ -850,6 +911,23 @@ def _groups_of(resources: dict[str, Resource], selected: set[str], source_key: s
     return list(groups.values())
 
 
+def _with_slot_suffix(
+    resources: dict[str, Resource], selected: set[str], suffix: str, source_key: str
+) -> tuple[dict[str, Resource], set[str]]:
+    """Rename every resource to ``<name><suffix>`` (its state slot), keeping its table name."""
+    renamed = {
+        n + suffix: r.with_hints(name=n + suffix, table_name=r.table_name) for n, r in resources.items()
+    }
+    for res in renamed.values():
+        if res.data_from is not None:
+            res.data_from = renamed.get(res.data_from.name + suffix, res.data_from)
+    for name in sorted(selected):
+        log.info(
+            "Resource %s keeps its state in slot sources.%s.resources.%s%s", name, source_key, name, suffix
+        )
+    return renamed, {n + suffix for n in selected}
+
+
 def _find(group: _Group, name: str) -> Resource | None:
     if group.root.name == name:
         return group.root
@@ -857,6 +935,41 @@ def _find(group: _Group, name: str) -> Resource | None:
         for kid in kids:
             if kid.name == name:
                 return kid
+    return None
+
+
+def _names(group: _Group) -> set[str]:
+    """The resources of a group: its root and every transformer below it."""
+    return {group.root.name} | {kid.name for kids in group.children.values() for kid in kids}
+
+
+def _without(slot: Any, key: str) -> Any:
+    return {k: v for k, v in slot.items() if k != key} if isinstance(slot, dict) else slot
+
+
+def _blocker(group: _Group, run: _Run) -> str | None:
+    """Why the rows and cursors of ``group`` cannot be committed by a checkpoint now, or None."""
+    if any(r.write_disposition == "replace" for r in map(partial(_find, group), group.selected) if r):
+        return "write_disposition 'replace' (the table is replaced when the run ends)"
+    if not run.incrementals.get((group.source_key, group.root.name)):
+        return (
+            "it has no incremental cursor that tracks its progress (declare "
+            "incremental(..., row_order='asc') if its rows come in ascending cursor order)"
+        )
+    for name in sorted(_names(group)):
+        for inc in run.incrementals.get((group.source_key, name), ()):
+            reason = inc.checkpoint_blocker()
+            if reason is not None:
+                return f"{reason} (resource {name!r})"
+    now = (run.working.get("sources") or {}).get(group.source_key) or {}
+    then = (run.base.get("sources") or {}).get(group.source_key) or {}
+    if _without(now, "resources") != _without(then, "resources"):
+        return f"the state of source {group.source_key!r} was written since the last commit"
+    for name in sorted(_names(group)):
+        mine = (now.get("resources") or {}).get(name) or {}
+        before = (then.get("resources") or {}).get(name) or {}
+        if _without(mine, "incremental") != _without(before, "incremental"):
+            return f"the code of resource {name!r} wrote its state since the last commit"
     return None
 
 
@@ -878,11 +991,15 @@ def _refresh_state(
     groups: list[_Group],
     catalog: dict[str, dict[str, Resource]],
     state: dict,
-    engine: sa.Engine,
+    pipeline: Pipeline,
 ) -> list[str]:
-    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties."""
+    """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
+
+    A resource run now drops its ``table_name``; one known only from the state, the tables the
+    resource-to-table map records for it (:func:`operations.resource_tables`)."""
     if refresh is None:
         return []
+    engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
     if refresh == "drop_sources":
@@ -890,7 +1007,11 @@ def _refresh_state(
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
             wiped = sources.pop(source_key, None) or {}
-            tables += [name for name in wiped.get("resources") or {} if name not in known]
+            unknown = [name for name in wiped.get("resources") or {} if name not in known]
+            if unknown:
+                with engine.connect() as conn:
+                    recorded = operations.resource_tables(pipeline, conn, unknown)
+                tables += [t for name in unknown for t in recorded[name]]
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})

@@ -37,7 +37,12 @@ from sqlalchemy.ext.compiler import compiles
 
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.dialects.base import Dialect
-from airflow_state_provider.exceptions import PipelineStateError, SchemaConflictError
+from airflow_state_provider.destination.store import (
+    RESOURCE_TABLES,
+    recorded_resource_tables,
+    resource_tables_table,
+)
+from airflow_state_provider.exceptions import InvalidRowError, PipelineStateError, SchemaConflictError
 
 C_LOAD_ID = "_dlt_load_id"
 C_ID = "_dlt_id"
@@ -48,7 +53,7 @@ _SEQ = "_asp_seq_"
 _ROW_NUMBER = "_asp_rn_"
 
 WRITE_DISPOSITIONS = ("append", "replace", "merge")
-DECIMAL_PRECISION = (38, 9)  # dlt's default
+DECIMAL_PRECISION = (38, 9)  # dlt's default: new decimal columns get at least this scale and precision
 
 # column kinds: the loader's type system, one per dlt data type (plus "other" for foreign columns)
 BOOL, BIGINT, DOUBLE, DECIMAL, TEXT, JSON = "bool", "bigint", "double", "decimal", "text", "json"
@@ -177,12 +182,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+class _NestedTooDeep(ValueError):
+    """A JSON value nested deeper than Python's recursion limit."""
+
+
 def dump_json(value: Any) -> str:
     """JSON text of a column value (Decimal as string, bytes as base64, datetimes in ISO format)."""
     try:
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:  # integers beyond 64 bits; anything else fails here too
-        return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, nesting over 254; anything else fails too
+        try:
+            return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:
+            raise _NestedTooDeep("it nests lists and dicts deeper than Python's recursion limit") from None
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -347,6 +359,10 @@ class _TableState:
     loaded: int = 0
     #: this transaction holds the dialect's DDL lock on the table (see Dialect.lock_table_ddl)
     ddl_locked: bool = False
+    #: (precision, scale) of decimal columns about to be created, sized to fit their first values
+    decimal_types: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: resources that wrote rows to it since they were last moved into the table (staging mode)
+    writers: set[str] = field(default_factory=set)
 
 
 class Loader:
@@ -367,6 +383,7 @@ class Loader:
         *,
         pipeline_name: str,
         batch_size: int = 10_000,
+        stage: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -374,10 +391,18 @@ class Loader:
         self.dialect = dialect
         self.dataset = dataset
         self.load_id = load_id
+        #: load ids under which this loader moved rows into tables: rows of earlier checkpoints of this
+        #: run, which merge_key deletes spare
+        self._moved_ids: set[str] = set()
+        #: rows of every disposition wait in session staging tables until ``finish`` moves them
+        self.stage = stage
         self.pipeline_name = pipeline_name
         self.batch_size = batch_size
         #: normalized names of the tables this loader created, changed or wrote rows to
         self.tables_written: set[str] = set()
+        #: (resource, table) pairs loaded, and those already in the resource-to-table map
+        self._resource_tables: set[tuple[str, str]] = set()
+        self._recorded: set[tuple[str, str]] | None = None
         self._tables: dict[str, _TableState] = {}
         self._table_names: dict[str, str] = {}
         self._chunk: dict[str, None] = {}  # tables written since the last finish(), in order
@@ -404,6 +429,9 @@ class Loader:
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
+        if resource_name is not None:
+            self._resource_tables.add((resource_name, state.name))
+        state.writers.add(resource_name or table_name)
         flatten, batch_size = self._flatten, self.batch_size
         plain = state.plain_keys.issuperset
         buffer = state.buffer
@@ -426,26 +454,99 @@ class Loader:
                 self._flush(state)
                 buffer = state.buffer
 
-    def finish(self) -> dict[str, int]:
+    def finish(self, resources: set[str] | None = None) -> dict[str, int]:
         """Write what is buffered, apply replaces and merges; rows loaded per table since the last call.
 
-        Merge counts the rows inserted after deduplication.
+        Merge counts the rows inserted after deduplication. In staging mode, rows are moved from the
+        staging tables only for tables whose writers since the last move are all in ``resources``
+        (``None``: every table; ``replace`` tables only then); the others keep waiting.
         """
         counts: dict[str, int] = {}
-        for name in self._chunk:
+        for name in list(self._chunk):
             state = self._tables[name]
             self._flush(state)
+            if resources is not None and not self._movable(state, resources):
+                continue
             if state.disposition == "replace" and not state.emptied:
                 self._reflect(state)
                 self._empty(state)
             if state.staging is not None:
-                state.loaded += self._merge(state)
+                state.loaded += self._merge(state) if state.disposition == "merge" else self._move(state)
             counts[name] = state.loaded
             state.loaded = 0
-        self._chunk.clear()
+            state.writers.clear()
+            del self._chunk[name]
+        self._record_resource_tables()
         for state in self._tables.values():
             state.ddl_locked = False  # the caller commits next: the lock ends with the transaction
         return counts
+
+    def _record_resource_tables(self) -> None:
+        """Add the new (resource, table) pairs to the resource-to-table map, in this transaction."""
+        if self._recorded is not None and self._resource_tables <= self._recorded:
+            return
+        self._ensure_dataset()
+        table = resource_tables_table(sa.MetaData(), self.dataset)
+        if self._recorded is None:
+            exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
+            if not exists and self.dialect.lock_table_ddl(self.conn, self.dataset, RESOURCE_TABLES):
+                # only a first load takes the lock: another may have created the table meanwhile
+                exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
+            if not exists:
+                self.conn.execute(sa.schema.CreateTable(table))
+            known = recorded_resource_tables(self.conn, self.dataset, self.pipeline_name)
+            self._recorded = {(r, t) for r, tables in known.items() for t in tables}
+        new = sorted(self._resource_tables - self._recorded)
+        if new:
+            self.conn.execute(
+                sa.insert(table),
+                [
+                    {
+                        "pipeline_name": self.pipeline_name,
+                        "resource_name": r,
+                        "table_name": t,
+                        "_dlt_load_id": self.load_id,
+                    }
+                    for r, t in new
+                ],
+            )
+            self._recorded.update(new)
+
+    def _movable(self, state: _TableState, resources: set[str]) -> bool:
+        return state.disposition != "replace" and state.writers <= resources
+
+    def flushable(self, resources: set[str]) -> set[str]:
+        """Those of ``resources`` whose tables :meth:`finish` would move with ``resources``: a table also
+        written by a resource outside the set keeps all of its writers waiting."""
+        ready = set(resources)
+        while True:
+            blocked = {
+                w
+                for state in self._tables.values()
+                if state.writers & ready and not self._movable(state, ready)
+                for w in state.writers
+            }
+            if not blocked & ready:
+                return ready
+            ready -= blocked
+
+    def pending(self, resources: set[str]) -> bool:
+        """Whether rows of ``resources`` wait to be moved into their tables."""
+        return any(state.writers & resources for state in self._tables.values())
+
+    def _move(self, state: _TableState) -> int:
+        """Insert the staged rows into the table under the current load id; drop the staging table."""
+        target, staging = state.table, state.staging
+        assert target is not None and staging is not None
+        names = [c.name for c in target.c]
+        load_id = sa.literal(self.load_id, sa.Text()).label(C_LOAD_ID)
+        rows = sa.select(*(load_id if n == C_LOAD_ID else staging.c[n] for n in names))
+        insert = sa.insert(target).from_select(names, rows).execution_options(preserve_rowcount=True)
+        moved = self.conn.execute(insert).rowcount
+        self.conn.execute(sa.schema.DropTable(staging))
+        state.staging = None
+        self._moved_ids.add(self.load_id)
+        return moved
 
     def restamp(self, new_load_id: str) -> None:
         """Move the rows written under the current load id to ``new_load_id``, and use it from now on."""
@@ -457,6 +558,15 @@ class Loader:
                     if table is not None:
                         stmt = sa.update(table).where(table.c[C_LOAD_ID] == old)
                         self.conn.execute(stmt.values({C_LOAD_ID: new_load_id}))
+            if self._recorded:
+                recorded = resource_tables_table(sa.MetaData(), self.dataset)
+                stmt = sa.update(recorded).where(
+                    recorded.c.pipeline_name == self.pipeline_name, recorded.c[C_LOAD_ID] == old
+                )
+                self.conn.execute(stmt.values({C_LOAD_ID: new_load_id}))
+            if old in self._moved_ids:
+                self._moved_ids.discard(old)
+                self._moved_ids.add(new_load_id)
         self.load_id = new_load_id
 
     # -- tables -----------------------------------------------------------------------------------
@@ -512,6 +622,21 @@ class Loader:
             ) from None
 
     def _flatten(self, state: _TableState, row: dict, path: tuple[str, ...], out: dict[str, Any]) -> None:
+        if not path:
+            try:
+                self._flatten_into(state, row, path, out)
+            except RecursionError:
+                raise InvalidRowError(
+                    f"Pipeline {self.pipeline_name!r}: table {self.dataset}.{state.name}: a row nests dicts "
+                    f"deeper than the loader follows ({_row_ref(state, row)}). Nothing of this load is "
+                    "committed. Flatten it in the resource, or store the deep part as a JSON string."
+                ) from None
+            return
+        self._flatten_into(state, row, path, out)
+
+    def _flatten_into(
+        self, state: _TableState, row: dict, path: tuple[str, ...], out: dict[str, Any]
+    ) -> None:
         names = state.names.get(path)
         if names is None:
             names = state.names[path] = {}
@@ -520,7 +645,9 @@ class Loader:
             if entry is None:
                 entry = names[key] = self._column_name(state, path, key)
             if type(value) is dict:  # exactly dict, as dlt: other mappings are stored as JSON
-                self._flatten(state, value, (*path, entry[0]), out)
+                self._flatten_into(state, value, (*path, entry[0]), out)
+            elif entry[1] in out:
+                raise self._collision(state, entry[1], out)
             else:
                 out[entry[1]] = value
 
@@ -594,7 +721,7 @@ class Loader:
                 if state.table is not None and not new and {C_LOAD_ID, C_ID} <= state.kinds.keys():
                     return
         if state.table is None:
-            columns = [_column(n, new_column_type(k, dialect_name)) for n, k in new.items()]
+            columns = [_column(n, self._new_type(state, n, k)) for n, k in new.items()]
             columns += [
                 _column(C_LOAD_ID, sa.Text(), nullable=False),
                 # no UNIQUE on DuckDB, as dlt: its index makes bulk inserts ~2.5x slower there
@@ -609,7 +736,7 @@ class Loader:
         for name, kind in {**new, **missing}.items():
             for table in (state.table, state.staging):
                 if table is not None:
-                    column = _column(name, new_column_type(kind, dialect_name))
+                    column = _column(name, self._new_type(state, name, kind))
                     table.append_column(column)
                     self.conn.execute(_AddColumn(table, column))
             state.kinds[name] = kind_of_sa_type(state.table.c[name].type)
@@ -642,18 +769,21 @@ class Loader:
                     found = sorted(set(kinds.values()))
                     raise self._conflict(state, name, found[0], found[1], None, new_column=True)
                 kind = new[name] = kind_of_sa_type(new_column_type(inferred, self.dialect.name))
-            values.append(self._convert(state, name, kind, kinds, column))
+            converted = self._convert(state, name, kind, kinds, column)
+            if kind == DECIMAL:
+                self._check_decimals(state, name, converted, rows, new=name in new)
+            values.append(converted)
         if state.disposition == "merge":
             self._check_keys(state, columns, values)
 
         self._ensure_columns(state, new)
-        if state.disposition == "replace" and not state.emptied:
+        if state.disposition == "replace" and not state.emptied and not self.stage:
             self._empty(state)
         n = len(rows)
         values += [[self.load_id] * n, new_dlt_ids(n)]
         columns += [C_LOAD_ID, C_ID]
         target = state.table
-        if state.disposition == "merge":
+        if state.disposition == "merge" or self.stage:
             target = self._staging(state)
             values.append(list(range(state.seq, state.seq + n)))
             columns.append(_SEQ)
@@ -661,7 +791,13 @@ class Loader:
         else:
             state.loaded += n
         assert target is not None
-        self.dialect.insert_columns(self.conn, target, columns, values)
+        try:
+            self.dialect.insert_columns(self.conn, target, columns, values)
+        except Exception as exc:
+            culprit = self._bad_text(state, columns, values, rows)
+            if culprit is not None:
+                raise culprit from exc
+            raise
         self.tables_written.add(state.name)
 
     def _columns(
@@ -756,6 +892,13 @@ class Loader:
             try:
                 _apply(converters[type(v)], v)
             except (ValueError, TypeError, ArithmeticError) as e:
+                if isinstance(e, _NestedTooDeep):
+                    raise InvalidRowError(
+                        f"Pipeline {self.pipeline_name!r}: column {column!r} of table "
+                        f"{self.dataset}.{state.name}: a row has a {type(v).__name__} value that {e}."
+                        " Nothing of this load is committed. Flatten it in the resource, or store it as"
+                        " a JSON string."
+                    ) from None
                 raise self._conflict(state, column, kind, kinds[type(v)], v, reason=str(e)) from e
         raise AssertionError("a conversion failed but no value fails again")  # pragma: no cover
 
@@ -791,6 +934,118 @@ class Loader:
             "value in the resource, or load it under another column name."
         )
 
+    def _collision(self, state: _TableState, column: str, out: dict[str, Any]) -> SchemaConflictError:
+        """Two keys of one row normalize to ``column``: name both (re-walking the row's keys)."""
+        keys = [
+            "".join(f"[{k!r}]" for k in (*path, key))
+            for path, names in state.names.items()
+            for key, (_, name) in names.items()
+            if name == column
+        ]
+        both = " and ".join(keys[:2]) if len(keys) >= 2 else f"{keys[0] if keys else column!r} twice"
+        return SchemaConflictError(
+            f"Pipeline {self.pipeline_name!r}: table {self.dataset}.{state.name}: the row keys {both} both "
+            f"normalize to column {column!r}, so one value would be lost. Nothing of this load is committed. "
+            "Rename one of the keys in the resource."
+        )
+
+    def _new_type(self, state: _TableState, name: str, kind: str) -> sa.types.TypeEngine:
+        sized = state.decimal_types.get(name) if kind == DECIMAL else None
+        if sized is not None:
+            return sa.Numeric(*sized)
+        return new_column_type(kind, self.dialect.name)
+
+    def _check_decimals(
+        self, state: _TableState, column: str, values: Sequence[Any], rows: list[dict], *, new: bool
+    ) -> None:
+        """Decimals are stored exactly or refused: each value must fit the column's precision and scale
+        (a new column is sized to fit them, from dlt's (38, 9) up) and the database's limits."""
+        int_digits = frac_digits = significant = 0
+        worst: dict[str, Any] = {}
+        for v in values:
+            if v is None:
+                continue
+            if not v.is_finite():
+                raise self._conflict(state, column, DECIMAL, "decimal that is not a finite number", v)
+            i, f, n = _decimal_digits(v)
+            if i > int_digits:
+                int_digits, worst["int"] = i, v
+            if f > frac_digits:
+                frac_digits, worst["frac"] = f, v
+            if n > significant:
+                significant, worst["significant"] = n, v
+        limit = self.dialect.decimal_significant_digits
+        if limit is not None and significant > limit:
+            raise self._conflict(
+                state,
+                column,
+                DECIMAL,
+                "decimal",
+                worst["significant"],
+                reason=f"it has {significant} significant digits; {self.dialect.name} keeps {limit} exactly",
+            )
+        if new:
+            scale = max(DECIMAL_PRECISION[1], frac_digits)
+            precision = max(DECIMAL_PRECISION[0], int_digits + scale)
+            maximum = self.dialect.max_decimal_precision
+            if maximum is not None and precision > maximum:
+                bad = worst["int"] if int_digits + DECIMAL_PRECISION[1] > maximum else worst["frac"]
+                raise self._conflict(
+                    state,
+                    column,
+                    DECIMAL,
+                    "decimal",
+                    bad,
+                    reason=f"{int_digits} integer and {frac_digits} fractional digits need a precision of "
+                    f"{precision}, over {self.dialect.name}'s maximum of {maximum}",
+                )
+            state.decimal_types[column] = (precision, scale)
+            return
+        assert state.table is not None
+        column_type = state.table.c[column].type
+        precision = getattr(column_type, "precision", None)
+        if precision is None:
+            return  # an unconstrained numeric column keeps every digit
+        scale = getattr(column_type, "scale", None) or 0
+        if frac_digits > scale:
+            found = worst["frac"]
+            why = f"it has {frac_digits} fractional digits, over the column's scale of {scale}"
+        elif int_digits > precision - scale:
+            found = worst["int"]
+            why = f"it has {int_digits} integer digits, over the {precision - scale} the column allows"
+        else:
+            return
+        raise self._conflict(state, column, f"numeric({precision}, {scale})", "decimal", found, reason=why)
+
+    def _bad_text(
+        self, state: _TableState, columns: list[str], values: list[Sequence[Any]], rows: list[dict]
+    ) -> InvalidRowError | None:
+        """After a failed insert: the first text value no database takes (a lone surrogate), or that
+        PostgreSQL refuses (NUL), as an error naming the column and the row; None if there is none."""
+        no_nul = self.dialect.name == "postgresql"
+        for name, column in zip(columns, values, strict=False):
+            if name in (C_LOAD_ID, C_ID):
+                continue
+            for i, v in enumerate(column):
+                if not isinstance(v, str):
+                    continue
+                problem = None
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    problem = f"a lone surrogate {v[e.start]!r} at character {e.start}"
+                if problem is None and no_nul and ("\x00" in v or "\\u0000" in v):
+                    problem = "a NUL character, which PostgreSQL text cannot hold"
+                if problem is None:
+                    continue
+                row = rows[i] if i < len(rows) else {}
+                return InvalidRowError(
+                    f"Pipeline {self.pipeline_name!r}: column {name!r} of table {self.dataset}.{state.name}: "
+                    f"{_row_ref(state, row)} has {problem}. Nothing of this load is committed. Clean the "
+                    "text in the resource."
+                )
+        return None
+
     # -- merge ------------------------------------------------------------------------------------
     def _staging(self, state: _TableState) -> sa.Table:
         """A temporary table shaped like the target, plus the row order; dropped by :meth:`_merge`."""
@@ -809,7 +1064,7 @@ class Loader:
         staged rows when only a merge_key is given)."""
         target, staging = state.table, state.staging
         assert target is not None and staging is not None
-        for keys in (state.primary_key, state.merge_key):
+        for keys, partition in ((state.primary_key, False), (state.merge_key, True)):
             missing = [k for k in keys if k not in staging.c]
             if missing:
                 raise PipelineStateError(
@@ -821,21 +1076,31 @@ class Loader:
                     index_name = sa.sql.quoted_name(f"{staging.name}_{len(staging.indexes)}", quote=True)
                     sa.Index(index_name, *(staging.c[k] for k in keys)).create(self.conn)
                 match = sa.and_(*(staging.c[k] == target.c[k] for k in keys))
-                self.conn.execute(sa.delete(target).where(sa.exists().where(match)))
+                delete = sa.delete(target).where(sa.exists().where(match))
+                if partition:
+                    # a merge_key partition is replaced once per run: rows that earlier checkpoints of
+                    # this run moved into it stay
+                    delete = delete.where(target.c[C_LOAD_ID].not_in(sorted(self._moved_ids)))
+                self.conn.execute(delete)
         names = [c.name for c in target.c]
+        # rows staged before a checkpoint carry an older id: they are committed with this load
+        load_id = sa.literal(self.load_id, sa.Text()).label(C_LOAD_ID)
         if state.primary_key:
             rank = sa.func.row_number().over(
                 partition_by=[staging.c[k] for k in state.primary_key], order_by=staging.c[_SEQ].desc()
             )
             ranked = sa.select(*(staging.c[n] for n in names), rank.label(_ROW_NUMBER)).subquery()
-            rows = sa.select(*(ranked.c[n] for n in names)).where(ranked.c[_ROW_NUMBER] == 1)
+            rows = sa.select(*(load_id if n == C_LOAD_ID else ranked.c[n] for n in names)).where(
+                ranked.c[_ROW_NUMBER] == 1
+            )
         else:
             # merge_key only (dlt's delete-insert): every staged row replaces the deleted partition
-            rows = sa.select(*(staging.c[n] for n in names))
+            rows = sa.select(*(load_id if n == C_LOAD_ID else staging.c[n] for n in names))
         insert = sa.insert(target).from_select(names, rows).execution_options(preserve_rowcount=True)
         inserted = self.conn.execute(insert).rowcount
         self.conn.execute(sa.schema.DropTable(staging))
         state.staging = None
+        self._moved_ids.add(self.load_id)
         return inserted
 
 
@@ -857,5 +1122,34 @@ def _apply(convert: Callable[[Any], Any] | None, value: Any) -> Any:
 
 
 def _preview(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deep to show"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _row_ref(state: _TableState, row: dict) -> str:
+    """How an error names a row: its primary key when it has one, else a preview of it."""
+    key = {k: row.get(k) for k in state.primary_key if isinstance(row, dict) and k in row}
+    if key:
+        return "the row with " + ", ".join(f"{k}={_preview(v, 40)}" for k, v in key.items())
+    return f"the row {_preview(row)}"
+
+
+def _decimal_digits(value: Decimal) -> tuple[int, int, int]:
+    """(integer digits, fractional digits, significant digits) of a finite decimal, trailing
+    fractional zeros not counted: ``Decimal("0120.50")`` -> (3, 1, 4)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    digits = tuple(digits)
+    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:
+        digits, exponent = digits[:-1], exponent + 1
+    if not any(digits):
+        return 0, 0, 0
+    significant = len(digits)
+    while significant > 1 and digits[len(digits) - significant] == 0:
+        significant -= 1
+    if exponent >= 0:
+        return len(digits) + exponent, 0, significant
+    return max(0, len(digits) + exponent), -exponent, significant

@@ -70,14 +70,54 @@ def make_path(*normalized: str, max_length: int | None = None) -> str:
 
 
 def shorten(normalized: str, original: str, max_length: int | None) -> str:
-    """Cut ``normalized`` to ``max_length``, keeping both ends around a tag hashed from ``original``."""
-    if not max_length or len(normalized) <= max_length:
+    """Cut ``normalized`` to ``max_length`` bytes of UTF-8, keeping both ends around a tag hashed from
+    ``original``.
+
+    dlt's scheme (``NamingConvention.shorten_identifier``: half the room before the tag, half after,
+    the tag a hash of the original name) counted in bytes instead of characters, because that is
+    what databases limit: PostgreSQL cuts identifiers at 63 bytes, so a name of 25 fullwidth digits
+    (75 bytes) would otherwise be cut by the database, differently from what the loader looks up.
+    ASCII names, one byte per character, come out exactly as dlt shortens them.
+    """
+    if not max_length or (len(normalized) <= max_length and normalized.isascii()):
+        return normalized
+    if len(normalized.encode("utf-8")) <= max_length:
         return normalized
     tag = _tag(original)
     keep = max_length - len(tag)
-    head = keep // 2 + keep % 2
-    tail = keep // 2
-    return normalized[:head] + tag + normalized[len(normalized) - tail :]
+    return _head(normalized, keep // 2 + keep % 2) + tag + _tail(normalized, keep // 2)
+
+
+def _head(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` within ``max_bytes`` bytes of UTF-8 (whole characters)."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
+def _tail(text: str, max_bytes: int) -> str:
+    """The longest suffix of ``text`` within ``max_bytes`` bytes of UTF-8 (whole characters)."""
+    if max_bytes <= 0:
+        return ""
+    return text.encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
+
+
+def check_dataset_name(name: str, dialect_name: str, max_bytes: int | None) -> None:
+    """Raise :class:`InvalidIdentifierError` for a dataset name the database would not keep as given.
+
+    Checked before any DDL: PostgreSQL silently cuts a schema name past 63 bytes (the catalog lookups
+    then miss the schema it created), and DuckDB reads a dot in a schema name as ``catalog.schema``.
+    """
+    problem = None
+    if not name:
+        problem = "it is empty"
+    elif "\0" in name:
+        problem = "it contains a NUL character"
+    elif dialect_name == "duckdb" and "." in name:
+        problem = "DuckDB reads a dot in a schema name as <database>.<schema>; use e.g. an underscore"
+    elif max_bytes and dialect_name != "duckdb" and len(name.encode("utf-8", "surrogatepass")) > max_bytes:
+        size = len(name.encode("utf-8", "surrogatepass"))
+        problem = f"it is {size} bytes long in UTF-8, over the {max_bytes} {dialect_name} keeps"
+    if problem:
+        raise InvalidIdentifierError(f"dataset name {name[:80]!r} is not usable on {dialect_name}: {problem}")
 
 
 def _tag(original: str) -> str:

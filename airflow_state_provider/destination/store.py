@@ -8,7 +8,6 @@ status 0; we write both in the transaction that carries the data, so there are n
 from __future__ import annotations
 
 import base64
-import contextlib
 import heapq
 import logging
 import secrets
@@ -19,8 +18,11 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.audit import AuditLog
 from airflow_state_provider.destination.dialects import Dialect
-from airflow_state_provider.exceptions import StateCorruptError, StateTooLargeError
+from airflow_state_provider.destination.engine import check_supported
+from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
 from airflow_state_provider.state import codec
 
 log = logging.getLogger("airflow_state_provider.store")
@@ -65,21 +67,105 @@ def loads_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
     )
 
 
+#: our own table: which tables each resource of each pipeline loaded (dlt keeps this in its schema)
+RESOURCE_TABLES = "_asp_resource_tables"
+
+
+def resource_tables_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
+    """``(pipeline_name, resource_name, table_name)`` rows, one per table a resource loaded, written
+    with the load that first loaded it. ``drop`` and ``refresh`` read it to find a resource's tables
+    (its ``table_name`` hint may differ from its name). A table of its own, so the state document,
+    its hash and what dlt reads stay exactly dlt's."""
+    return sa.Table(
+        RESOURCE_TABLES,
+        metadata,
+        sa.Column("pipeline_name", sa.String, nullable=False),
+        sa.Column("resource_name", sa.String, nullable=False),
+        sa.Column("table_name", sa.String, nullable=False),
+        sa.Column("_dlt_load_id", sa.String(64), nullable=False),
+        schema=dataset,
+    )
+
+
+def recorded_resource_tables(conn: sa.Connection, dataset: str, pipeline_name: str) -> dict[str, list[str]]:
+    """Resource name -> the tables it loaded, from :data:`RESOURCE_TABLES` (empty if the table is
+    missing: loads made before it existed, or by dlt)."""
+    if not sa.inspect(conn).has_table(RESOURCE_TABLES, schema=dataset):
+        return {}
+    t = resource_tables_table(sa.MetaData(), dataset)
+    rows = conn.execute(
+        sa.select(t.c.resource_name, t.c.table_name)
+        .distinct()
+        .where(t.c.pipeline_name == pipeline_name)
+        .order_by(t.c.resource_name, t.c.table_name)
+    )
+    out: dict[str, list[str]] = {}
+    for resource_name, table_name in rows:
+        out.setdefault(resource_name, []).append(table_name)
+    return out
+
+
 def new_dlt_id() -> str:
     """dlt's row key: 10 random bytes, base64 without padding (14 characters)."""
     return base64.b64encode(secrets.token_bytes(10)).decode("ascii").rstrip("=")
 
 
-def new_load_id(after: str | None = None) -> str:
-    """A load id in dlt's form (unix time as text), strictly greater than ``after``.
+#: integer digits of every load id we write: text order equals numeric order (see :func:`new_load_id`)
+LOAD_ID_INT_DIGITS = 10
 
-    Fixed-width fraction keeps text order equal to time order (10-digit seconds until 2286).
+
+def load_id_key(load_id: str) -> tuple[int, float | str]:
+    """Sort key of a load id in commit order: numeric ids by value, then anything else as text.
+
+    dlt's load ids are unix times as text (``"1732959608.1234567"``); a foreign id that is not a
+    number sorts before every numeric one.
     """
-    now = time.time()
+    try:
+        return (1, float(load_id))
+    except (TypeError, ValueError):
+        return (0, str(load_id))
+
+
+def new_load_id(after: str | None = None) -> str:
+    """A load id in dlt's form (unix time as text), numerically greater than ``after``.
+
+    The integer part is always 10 digits (zero-padded; the clock is clamped to 0..9999999999) and
+    the fraction 7 digits, so text order (dlt restores the state row with the greatest
+    ``_dlt_load_id`` as text) equals numeric order, whatever the clock says: a worker whose clock is
+    before 2001-09-09 writes ``0999999999.x``, which sorts before every later id, not after.
+    """
+    now = min(max(time.time(), 0.0), 9_999_999_999.0)
     if after is not None:
-        with contextlib.suppress(ValueError):  # a foreign, non-numeric load id orders as text only
-            now = max(now, float(after) + 1e-6)
-    return f"{now:.7f}"
+        kind, value = load_id_key(after)
+        if kind == 1:  # a foreign, non-numeric load id orders as text only
+            now = max(now, float(value) + 1e-6)
+    return f"{now:0{LOAD_ID_INT_DIGITS + 8}.7f}"
+
+
+def later_load_id(candidate: str, newest: str | None) -> str:
+    """``candidate`` if it is numerically greater than ``newest``, else a new id that is."""
+    if newest is None or load_id_key(candidate) > load_id_key(newest):
+        return candidate
+    return new_load_id(after=newest)
+
+
+def is_canonical_load_id(load_id: str) -> bool:
+    """True for ids whose text order is their numeric order: 10 integer digits, then a fraction."""
+    head, dot, tail = load_id.partition(".")
+    return len(head) == LOAD_ID_INT_DIGITS and head.isdigit() and (not dot or tail.isdigit())
+
+
+#: a LIKE pattern matching ids with 10 characters before the first dot (dlt's ids until 2286, ours)
+_CANONICAL_LIKE = "_" * LOAD_ID_INT_DIGITS + ".%"
+
+
+def load_id_after(newest: str | None, proposed: str | None = None) -> str:
+    """The load id of a commit whose newest committed state has load id ``newest`` (None: no state yet).
+
+    ``proposed`` (the id the rows were written under) when it sorts after ``newest``, else a new id after
+    it: dlt restores the state with the greatest load id, so load ids must follow commit order.
+    """
+    return later_load_id(proposed or new_load_id(after=newest), newest)
 
 
 @dataclass
@@ -106,6 +192,8 @@ class StateStore:
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
+        check_supported(dialect.engine)
+        naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
         self.dialect = dialect
         self.dataset = dataset
         self.pipeline_name = pipeline_name
@@ -115,12 +203,37 @@ class StateStore:
         metadata = sa.MetaData()
         self.state_table = state_table(metadata, dataset)
         self.loads_table = loads_table(metadata, dataset)
+        #: who wrote each version, in a table of our own (ensure_tables creates it with the others)
+        self.audit = AuditLog(dataset, metadata)
         self._metadata = metadata
 
     # -- tables -----------------------------------------------------------------------------------
     def tables_exist(self, conn: sa.Connection) -> bool:
+        """True if both tables exist. Raises :class:`MissingLoadsError` if ``_dlt_loads`` is gone while
+        the pipeline has state rows (restoring would silently start over)."""
         insp = sa.inspect(conn)
-        return all(insp.has_table(t, schema=self.dataset) for t in (STATE_TABLE, LOADS_TABLE))
+        has_state, has_loads = (insp.has_table(t, schema=self.dataset) for t in (STATE_TABLE, LOADS_TABLE))
+        if has_state and not has_loads:
+            self.refuse_without_loads(conn, f"the table {self.dataset}.{LOADS_TABLE} does not exist")
+        return has_state and has_loads
+
+    def refuse_without_loads(self, conn: sa.Connection, why: str) -> None:
+        """Raise :class:`MissingLoadsError` if the pipeline has state rows (committed or not)."""
+        s = self.state_table
+        count, version, load_id = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(s.c.version), sa.func.max(s.c._dlt_load_id)).where(
+                s.c.pipeline_name == self.pipeline_name
+            )
+        ).one()
+        if not count:
+            return
+        raise MissingLoadsError(
+            f"pipeline {self.pipeline_name!r} has {count} state row(s) in dataset {self.dataset!r} "
+            f"(newest version {version}, load {load_id}) but {why}, so none of them counts as committed. "
+            "Refusing to start over silently (that would reload everything). If the load records were "
+            f"deleted, restore {LOADS_TABLE} (a row per load id with status 0) from a backup or re-insert "
+            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}."
+        )
 
     def ensure_tables(self, engine: sa.Engine) -> None:
         """Create the dataset, both tables and their indexes if missing, in a short transaction of
@@ -184,11 +297,30 @@ class StateStore:
         row = conn.execute(self._newest_row_query()).first()
         if row is None:
             row = conn.execute(self._newest_query()).first()
-        return None if row is None else self._decode(row)
+        if row is not None and not is_canonical_load_id(row._dlt_load_id):
+            # a short id (a clock before 2001-09-09, written before ids were padded) sorts after every
+            # later one as text: the newest is the numerically greatest
+            padded = self._history_query().where(self.state_table.c._dlt_load_id.like(_CANONICAL_LIKE))
+            other = conn.execute(padded.limit(1)).first()
+            if other is not None and load_id_key(other._dlt_load_id) > load_id_key(row._dlt_load_id):
+                row = other
+        if row is None:
+            self.refuse_without_loads(
+                conn, f"no load of theirs is in {self.dataset}.{LOADS_TABLE} with status 0"
+            )
+            return None
+        return self._decode(row)
 
-    def _decode(self, row: sa.Row) -> StoredState:
+    def _decode(self, row: sa.Row, *, check_structure: bool = True) -> StoredState:
         where = f"pipeline {self.pipeline_name!r} state version {row.version} (load {row._dlt_load_id})"
         state = codec.decode_state(row.state, max_bytes=self.max_state_bytes * 4, where=where)
+        problem = codec.structure_problem(state) if check_structure else None
+        if problem is not None:
+            raise StateCorruptError(
+                f"{where} in {self.dataset}.{STATE_TABLE}: {problem[0] or 'the document'} {problem[1]}. "
+                "Roll back to an earlier version (airflow-state rollback) or fix the path "
+                "(airflow-state set)."
+            )
         stored_hash = row.version_hash
         if stored_hash and codec.state_version_hash(state) != stored_hash:
             raise StateCorruptError(
@@ -210,9 +342,10 @@ class StateStore:
             query = query.limit(limit)
         return list(conn.execute(query))
 
-    def decode_row(self, row: sa.Row) -> StoredState:
-        """Decode a row of :meth:`history_rows`; raises :class:`StateCorruptError` like a restore."""
-        return self._decode(row)
+    def decode_row(self, row: sa.Row, *, check_structure: bool = True) -> StoredState:
+        """Decode a row of :meth:`history_rows`; raises :class:`StateCorruptError` like a restore
+        (without ``check_structure``, only for a row that does not decode or match its hash)."""
+        return self._decode(row, check_structure=check_structure)
 
     def pipeline_names(self, conn: sa.Connection) -> list[str]:
         """Names of the pipelines with committed state in this dataset (for error messages)."""
@@ -223,6 +356,61 @@ class StateStore:
     def lock(self, conn: sa.Connection) -> None:
         """Serialize commits of this pipeline until the transaction ends."""
         self.dialect.lock_pipeline(conn, self.dataset, self.pipeline_name)
+
+    def next_load_id(self, conn: sa.Connection, candidate: str | None = None) -> str:
+        """Call under :meth:`lock`: ``candidate`` (default: a new id) if it is greater than the load id
+        of every state row of the pipeline (committed or not), else a new id that is.
+
+        So load ids follow commit order whatever the workers' clocks say, and dlt, which restores
+        the row with the greatest ``_dlt_load_id`` as text, restores the newest commit. State rows
+        with short ids (see :func:`new_load_id`) are first given their zero-padded form, with a
+        matching ``_dlt_loads`` row, so text order and commit order agree for dlt too.
+        """
+        s = self.state_table
+        newest_query = sa.select(sa.func.max(s.c._dlt_load_id)).where(s.c.pipeline_name == self.pipeline_name)
+        newest = conn.execute(newest_query).scalar()
+        if newest is not None and not is_canonical_load_id(newest):
+            self._pad_short_ids(conn)
+            newest = conn.execute(newest_query).scalar()
+        return later_load_id(candidate or new_load_id(), newest)
+
+    def _pad_short_ids(self, conn: sa.Connection) -> None:
+        s, loads = self.state_table, self.loads_table
+        short = conn.execute(
+            sa.select(s.c._dlt_load_id)
+            .distinct()
+            .where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id.not_like(_CANONICAL_LIKE))
+        ).scalars()
+        for old in list(short):
+            head, dot, tail = old.partition(".")
+            if not head.isdigit() or len(head) >= LOAD_ID_INT_DIGITS or (dot and not tail.isdigit()):
+                continue  # a foreign id that is not a unix time: leave it as it is
+            new = head.zfill(LOAD_ID_INT_DIGITS) + dot + tail
+            conn.execute(
+                sa.update(s)
+                .where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id == old)
+                .values(_dlt_load_id=new)
+            )
+            recorded = sa.select(loads.c.load_id).where(loads.c.load_id == new)
+            if conn.execute(recorded).first() is None:
+                copy = sa.select(
+                    sa.literal(new),
+                    loads.c.schema_name,
+                    loads.c.status,
+                    loads.c.inserted_at,
+                    loads.c.schema_version_hash,
+                ).where(loads.c.load_id == old)
+                conn.execute(
+                    sa.insert(loads).from_select(
+                        ["load_id", "schema_name", "status", "inserted_at", "schema_version_hash"], copy
+                    )
+                )
+            log.warning(
+                "pipeline %r: load id %s sorted after later loads as text; its state row now has load id %s",
+                self.pipeline_name,
+                old,
+                new,
+            )
 
     def check_size(self, state: dict) -> int:
         """Raise :class:`StateTooLargeError` over the limit, warn over the warning threshold."""
@@ -267,15 +455,21 @@ class StateStore:
                 _dlt_id=new_dlt_id(),
             )
         )
+        self.audit.record(conn, self.pipeline_name, int(state["_state_version"]), load_id)
 
     def prune(self, conn: sa.Connection) -> int:
-        """Delete all but the newest ``max_versions`` state rows of the pipeline. Returns rows deleted."""
+        """Delete all but the newest ``max_versions`` committed state rows of the pipeline, and the
+        uncommitted rows older than those. Returns rows deleted.
+
+        The cut is counted on committed rows only: a newer row whose load never completed (a failed
+        dlt load leaves one) neither counts as a version nor pushes the newest committed one out.
+        """
         if not self.max_versions:
             return 0
         s = self.state_table
         cutoff = conn.execute(
-            sa.select(s.c._dlt_load_id)
-            .where(s.c.pipeline_name == self.pipeline_name)
+            self._committed_rows()
+            .with_only_columns(s.c._dlt_load_id)
             .order_by(s.c._dlt_load_id.desc())
             .offset(self.max_versions - 1)
             .limit(1)

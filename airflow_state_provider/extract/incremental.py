@@ -79,6 +79,7 @@ __all__ = [
     "LOGGER_NAME",
     "MAX_UNIQUE_HASHES",
     "Incremental",
+    "IncrementalNoIntervalError",
     "IncrementalPrimaryKeyMissing",
     "dedup_hash",
     "incremental",
@@ -107,6 +108,16 @@ _EPOCH_UTC = _EPOCH.replace(tzinfo=_UTC)
 _ONE_US = timedelta(microseconds=1)
 _EPOCH_ORDINAL = _EPOCH.toordinal()
 _NS_PER_DAY = 86_400 * 10**9
+
+
+class IncrementalNoIntervalError(PipelineStateError):
+    """``allow_external_schedulers`` without a range, when the run asked to raise in that case."""
+
+
+def _zero_length(interval: tuple[Any, Any]) -> bool:
+    """True when the interval's start is not before its end (compared as instants)."""
+    start_key, end_key = _cursor_key(interval[0]), _cursor_key(interval[1])
+    return start_key[0] == end_key[0] == "timestamp" and end_key[1] <= start_key[1]
 
 
 class IncrementalPrimaryKeyMissing(PipelineStateError, KeyError):
@@ -607,6 +618,7 @@ class Incremental:
         self.pipeline_name: str | None = None
         self.resource_name: str | None = None
         self._bound = False
+        self._joined = False  # bound to an external scheduler's range
         self._log = logging.getLogger(LOGGER_NAME)
         self._state: dict[str, Any] | None = None
         self._start_value: Any = initial_value
@@ -630,6 +642,7 @@ class Incremental:
         self._hashes_dirty = False
         self._cap_warned = False
         self._text_warned = False  # warned once that string cursor values are not ISO 8601
+        self._out_of_order = False
 
         if end_value is not None and cursor_path is not None:  # a partial one is checked once merged
             if initial_value is None:
@@ -771,14 +784,12 @@ class Incremental:
             new._primary_key = primary_key
         if self.allow_external_schedulers:
             if interval is not None and interval[0] is not None and interval[1] is not None:
-                new._join_external_scheduler(interval)
+                if _zero_length(interval):
+                    new._no_range(interval, zero_length=True)
+                else:
+                    new._join_external_scheduler(interval)
             else:
-                new._log.info(
-                    "No external scheduler interval for %s (manual run?): incremental %r falls back to"
-                    " the stored state",
-                    resource_name,
-                    self.cursor_path,
-                )
+                new._no_range(interval, zero_length=False)
         new._setup_run(resource_state)
         new._log.info(
             f"Bind incremental on {resource_name} with initial_value: {new.initial_value},"
@@ -842,6 +853,32 @@ class Incremental:
         self._hashes_dirty = False
         self._boundary_rows = len(stored)  # rows known to sit on the running last value
         self._cap_warned = False
+        self._out_of_order = False
+
+    def checkpoint_blocker(self) -> str | None:
+        """Why a checkpoint may not commit this cursor's progress before the run ends; None if it may.
+
+        A checkpoint commits a cursor early only when every row behind it has been delivered: the cursor
+        stores its progress, advances with the built-in ``max``/``min``, the rows are declared to arrive
+        in that order (``row_order="asc"``), and none arrived behind a value this run had passed.
+        """
+        if not self._bound:
+            return "its incremental is not bound"
+        if self._end_value is not None:
+            return (
+                f"incremental({self.cursor_path!r}) has an end_value or an Airflow data interval "
+                "(allow_external_schedulers), so it stores no progress"
+            )
+        if not self._builtin:
+            return f"incremental({self.cursor_path!r}) has a custom last_value_func"
+        if self.row_order != "asc":
+            return f"incremental({self.cursor_path!r}) does not declare row_order='asc'"
+        if self._out_of_order:
+            return (
+                f"incremental({self.cursor_path!r}) received a row behind its cursor although "
+                "row_order='asc' is declared"
+            )
+        return None
 
     def _dedup_enabled(self) -> bool:
         if self.range_start == "open" or self._end_value is not None:
@@ -851,7 +888,74 @@ class Incremental:
         pk = self._primary_key
         return not (isinstance(pk, list | tuple) and len(pk) == 0)
 
+    def _no_range(self, interval: tuple[Any, Any] | None, *, zero_length: bool) -> None:
+        """No range to load: continue from the committed cursor (and say so), or raise if asked to."""
+        from airflow_state_provider.state import context
+
+        what = (
+            f"The data interval of this run is zero-length ({interval[0]} .. {interval[1]}): a point, not a"
+            " range. Airflow 3 gives points to cron schedules (CronTriggerTimetable, the default) and to"
+            " manual triggers; CronDataIntervalTimetable, or [scheduler] create_cron_data_intervals = True,"
+            " gives ranges."
+            if zero_length and interval is not None
+            else "This run has no data interval (triggered without a logical date, or not by a scheduler)."
+        )
+        if context.missing_interval_policy() == "raise":
+            raise IncrementalNoIntervalError(
+                f"Pipeline `{self.pipeline_name}`, resource `{self.resource_name}`: incremental"
+                f" `{self.cursor_path}` has allow_external_schedulers=True and was asked to raise without a"
+                f" range. {what}"
+            )
+        self._log.log(
+            logging.WARNING if zero_length else logging.INFO,
+            "%s Incremental %r of %s continues from its committed cursor instead.",
+            what,
+            self.cursor_path,
+            self.resource_name,
+        )
+
+    @property
+    def interval_watermark(self) -> Any:
+        """After joining an interval: the cursor value a later run without an interval continues from.
+
+        The interval end for ``max``, its start for ``min``; ``None`` for custom functions, for a
+        closed ``range_end`` (rows on the end were loaded, their hashes are not kept) and when no
+        interval was joined.
+        """
+        if not self._joined or not self._builtin or self.range_end == "closed":
+            return None
+        return self._end_value if self._is_max else self._initial_value
+
+    def record_interval(self, resource_state: MutableMapping[str, Any]) -> bool:
+        """Move the cursor of ``resource_state`` to :attr:`interval_watermark` unless it is already past.
+
+        Called at commit time with the newest committed state, so that parallel interval runs each
+        move it forward and never backwards. Returns True when the slot changed.
+        """
+        mark = self.interval_watermark
+        if mark is None:
+            return False
+        slot = resource_state.setdefault("incremental", {}).setdefault(self.cursor_path, {})
+        if not slot:
+            configured = self._config["initial_value"]
+            slot.update(
+                {
+                    "initial_value": configured,
+                    "last_value": mark,
+                    "unique_hashes": [],
+                    "start_value": configured,
+                }
+            )
+            return True
+        last = slot.get("last_value")
+        if last is not None and self._after(mark, last, "the stored last_value") <= 0:
+            return False
+        slot["last_value"] = mark
+        slot["unique_hashes"] = []  # rows on the old value are behind the interval; none on its end
+        return True
+
     def _join_external_scheduler(self, interval: tuple[Any, Any]) -> None:
+        self._joined = True
         raw_start, raw_end = interval
         configured_initial, configured_end = self._initial_value, self._end_value
         start = self._coerce_interval_bound(raw_start, configured_initial, "start")
@@ -903,7 +1007,8 @@ class Incremental:
                 return _like(moment, _to_stdlib(moment).replace(tzinfo=_UTC))
             return moment
         if isinstance(sample, date):
-            return _to_utc(moment).date()
+            # the day on the wall clock of the bound (the operator gives it in the DAG's timezone)
+            return _to_stdlib(moment).date()
         if isinstance(sample, int | float | Decimal) and not isinstance(sample, bool):
             us = _epoch_us(moment)
             if isinstance(sample, int):
@@ -914,6 +1019,8 @@ class Incremental:
         if isinstance(sample, str) and (shape_of := _parse_iso(sample, compact=True)) is not None:
             if shape_of.shape.tz not in ("", "Z", "z") and isinstance(shape_of.value, datetime):
                 moment = _to_utc(moment).astimezone(shape_of.value.tzinfo)
+            if shape_of.shape.kind != "datetime":
+                return _render_iso(_to_stdlib(moment).date(), shape_of.shape)  # the bound's own day
             return _render_iso(moment, shape_of.shape)
         raise IncrementalCursorTypeError(
             f"Pipeline `{self.pipeline_name}`, resource `{self.resource_name}`: cannot coerce the external"
@@ -985,6 +1092,8 @@ class Incremental:
                             return False
                 if c_last == 0 and self._dedup:
                     self._remember(row, row_hash)
+                elif c_last < 0 and self._advanced:
+                    self._out_of_order = True  # behind a value this run already passed
                 return True
         self._advance(row, value, key)
         return True

@@ -10,6 +10,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from airflow_state_provider._airflow_compat import BaseHook, conf, mask_secret
+from airflow_state_provider.destination.engine import (
+    check_supported,
+    create_engine,
+    mask_url,
+    scrub,
+    url_secrets,
+)
 from airflow_state_provider.get_provider_info import CONFIG_SECTION, get_provider_info
 
 if TYPE_CHECKING:
@@ -50,8 +57,8 @@ class PipelineStateHook(BaseHook):
     everything else), else the extra ``dialect`` and optional ``driver`` with host, port, login,
     password and ``schema`` as the database name; for SQLite and DuckDB the file path goes in host.
     Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map the same way. The extras
-    ``dataset_name``, ``restore_from_destination``, ``max_state_versions``, ``max_state_bytes`` and
-    ``warn_state_bytes`` give the defaults of the pipelines the hook builds.
+    ``dataset_name``, ``restore_from_destination``, ``max_state_versions``, ``max_state_bytes``,
+    ``warn_state_bytes`` and ``lock_timeout`` give the defaults of the pipelines the hook builds.
 
     :param destination_conn_id: the Airflow connection id.
     """
@@ -70,6 +77,21 @@ class PipelineStateHook(BaseHook):
     def connection(self) -> Connection:
         return self.get_connection(self.destination_conn_id)
 
+    @classmethod
+    def outside_task(cls, destination_conn_id: str) -> PipelineStateHook:
+        """A hook for a command line or a script: the connection is looked up as Airflow's CLI does.
+
+        That is the configured ``[secrets] backend``, then ``AIRFLOW_CONN_*`` variables, then the
+        metadata database (connections made in the UI or with ``airflow connections add``).
+        ``BaseHook.get_connection`` outside a task sees no metadata database. Inside a task this
+        goes through the Task SDK as usual. Raises ``AirflowNotFoundException`` for an unknown id.
+        """
+        from airflow.models.connection import Connection as MetadataConnection
+
+        hook = cls(destination_conn_id=destination_conn_id)
+        hook.connection = MetadataConnection.get_connection_from_secrets(destination_conn_id)
+        return hook
+
     def _extra(self, key: str) -> Any:
         """An extra, also in the ``extra__pipeline_state__<key>`` form older UIs saved."""
         extra = self.connection.extra_dejson
@@ -83,8 +105,8 @@ class PipelineStateHook(BaseHook):
         raw_url = self._extra("sqlalchemy_url")
         if raw_url:
             url = make_url(raw_url)
-            if url.password:
-                mask_secret(url.password)  # the extra's name does not look secret to Airflow
+            for secret in url_secrets(url):
+                mask_secret(secret)  # the extra's name does not look secret to Airflow
             return url
         dialect = self._dialect()
         driver = self._extra("driver") or DEFAULT_DRIVERS.get(dialect)
@@ -129,13 +151,8 @@ class PipelineStateHook(BaseHook):
         """The destination engine, created once per hook."""
         if self._engine is None:
             url = self.get_sqlalchemy_url()
-            self.log.info(
-                "Destination %s (connection %r)",
-                url.render_as_string(hide_password=True),
-                self.destination_conn_id,
-            )
-            # row values in SQL error messages would put loaded data into task logs
-            self._engine = sa.create_engine(url, hide_parameters=True)
+            self.log.info("Destination %s (connection %r)", mask_url(url), self.destination_conn_id)
+            self._engine = create_engine(url)
         return self._engine
 
     def dispose(self) -> None:
@@ -174,6 +191,16 @@ class PipelineStateHook(BaseHook):
                 ) from None
         return settings
 
+    def lock_timeout(self) -> float:
+        """Seconds any lock wait may take: the extra ``lock_timeout``, else ``[state_provider]
+        lock_timeout``, else 300. Raises ``ValueError`` unless it is a positive number."""
+        from airflow_state_provider.destination.dialects.base import DEFAULT_LOCK_TIMEOUT, check_lock_timeout
+
+        value = self._extra("lock_timeout")
+        if value is None:
+            value = conf.get(CONFIG_SECTION, "lock_timeout", fallback=DEFAULT_LOCK_TIMEOUT)
+        return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: lock_timeout")
+
     def get_pipeline(self, pipeline_name: str, dataset_name: str | None = None, **kwargs: Any) -> Pipeline:
         """A :class:`Pipeline` writing to this destination.
 
@@ -186,6 +213,7 @@ class PipelineStateHook(BaseHook):
         kwargs.setdefault("restore_from_destination", self.restore_from_destination)
         for key, value in self.state_settings().items():
             kwargs.setdefault(key, value)
+        kwargs.setdefault("lock_timeout", self.lock_timeout())
         return Pipeline(
             pipeline_name,
             destination=self,
@@ -198,9 +226,10 @@ class PipelineStateHook(BaseHook):
         """Connect and run ``SELECT 1``; the message never contains the password."""
         try:
             url = self.get_sqlalchemy_url()
+            check_supported(url)
         except Exception as exc:
             return False, self._scrub(f"{type(exc).__name__}: {exc}")
-        shown = url.render_as_string(hide_password=True)
+        shown = mask_url(url)
         if url.get_backend_name() in FILE_DIALECTS and url.database and url.database != ":memory:":
             path = os.path.abspath(url.database)
             if not os.path.exists(path):
@@ -211,7 +240,7 @@ class PipelineStateHook(BaseHook):
                 return False, f"{shown}: the directory {parent} does not exist or is not writable"
         if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
             url = url.update_query_dict({"connect_timeout": "10"})
-        engine = sa.create_engine(url, poolclass=sa.NullPool, hide_parameters=True)
+        engine = create_engine(url, poolclass=sa.NullPool)
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -223,14 +252,8 @@ class PipelineStateHook(BaseHook):
 
     def _scrub(self, message: str) -> str:
         """Drop any password from a driver's error message."""
-        secrets = {self.connection.password}
+        secrets = [self.connection.password or ""]
         raw_url = self._extra("sqlalchemy_url")
         if raw_url:
-            try:
-                secrets.add(make_url(raw_url).password)
-            except Exception:
-                secrets.add(raw_url)
-        for secret in secrets:
-            if secret:
-                message = message.replace(secret, "***")
-        return message
+            secrets += url_secrets(raw_url)
+        return scrub(message, secrets)

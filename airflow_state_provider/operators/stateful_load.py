@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import pendulum
+
 from airflow_state_provider._airflow_compat import AirflowTaskTerminated, BaseOperator
+from airflow_state_provider.destination.audit import task_writer, writing_as
 from airflow_state_provider.extract.resource import Resource
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
-from airflow_state_provider.state.context import external_interval
+from airflow_state_provider.operators._mapping import mapped_slot
+from airflow_state_provider.state.context import MISSING_INTERVAL_POLICIES, external_interval, slot_suffix
 
 if TYPE_CHECKING:
     from airflow_state_provider._airflow_compat import Context
@@ -38,10 +42,27 @@ class StatefulLoadOperator(BaseOperator):
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
     :param read_only_sources: source names whose source-level state this task may only read, mapped
         to the reason a write error shows (set by ``decompose_source`` for non-writer tasks).
+    :param state_key: a suffix for the state slots of this task: each resource keeps its state under
+        ``<resource>__<state_key>`` (its table keeps its name). Default: none for an unmapped task;
+        for a mapped task, one derived from the values of the instance's mapped arguments
+        (``orders__region_eu``). Letters, digits, ``.``, ``-`` and single ``_``. (templated)
+    :param interval_timezone: IANA zone the data interval is taken in, which decides the days of
+        ``date`` cursors. Default: the timezone of the DAG's timetable, else of the DAG.
+    :param on_missing_interval: what incrementals with ``allow_external_schedulers=True`` do in a run
+        without a range (no data interval, or a zero-length one): ``"continue"`` from the committed
+        cursor (the default; the log says so) or ``"raise"``.
     :param do_xcom_push: push :meth:`LoadInfo.asdict` (a small summary, never state). Default False.
     """
 
-    template_fields: Sequence[str] = ("pipeline_name", "dataset_name", "table_name", "destination_conn_id")
+    template_fields: Sequence[str] = (
+        "pipeline_name",
+        "dataset_name",
+        "table_name",
+        "destination_conn_id",
+        "state_key",
+    )
+    #: the mapped arguments that key a mapped instance's slot are the function's (decorator) or data
+    _maps_function_arguments = False
     # sources and resources hold user functions and generators: never deep-copy them
     shallow_copy_attrs: Sequence[str] = ("data",)
     ui_color = "#d8eefb"
@@ -61,6 +82,9 @@ class StatefulLoadOperator(BaseOperator):
         checkpoint_every: int | None = None,
         dev_mode: bool = False,
         read_only_sources: dict[str, str] | None = None,
+        state_key: str | None = None,
+        interval_timezone: str | None = None,
+        on_missing_interval: str = "continue",
         do_xcom_push: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -77,6 +101,14 @@ class StatefulLoadOperator(BaseOperator):
         self.checkpoint_every = checkpoint_every
         self.dev_mode = dev_mode
         self.read_only_sources = read_only_sources
+        self.state_key = state_key
+        self.interval_timezone = interval_timezone
+        if on_missing_interval not in MISSING_INTERVAL_POLICIES:
+            raise ValueError(
+                f"task {kwargs.get('task_id')!r}: on_missing_interval must be one of "
+                f"{', '.join(MISSING_INTERVAL_POLICIES)}, got {on_missing_interval!r}"
+            )
+        self.on_missing_interval = on_missing_interval
         self._running = False
 
     def resolve_data(self) -> Any:
@@ -85,12 +117,42 @@ class StatefulLoadOperator(BaseOperator):
             return self.data()
         return self.data
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    def _timezone(self) -> Any:
+        """The zone interval bounds are taken in: ``interval_timezone``, the timetable's, the DAG's."""
+        if self.interval_timezone:
+            return pendulum.timezone(self.interval_timezone)
+        dag = self.dag if self.has_dag() else None
+        zone = getattr(getattr(dag, "timetable", None), "_timezone", None)
+        return zone or getattr(dag, "timezone", None) or pendulum.UTC
+
+    def _interval(self, context: Context) -> tuple[Any, Any]:
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if start is None or end is None:
-            self.log.info("No data interval (manual run): incrementals continue from the committed state")
-        else:
-            self.log.info("Data interval %s to %s", start, end)
+            self.log.info(
+                "No data interval (a run without a logical date): incrementals with "
+                "allow_external_schedulers %s",
+                "raise (on_missing_interval='raise')"
+                if self.on_missing_interval == "raise"
+                else "continue from the committed cursor",
+            )
+            return None, None
+        zone = self._timezone()
+        start, end = pendulum.instance(start).in_timezone(zone), pendulum.instance(end).in_timezone(zone)
+        self.log.info("Data interval %s to %s (timezone %s)", start, end, getattr(zone, "name", zone))
+        return start, end
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        suffix = mapped_slot(
+            self, context, decorated=self._maps_function_arguments, state_key=self.state_key, log=self.log
+        )
+        if suffix:
+            ti = context.get("ti")
+            self.log.info(
+                "State slots of this task%s: each resource keeps its state under <resource>%s",
+                f" (mapped instance {ti.map_index})" if getattr(ti, "map_index", -1) >= 0 else "",
+                suffix,
+            )
+        start, end = self._interval(context)
         hook = PipelineStateHook(destination_conn_id=self.destination_conn_id)
         try:
             pipeline = hook.get_pipeline(
@@ -98,7 +160,11 @@ class StatefulLoadOperator(BaseOperator):
             )
             data = self.resolve_data()
             self._running = True
-            with external_interval(start, end):
+            with (
+                external_interval(start, end, on_missing=self.on_missing_interval),
+                slot_suffix(suffix),
+                writing_as(task_writer(context.get("ti"))),
+            ):
                 info = pipeline.run(
                     data,
                     write_disposition=self.write_disposition,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterable
@@ -79,7 +80,8 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
     """Serialize ``obj`` to dlt's typed JSON: compact, raw UTF-8, typed values behind their PUA prefix.
 
     Tuples become lists; non-string dict keys become strings and enums their value (as orjson and dlt
-    do); NaN and infinities become ``null`` (as orjson and dlt do).
+    do). NaN and infinities are refused: orjson and dlt would write them as ``null``, and the value
+    would come back as ``None``.
 
     Raises:
         StateNotSerializableError: a value (or dict key) cannot be stored, or a string starts with a
@@ -105,7 +107,50 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
         problem = _find_problem(obj, check_markers=True)
         if problem is not None:
             raise _not_serializable(*problem)
+    if b"null" in out:  # orjson writes NaN and infinities as null: only then look for one
+        problem = _find_non_finite(obj)
+        if problem is not None:
+            raise _not_serializable(*problem)
     return out
+
+
+def _find_non_finite(root: Any) -> tuple[str, str, str] | None:
+    """``(path, what, hint)`` of the first NaN or infinite float in ``root`` (iterative: no recursion).
+
+    Paths are built only for containers and for the culprit, so a clean document costs one pass.
+    """
+    isfinite = math.isfinite
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    while stack:
+        obj, path, depth = stack.pop()
+        if isinstance(obj, float):
+            if not isfinite(obj):
+                return path, f"the float {obj!r}", "JSON has no NaN or Infinity: store None or a string"
+            continue
+        if depth >= _MAX_NESTING:
+            continue
+        if isinstance(obj, dict):
+            pairs: Iterable[tuple[Any, Any]] = obj.items()
+            name = _join
+        elif isinstance(obj, list) or type(obj) is tuple:
+            pairs = enumerate(obj)
+            name = _index
+        else:
+            continue
+        children = []
+        for key, value in pairs:
+            t = type(value)
+            if t is str or t is int or t is bool or value is None:
+                continue
+            if t is float and isfinite(value):
+                continue
+            children.append((value, name(path, key), depth + 1))
+        stack.extend(reversed(children))  # the first culprit in document order is reported
+    return None
+
+
+def _index(path: str, index: int) -> str:
+    return f"{path}[{index}]"
 
 
 def encode_state(state: dict) -> str:
@@ -404,11 +449,72 @@ def _corrupt(where: str, what: str) -> StateCorruptError:
     return StateCorruptError(f"{subject} cannot be decoded: {what}.")
 
 
+# ------------------------------------------------------------------------------------------ structure
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return f"a {type(value).__name__} ({value!r})"[:80]
+
+
+def structure_problem(state: Any) -> tuple[str, str] | None:
+    """``(path, problem)`` for the first place where ``state`` does not have dlt's layout, else None.
+
+    The layout every reader relies on: an object whose ``sources`` (if present) maps source names
+    to objects, each source's ``resources`` (if present) maps resource names to objects, and each
+    resource's ``incremental`` (if present) maps cursor paths to objects; ``_state_version`` is an
+    int and ``default_schema_name`` a string or null. Values inside the slots are free.
+    """
+    if not isinstance(state, dict):
+        return "", f"the document is {_kind(state)}, not an object"
+    version = state.get("_state_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        return "_state_version", f"is {_kind(version)}, not an integer"
+    schema = state.get("default_schema_name")
+    if schema is not None and not isinstance(schema, str):
+        return "default_schema_name", f"is {_kind(schema)}, not a string or null"
+    if "sources" not in state:
+        return None
+    sources = state["sources"]
+    if not isinstance(sources, dict):
+        return "sources", f"is {_kind(sources)}, not an object of sources"
+    for source_key, source in sources.items():
+        path = f"sources.{source_key}"
+        if not isinstance(source, dict):
+            return path, f"is {_kind(source)}, not an object (a source's state)"
+        if "resources" not in source:
+            continue
+        resources = source["resources"]
+        if not isinstance(resources, dict):
+            return f"{path}.resources", f"is {_kind(resources)}, not an object of resources"
+        for resource_name, slot in resources.items():
+            slot_path = f"{path}.resources.{resource_name}"
+            if not isinstance(slot, dict):
+                return slot_path, f"is {_kind(slot)}, not an object (a resource's state)"
+            if "incremental" not in slot:
+                continue
+            incrementals = slot["incremental"]
+            if not isinstance(incrementals, dict):
+                return f"{slot_path}.incremental", f"is {_kind(incrementals)}, not an object of cursors"
+            for cursor, inc in incrementals.items():
+                if not isinstance(inc, dict):
+                    return f"{slot_path}.incremental.{cursor}", f"is {_kind(inc)}, not an object"
+    return None
+
+
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
     "decode_state",
     "encode_state",
     "state_version_hash",
+    "structure_problem",
     "typed_dumps",
     "typed_loads",
 ]

@@ -12,7 +12,7 @@ source keeps for itself, and every resource's whole dict.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from airflow_state_provider.exceptions import StateConflictError
@@ -164,6 +164,8 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
     conflicts: list[Slot] = []
     for slot in sorted(b.keys() | o.keys() | t.keys()):
         vb, vo, vt = b.get(slot, _MISSING), o.get(slot, _MISSING), t.get(slot, _MISSING)
+        if vb is _MISSING and vo == {}:
+            vo = _MISSING  # an empty slot that exists because code looked at it is no change
         if vo == vb:
             value = vt
         elif vt == vb:
@@ -181,6 +183,53 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
             "Retry the task (it restores the newest state), or give each slot a single writer task."
         )
     return _build(merged_slots, theirs, ours)
+
+
+def with_slots(base: dict, source: dict, take: Callable[[Slot], bool]) -> dict:
+    """A copy of ``base`` whose slots selected by ``take`` come from ``source`` (what a checkpoint
+    commits: the last committed document plus the slots it can prove consistent with its rows)."""
+    out = {slot: value for slot, value in iter_slots(base) if not take(slot)}
+    out.update((slot, value) for slot, value in iter_slots(source) if take(slot))
+    return _build(out, base)
+
+
+def rebase(working: dict, base: dict, committed: dict, pinned: Callable[[Slot], bool]) -> dict:
+    """Bring a running document up to a newly committed one; returns the new merge base.
+
+    After a commit (possibly merged with other writers), every slot that the run has not changed
+    (``working`` equals ``base`` there) takes its committed value, in place in ``working``, so a later
+    commit of the run never writes an older copy back. ``pinned`` slots are left alone: running code
+    holds references into them (its own resource slots, its source's keys); if another writer changed
+    one, the base keeps the old value and a later change by the run is a conflict. Slots the run changed
+    and committed, or changed and not yet committed, keep their value; the new base says which.
+    """
+    w, b, c = slot_map(working), slot_map(base), slot_map(committed)
+    new_base: dict[Slot, Any] = {}
+    for slot in w.keys() | b.keys() | c.keys():
+        vw, vb, vc = w.get(slot, _MISSING), b.get(slot, _MISSING), c.get(slot, _MISSING)
+        if vw == vc:
+            value = vc
+        elif vw == vb and not pinned(slot):
+            _set_slot(working, slot, vc)
+            value = vc
+        else:
+            value = vb
+        if value is not _MISSING:
+            new_base[slot] = value
+    return _build(new_base, committed)
+
+
+def _set_slot(doc: dict, slot: Slot, value: Any) -> None:
+    if len(slot) == 1:
+        parent, key = doc, slot[0]
+    elif len(slot) == 3:
+        parent, key = source_slot(doc, slot[1]), slot[2]
+    else:
+        parent, key = source_slot(doc, slot[1]).setdefault("resources", {}), slot[3]
+    if value is _MISSING:
+        parent.pop(key, None)
+    else:
+        parent[key] = copy.deepcopy(value)
 
 
 def _build(slots: dict[Slot, Any], template: dict, ours: dict | None = None) -> dict:

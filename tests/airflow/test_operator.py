@@ -88,6 +88,7 @@ def test_template_fields_render(url):
         "dataset_name",
         "table_name",
         "destination_conn_id",
+        "state_key",
     }
     op.render_template_fields({"params": {"env": "prod", "conn": "pipeline_state_default"}})
     op.execute(context())

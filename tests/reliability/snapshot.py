@@ -34,6 +34,18 @@ def tables(conn: sa.Connection) -> list[tuple[str, str]]:
     return sorted((s, t) for s, t in conn.execute(query, {"system": list(_SYSTEM_SCHEMAS)}).all())
 
 
+def tables_of(url: str, *datasets: str) -> list[tuple[str, str]]:
+    """:func:`tables` of the database at ``url`` (on SQLite with ``datasets`` attached)."""
+    engine = sa.create_engine(url)
+    for dataset in datasets:
+        dialect_for(engine).prepare(dataset)
+    try:
+        with engine.connect() as conn:
+            return [(s, t) for s, t in tables(conn) if not datasets or s in datasets]
+    finally:
+        engine.dispose()
+
+
 def take(engine_or_url: sa.Engine | str, *datasets: str) -> Snapshot:
     """All rows of all user tables, each rendered with ``repr`` and sorted.
 

@@ -221,22 +221,30 @@ def test_documented_lossy_conversions() -> None:
         RED = "red"
 
     doc = {
-        "nan": math.nan,
-        "inf": -math.inf,
         1: "int key",
         None: "none key",
         "enum": Color.RED,
         "tup": (1, 2),
     }
     assert typed_loads(typed_dumps(doc)) == {
-        "nan": None,
-        "inf": None,
         "1": "int key",
         "null": "none key",
         "enum": "red",
         "tup": [1, 2],
     }
     assert typed_loads(typed_dumps(collections.OrderedDict(a=1))) == {"a": 1}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_naming_the_path(value: float) -> None:
+    """orjson (and dlt) would write them as null: the value would come back as None (issue 14 item 14)."""
+    doc = {"a": None, "sources": {"s": {"resources": {"r": {"ok": 1.5, "xs": [None, {"v": value}]}}}}}
+    with pytest.raises(StateNotSerializableError) as failure:
+        typed_dumps(doc)
+    assert "'sources.s.resources.r.xs[1].v'" in str(failure.value)
+    assert repr(value) in str(failure.value)
+    with pytest.raises(StateNotSerializableError):
+        encode_state(doc)
 
 
 def test_datetime_with_z_suffix_decodes_as_utc() -> None:

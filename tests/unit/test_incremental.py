@@ -974,7 +974,7 @@ def test_external_scheduler_without_interval_falls_back_to_the_state(
     assert result.ids() == [2]
     assert result.slot()["last_value"] == 6
     assert any(
-        r.levelno == logging.INFO and "falls back to the stored state" in r.message and RES in r.message
+        r.levelno == logging.INFO and "continues from its committed cursor" in r.message and RES in r.message
         for r in caplog.records
     )
 
@@ -985,12 +985,16 @@ def test_an_interval_is_ignored_unless_external_schedulers_are_allowed() -> None
     assert result.slot()["last_value"] == 6
 
 
-def test_an_empty_interval_loads_nothing_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_zero_length_interval_continues_from_the_state_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """Airflow 3's cron schedules and manual triggers give points (start == end), not ranges."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    inc = incremental("c", allow_external_schedulers=True)
-    result = run(inc, rows_of((1, DAY_1)), interval=(DAY_1, DAY_1))
-    assert result.rows == []
-    assert any("empty" in r.message for r in caplog.records)
+    inc = incremental("c", initial_value=0, allow_external_schedulers=True)
+    result = run(inc, rows_of((1, 4), (2, 6)), state=stored(5), interval=(DAY_1, DAY_1))
+    assert result.inc.start_value == 5 and result.inc.end_value is None
+    assert result.ids() == [2]
+    assert any(
+        "zero-length" in r.message and "CronDataIntervalTimetable" in r.message for r in caplog.records
+    )
 
 
 def test_an_interval_that_cannot_be_coerced_is_a_clear_error() -> None:

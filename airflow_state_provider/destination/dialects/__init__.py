@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.destination.dialects.base import DEFAULT_LOCK_TIMEOUT, Dialect
 from airflow_state_provider.destination.dialects.duckdb import DuckDBDialect
 from airflow_state_provider.destination.dialects.postgresql import PostgresDialect
 from airflow_state_provider.destination.dialects.sqlite import SQLiteDialect
@@ -21,9 +21,23 @@ _DIALECTS: dict[str, type[Dialect]] = {
 }
 
 
-def dialect_for(engine: sa.Engine) -> Dialect:
-    """The :class:`Dialect` serving ``engine`` (generic SQL for databases without a fast path)."""
-    return _DIALECTS.get(engine.dialect.name, Dialect)(engine)
+def dialect_for(
+    engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None
+) -> Dialect:
+    """The :class:`Dialect` serving ``engine`` (generic SQL for databases without a fast path).
+
+    ``lock_timeout`` (seconds) bounds every lock wait on the engine's connections (default
+    :data:`DEFAULT_LOCK_TIMEOUT`); ``pipeline_name`` is named in lock-timeout errors.
+    """
+    cls = _DIALECTS.get(engine.dialect.name, Dialect)
+    return cls(engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
 
 
-__all__ = ["Dialect", "DuckDBDialect", "PostgresDialect", "SQLiteDialect", "dialect_for"]
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "Dialect",
+    "DuckDBDialect",
+    "PostgresDialect",
+    "SQLiteDialect",
+    "dialect_for",
+]

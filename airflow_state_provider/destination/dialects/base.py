@@ -2,24 +2,136 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+
+from airflow_state_provider.exceptions import LockTimeoutError
+
+#: seconds any lock wait may take before :class:`LockTimeoutError` (``lock_timeout``)
+DEFAULT_LOCK_TIMEOUT = 300.0
+#: execution option naming what a statement waits for, for the :class:`LockTimeoutError` message
+WAITING_FOR = "asp_waiting_for"
+
+_ENGINE_ATTR = "_asp_lock_settings"
+_settings_guard = threading.Lock()
+
+
+class EngineLockSettings:
+    """Per engine: the lock timeout of its connections and the pipelines using it (for messages).
+
+    Several ``Pipeline`` objects may share one engine; the timeout set last applies to waits that
+    happen below the pipeline (opening a DuckDB file, SQLite's busy timeout, PostgreSQL's session
+    ``lock_timeout``), while each pipeline's own lock calls use its own timeout.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.timeout = DEFAULT_LOCK_TIMEOUT
+        self.pipelines: dict[str, None] = {}
+        self.installed = False
+        self.dialect_name = engine.dialect.name
+        self.identity = database_identity(engine.url)
+
+    def owner(self) -> str:
+        """``pipeline 'x'`` (or several) for error messages."""
+        names = list(self.pipelines)
+        if not names:
+            return "this destination"
+        if len(names) == 1:
+            return f"pipeline {names[0]!r}"
+        return "pipelines " + ", ".join(map(repr, names))
+
+    def error(
+        self, what: str, pipeline_name: str | None = None, seconds: float | None = None
+    ) -> LockTimeoutError:
+        """The :class:`LockTimeoutError` for a wait of ``seconds`` (default: the engine's) for ``what``."""
+        owner = f"pipeline {pipeline_name!r}" if pipeline_name else self.owner()
+        seconds = self.timeout if seconds is None else seconds
+        return LockTimeoutError(
+            f"{owner}: waited {seconds:g} s (lock_timeout) for {what} in {self.dialect_name} database "
+            f"{self.identity}, and another task still holds it. Nothing was committed. Retry the task; "
+            "if the holder is a long load, raise lock_timeout (connection extra or [state_provider] "
+            "lock_timeout); if it is stalled, end that task."
+        )
+
+
+def engine_lock_settings(engine: sa.Engine) -> EngineLockSettings:
+    """The :class:`EngineLockSettings` of ``engine`` (created with the default timeout)."""
+    with _settings_guard:
+        settings = getattr(engine, _ENGINE_ATTR, None)
+        if settings is None:
+            settings = EngineLockSettings(engine)
+            setattr(engine, _ENGINE_ATTR, settings)
+        return settings
+
+
+def check_lock_timeout(value: Any, where: str = "lock_timeout") -> float:
+    """``value`` as seconds (> 0); raises ``ValueError`` naming ``where`` otherwise."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{where} must be a positive, finite number of seconds, got {value!r}")
+    return seconds
+
+
+def database_identity(url: sa.URL) -> str:
+    """The database a URL reaches, the same for every spelling of it: the real path of a database
+    file (relative, absolute, through symlinks), else the URL without its password."""
+    if url.get_backend_name() in ("sqlite", "duckdb"):
+        database = url.database
+        if not database or database == ":memory:" or database.startswith(("md:", "motherduck:")):
+            return url.render_as_string(hide_password=True)
+        return os.path.realpath(os.path.expanduser(database))
+    return url.set(password=None, query={}).render_as_string(hide_password=True)
 
 
 class Dialect:
     """Database-specific operations used by the state store and the loader.
 
-    One instance per engine. Subclasses override what their database does better or differently.
+    One instance per ``Pipeline``. Subclasses override what their database does better or
+    differently. ``lock_timeout`` (seconds, default :data:`DEFAULT_LOCK_TIMEOUT`) bounds every lock
+    wait; ``pipeline_name`` only names the pipeline in :class:`LockTimeoutError` messages.
     """
 
     name = "generic"
     #: a commit needs the dataset to exist first (schemas); SQLite attaches instead
     creates_schemas = True
+    #: the largest precision of a DECIMAL column (None: no limit)
+    max_decimal_precision: int | None = 38
+    #: significant digits a stored decimal keeps exactly (None: all of its precision)
+    decimal_significant_digits: int | None = None
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(
+        self, engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None
+    ) -> None:
         self.engine = engine
+        self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else check_lock_timeout(lock_timeout)
+        self.lock_settings = engine_lock_settings(engine)
+        self.identity = self.lock_settings.identity
+        with _settings_guard:
+            if lock_timeout is not None or not self.lock_settings.pipelines:
+                self.lock_settings.timeout = self.lock_timeout
+            if pipeline_name:
+                self.lock_settings.pipelines[pipeline_name] = None
+            install = not self.lock_settings.installed
+            self.lock_settings.installed = True
+        if install:
+            self.install(engine)
+
+    def install(self, engine: sa.Engine) -> None:
+        """Register the engine's connection setup (once per engine): lock timeouts, isolation."""
+
+    def lock_timeout_error(self, what: str, pipeline_name: str | None = None, timeout: float | None = None):
+        """The :class:`LockTimeoutError` for a wait of ``timeout`` seconds (default ``lock_timeout``)."""
+        return self.lock_settings.error(
+            what, pipeline_name, self.lock_timeout if timeout is None else timeout
+        )
 
     # -- datasets ---------------------------------------------------------------------------------
     def prepare(self, dataset: str) -> None:
@@ -32,11 +144,36 @@ class Dialect:
         return dataset in sa.inspect(conn).get_schema_names()
 
     # -- locking ----------------------------------------------------------------------------------
-    def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
+    def lock_pipeline(
+        self, conn: sa.Connection, dataset: str, pipeline_name: str, timeout: float | None = None
+    ) -> None:
         """Serialize state commits of one pipeline until the transaction ends (DESIGN §5.3).
 
-        The generic fallback relies on the database's own write serialization.
+        Waits at most ``timeout`` seconds (default ``lock_timeout``), then raises
+        :class:`LockTimeoutError`. The generic fallback relies on the database's own write
+        serialization.
         """
+
+    def lock_tables(
+        self,
+        conn: sa.Connection,
+        dataset: str,
+        tables: Sequence[str],
+        pipeline_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Lock ``tables`` (about to be dropped) until the transaction ends; call it *before*
+        :meth:`lock_pipeline`. A load holds its tables' locks when it asks for the commit lock, so
+        taking them in the other order would deadlock. Raises :class:`LockTimeoutError`."""
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the database for a whole ``Pipeline.run``. Dialects whose database is a file locked by
+        the process that opens it (DuckDB) close every connection as soon as it is returned, so a
+        restore holds the file only while it reads; inside this block they keep one connection open,
+        so the run's restore, load and commit happen without another process getting in between and
+        without reopening the file. The file is released when the block ends."""
+        yield
 
     def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
         """Serialize DDL on ``table`` across concurrent transactions until this one ends.

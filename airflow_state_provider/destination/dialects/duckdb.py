@@ -1,9 +1,17 @@
-"""DuckDB: one writer process per file; in-process commits of a pipeline serialized by a lock.
+"""DuckDB: one process per file at a time; in-process commits of a pipeline serialized by a lock.
+
+A DuckDB file is locked by the process that opens it, for as long as any of its connections is open:
+another process cannot open it at all ("Could not set lock on file"). So connections to a file are
+never kept in the pool: a connection is closed when it is returned, and a restore holds the file only
+while it reads. ``Pipeline.run`` holds the file from its restore to its commit (:meth:`holding`) and
+releases it when it returns. A process that finds the file locked waits and retries, for at most
+``lock_timeout`` seconds, then raises :class:`LockTimeoutError`: parallel tasks on one file take turns.
 
 DuckDB's optimistic concurrency does not conflict on plain inserts, so two connections could both
-append "version N+1". A process-local lock per (database, dataset, pipeline), held from
-:meth:`lock_pipeline` until the transaction has committed (or rolled back), serializes them; other
-processes cannot open the file for writing at the same time anyway.
+append "version N+1". A process-local lock per (database file, dataset, pipeline), held from
+:meth:`lock_pipeline` until the transaction has committed (or rolled back), serializes them. The file
+is named by its real path, so every spelling of it (relative, absolute, through a symlink) shares one
+lock, as the process shares one database instance.
 
 A DuckDB transaction sees a snapshot taken when it started, so under the lock it cannot see a commit
 of the same pipeline made while it was loading, and could not merge with it (a lost update, and
@@ -13,14 +21,16 @@ plus retry, DESIGN §5.3); the retry restores the newest state.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings
 from airflow_state_provider.exceptions import StateConflictError
 
 _Key = tuple[str, str, str]
@@ -64,8 +74,8 @@ def _release_after_commit(do_commit: Callable[[Any], None]) -> Callable[[Any], N
 class DuckDBDialect(Dialect):
     name = "duckdb"
 
-    def __init__(self, engine: sa.Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: sa.Engine, **kwargs: Any) -> None:
+        super().__init__(engine, **kwargs)
         if not sa.event.contains(engine, "rollback", _release):
             sa.event.listen(engine, "rollback", _release)
             sa.event.listen(engine, "begin", _began)
@@ -73,11 +83,36 @@ class DuckDBDialect(Dialect):
         if not getattr(dialect.do_commit, "asp_wrapped", False):
             dialect.do_commit = _release_after_commit(dialect.do_commit)  # type: ignore[method-assign]
 
-    def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
-        key = (str(self.engine.url.database), dataset, pipeline_name)
+    @property
+    def is_file(self) -> bool:
+        database = self.engine.url.database
+        return bool(database) and database != ":memory:" and not database.startswith(("md:", "motherduck:"))
+
+    def install(self, engine: sa.Engine) -> None:
+        if self.is_file:
+            sa.event.listen(engine, "do_connect", _waiting_connect(self.lock_settings))
+            sa.event.listen(engine, "checkin", _close_on_checkin)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        if not self.is_file:
+            yield
+            return
+        # one open connection keeps the process's database instance (and the file lock) alive, so the
+        # run's other connections open in a millisecond and no other process gets in between
+        with self.engine.connect():
+            yield
+
+    def lock_pipeline(
+        self, conn: sa.Connection, dataset: str, pipeline_name: str, timeout: float | None = None
+    ) -> None:
+        key = (self.identity, dataset, pipeline_name)
         with _locks_guard:
             lock = _locks.setdefault(key, threading.Lock())
-        lock.acquire()
+        seconds = self.lock_timeout if timeout is None else timeout
+        if not lock.acquire(timeout=seconds):
+            what = f"the commit lock of dataset {dataset!r} (another run of the pipeline in this process)"
+            raise self.lock_timeout_error(what, pipeline_name, seconds)
         seen = conn.info.get(_SEEN)
         with _locks_guard:
             stale = seen is not None and _commits.get(key, 0) != seen.get(key, 0)
@@ -137,6 +172,37 @@ class DuckDBDialect(Dialect):
                 raw.unregister(view)
             return
         raw.execute(into + "SELECT " + ", ".join(["UNNEST(?)"] * len(columns)), [list(c) for c in data])
+
+
+def _close_on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    """A returned connection is closed: the process must not keep the file locked while idle."""
+    record.close()
+
+
+def _is_lock_conflict(error: Exception) -> bool:
+    return "Could not set lock on file" in str(error)
+
+
+def _waiting_connect(settings: EngineLockSettings) -> Callable[..., Any]:
+    def connect(dialect: Any, _record: Any, cargs: tuple, cparams: dict[str, Any]) -> Any:
+        """Open the file, retrying while another process holds it, for at most ``lock_timeout``."""
+        deadline = time.monotonic() + settings.timeout
+        pause = 0.02
+        while True:
+            # duckdb_engine pops keys off the dicts it is given: every attempt gets fresh copies
+            params = {k: dict(v) if isinstance(v, dict) else v for k, v in cparams.items()}
+            try:
+                return dialect.connect(*cargs, **params)
+            except Exception as error:
+                if not _is_lock_conflict(error):
+                    raise
+                if time.monotonic() >= deadline:
+                    what = "the file lock (another process has the DuckDB file open)"
+                    raise settings.error(what) from error
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.5)
+
+    return connect
 
 
 def _arrow_table(table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> Any:

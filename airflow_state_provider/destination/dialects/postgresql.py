@@ -1,16 +1,30 @@
-"""PostgreSQL: transaction-scoped advisory lock per pipeline."""
+"""PostgreSQL: transaction-scoped advisory lock per pipeline, bounded waits, READ COMMITTED.
+
+Advisory locks are scoped to the current database, so every spelling of a database URL (host alias,
+IP, socket) meets the same lock. Every connection of the engine gets ``lock_timeout`` as a session
+setting, so any lock wait (the commit lock, a table's DDL lock, a table locked by a stalled or dropping
+transaction) ends with :class:`LockTimeoutError` instead of waiting forever. Every transaction runs at
+READ COMMITTED whatever the database's, role's or connection's ``default_transaction_isolation``: the
+commit reads the newest version after taking the lock, which needs a fresh snapshot per statement
+(under REPEATABLE READ the snapshot of the load's first statement would hide a concurrent commit).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.destination.dialects.base import WAITING_FOR, Dialect, EngineLockSettings
+from airflow_state_provider.exceptions import LockTimeoutError, PipelineStateError
+
+#: SQLSTATE of "canceling statement due to lock timeout"
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
@@ -21,14 +35,82 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    max_decimal_precision = 1000
 
-    def lock_pipeline(self, conn: sa.Connection, dataset: str, pipeline_name: str) -> None:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(dataset, pipeline_name)})
+    def install(self, engine: sa.Engine) -> None:
+        sa.event.listen(engine, "do_connect", _startup_options(self.lock_settings))
+        sa.event.listen(engine, "connect", _read_committed)
+        sa.event.listen(engine, "handle_error", _lock_timeouts(self.lock_settings))
+
+    def lock_pipeline(
+        self, conn: sa.Connection, dataset: str, pipeline_name: str, timeout: float | None = None
+    ) -> None:
+        """Take the pipeline's commit lock until the transaction ends, waiting at most ``timeout``
+        seconds (default ``lock_timeout``); raises :class:`LockTimeoutError`."""
+        what = f"the commit lock of dataset {dataset!r}"
+        isolation = self._advisory_lock(
+            conn, advisory_key(dataset, pipeline_name), what, pipeline_name, timeout
+        )
+        if isolation != "read committed":
+            # only an engine whose own execution options force another level gets here
+            raise PipelineStateError(
+                f"pipeline {pipeline_name!r}: the commit transaction runs at isolation level {isolation!r}; "
+                "the commit must read the newest state after taking its lock, which needs READ COMMITTED. "
+                "Remove the isolation_level execution option from the engine. Nothing was committed."
+            )
 
     def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
         # two transactions creating one table: the second would fail on the catalog's unique index
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(dataset, table, "ddl")})
+        what = f"the DDL lock of table {dataset}.{table}"
+        self._advisory_lock(conn, advisory_key(dataset, table, "ddl"), what, None, None)
         return True
+
+    def lock_tables(
+        self,
+        conn: sa.Connection,
+        dataset: str,
+        tables: Sequence[str],
+        pipeline_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """``LOCK TABLE ... NOWAIT`` on all of them at once, retried until ``timeout``: never waits
+        while holding some of them, so a load writing to them cannot deadlock with this transaction."""
+        inspector = sa.inspect(conn)
+        existing = sorted(t for t in set(tables) if inspector.has_table(t, schema=dataset))
+        if not existing:
+            return
+        names = ", ".join(f"{_quoted(dataset)}.{_quoted(t)}" for t in existing)
+        seconds = self.lock_timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        pause = 0.02
+        while True:
+            savepoint = conn.begin_nested()
+            try:
+                conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            except LockTimeoutError:  # 55P03: another transaction holds one of them
+                savepoint.rollback()
+                if time.monotonic() >= deadline:
+                    what = f"the locks of tables {', '.join(existing)} (a load is writing to them)"
+                    raise self.lock_timeout_error(what, pipeline_name, seconds) from None
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.5)
+            else:
+                savepoint.commit()
+                return
+
+    def _advisory_lock(
+        self, conn: sa.Connection, key: int, what: str, pipeline_name: str | None, timeout: float | None
+    ) -> str:
+        """Wait for a transaction-scoped advisory lock; the transaction's isolation level."""
+        seconds = self.lock_timeout if timeout is None else timeout
+        return conn.execute(
+            sa.text(
+                "SELECT set_config('lock_timeout', :t, true), pg_advisory_xact_lock(:k), "
+                "current_setting('transaction_isolation')"
+            ),
+            {"t": f"{_milliseconds(seconds)}ms", "k": key},
+            execution_options={WAITING_FOR: (what, pipeline_name, seconds)},
+        ).one()[2]
 
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
         conn.execute(
@@ -72,6 +154,45 @@ class PostgresDialect(Dialect):
                 write_row = copy.write_row
                 for row in rows:
                     write_row(row)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _startup_options(settings: EngineLockSettings) -> Callable[..., None]:
+    def add_lock_timeout(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        """``-c lock_timeout=...`` in the startup options: bounded waits without an extra round trip."""
+        option = f"-c lock_timeout={_milliseconds(settings.timeout)}"
+        given = cparams.get("options")
+        cparams["options"] = f"{given} {option}" if given else option
+
+    return add_lock_timeout
+
+
+def _read_committed(dbapi_connection: Any, _record: Any) -> None:
+    """Every transaction of the connection begins at READ COMMITTED (psycopg then sends
+    ``BEGIN ISOLATION LEVEL READ COMMITTED``), whatever the session's default."""
+    if hasattr(dbapi_connection, "isolation_level"):
+        from psycopg import IsolationLevel
+
+        dbapi_connection.isolation_level = IsolationLevel.READ_COMMITTED
+
+
+def _lock_timeouts(settings: EngineLockSettings) -> Callable[[Any], None]:
+    def convert(context: Any) -> None:
+        """PostgreSQL's "canceling statement due to lock timeout" becomes :class:`LockTimeoutError`."""
+        orig = context.original_exception
+        if getattr(orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            return
+        options = context.execution_context.execution_options if context.execution_context else {}
+        what, pipeline_name, seconds = options.get(WAITING_FOR) or (None, None, None)
+        if what is None:
+            statement = " ".join((context.statement or "").split())
+            what = f"a table lock needed by `{statement[:160]}`"
+        raise settings.error(what, pipeline_name, seconds) from orig
+
+    return convert
 
 
 def _as_is(value: Any) -> Any:

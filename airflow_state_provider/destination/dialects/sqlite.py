@@ -1,37 +1,51 @@
-"""SQLite: datasets are attached files; write transactions start with ``BEGIN IMMEDIATE``.
+"""SQLite: datasets are attached files in WAL mode; a write transaction locks its dataset files only.
 
-``BEGIN IMMEDIATE`` takes SQLite's single write lock when the load transaction starts, so concurrent
-writers queue (up to the busy timeout) instead of failing at commit with a deadlock. Connections
-marked ``asp_read_only`` (the restore) begin deferred and do not wait for a running load.
+SQLite has one write lock per database file. A write transaction takes the write lock of the engine's
+dataset files first thing (a no-op ``PRAGMA <dataset>.incremental_vacuum(1)`` after a deferred
+``BEGIN``), before it reads anything: concurrent writers of a dataset queue there (up to
+``lock_timeout``, SQLite's busy timeout) instead of failing later on a stale snapshot. Unlike
+``BEGIN IMMEDIATE``, this leaves the main file (and every other dataset file) unlocked, so loads of
+pipelines in other datasets of the same main file run at the same time. Dataset files use WAL
+journaling: readers never block the writer, nor the writer them, so a restore, ``airflow-state info``
+or a resource reading the destination through ``current.pipeline().sql_client()`` during a run does
+not wait, and a commit does not wait for open readers. Connections marked ``asp_read_only`` (the
+restore, the SQL client) begin deferred and take a write lock only when they write.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination.dialects.base import Dialect
+from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings
 
 _PREPARED_ATTR = "_asp_sqlite_datasets"
 _prepare_lock = threading.Lock()
+#: ``sqlite3.Error.sqlite_errorcode`` of a lock wait that ran out of busy timeout
+_SQLITE_BUSY = 5
 
 
 def dataset_file(database: str | None, dataset: str) -> str:
     """Path of the file holding ``dataset`` for the main database file ``database``."""
     if not database or database == ":memory:":
         return ":memory:"
-    stem, suffix = os.path.splitext(database)
+    # one file whatever the spelling of the main file (relative, absolute, through a symlink)
+    stem, suffix = os.path.splitext(os.path.realpath(database))
     return f"{stem}__{dataset}{suffix or '.sqlite'}"
 
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
     creates_schemas = False
+    max_decimal_precision = None
+    #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
+    decimal_significant_digits = 15
 
     def prepare(self, dataset: str) -> None:
         engine = self.engine
@@ -40,8 +54,12 @@ class SQLiteDialect(Dialect):
             if datasets is None:
                 datasets = set()
                 setattr(engine, _PREPARED_ATTR, datasets)
-                sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database))
-                sa.event.listen(engine, "begin", _on_begin)
+                settings = self.lock_settings
+                sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database, settings))
+                sa.event.listen(engine, "begin", _on_begin(datasets))
+                sa.event.listen(
+                    engine, "handle_error", _lock_timeouts(datasets, engine.url.database, settings)
+                )
             if dataset in datasets:
                 return
             datasets.add(dataset)
@@ -128,25 +146,51 @@ def _isoformat(value: dt.date | dt.time | str) -> str:
     return value.isoformat()
 
 
-def _on_connect(datasets: set[str], database: str | None):
+def _on_connect(datasets: set[str], database: str | None, settings: EngineLockSettings):
     def attach(dbapi_conn, _record) -> None:
-        # let SQLAlchemy's "begin" event emit BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN
+        # let SQLAlchemy's "begin" event emit the BEGIN instead of pysqlite's own
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout = 60000")
+        cur.execute(f"PRAGMA busy_timeout = {max(1, round(settings.timeout * 1000))}")
         for dataset in sorted(datasets):
-            if dataset == "main":
-                continue
-            path = dataset_file(database, dataset)
-            cur.execute("ATTACH DATABASE ? AS " + _quote(dataset), (path,))
+            if dataset != "main":
+                cur.execute("ATTACH DATABASE ? AS " + _quote(dataset), (dataset_file(database, dataset),))
+            # persistent in the file; a no-op once set
+            cur.execute(f"PRAGMA {_quote(dataset)}.journal_mode = WAL")
         cur.close()
 
     return attach
 
 
-def _on_begin(conn: sa.Connection) -> None:
-    read_only = conn.get_execution_options().get("asp_read_only", False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+def _on_begin(datasets: set[str]):
+    def begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+        if conn.get_execution_options().get("asp_read_only", False):
+            return
+        for dataset in sorted(datasets):  # one order everywhere: no deadlock between two writers
+            # starts a write transaction on that file only (no-op unless auto_vacuum=incremental)
+            conn.exec_driver_sql(f"PRAGMA {_quote(dataset)}.incremental_vacuum(1)")
+
+    return begin
+
+
+def _lock_timeouts(datasets: set[str], database: str | None, settings: EngineLockSettings):
+    def convert(context: Any) -> None:
+        """SQLite's "database is locked" after the busy timeout becomes :class:`LockTimeoutError`."""
+        orig = context.original_exception
+        if (
+            not isinstance(orig, sqlite3.OperationalError)
+            or getattr(orig, "sqlite_errorcode", None) != _SQLITE_BUSY
+        ):
+            return
+        files = ", ".join(
+            dataset_file(database, d) if d != "main" else str(database) for d in sorted(datasets)
+        )
+        raise settings.error(
+            f"the write lock of {files or database} (SQLite allows one writer per file)"
+        ) from orig
+
+    return convert
 
 
 def _quote(identifier: str) -> str:

@@ -1,0 +1,124 @@
+"""The one engine factory, the one URL mask, and the supported databases.
+
+Every engine the product creates from a URL (``Pipeline(destination=<URL>)``, ``PipelineStateHook``,
+``airflow-state --url``) comes from :func:`create_engine`, with the same options; every URL it prints
+(CLI output, log lines, error messages) goes through :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from airflow_state_provider.exceptions import UnsupportedDestinationError
+
+#: SQLAlchemy backend names the provider supports: each has a commit lock and transactional DDL
+SUPPORTED_DIALECTS = ("sqlite", "duckdb", "postgresql")
+MASK = "***"
+#: query parameters that carry a secret (libpq's ``password``, MotherDuck's token, ...)
+SECRET_QUERY_PARAMETERS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "sslpassword",
+        "token",
+        "access_token",
+        "auth_token",
+        "motherduck_token",
+        "secret",
+        "client_secret",
+        "api_key",
+        "apikey",
+        "key",
+        "private_key",
+        "credentials",
+    }
+)
+_SECRET_SUFFIXES = ("password", "_token", "_secret", "_key", "apikey")
+
+
+def is_secret_parameter(name: str) -> bool:
+    """True for a URL query parameter whose value must never be shown."""
+    lowered = name.lower()
+    return lowered in SECRET_QUERY_PARAMETERS or lowered.endswith(_SECRET_SUFFIXES)
+
+
+def _as_url(url: str | sa.URL) -> sa.URL | None:
+    if isinstance(url, sa.URL):
+        return url
+    try:
+        return sa.make_url(url)
+    except Exception:
+        return None
+
+
+def mask_url(url: str | sa.URL) -> str:
+    """``url`` as text with its password and every secret query parameter shown as ``***``.
+
+    Text that is not a URL is returned as ``<unparseable URL>`` (it may hold a secret anywhere).
+    """
+    parsed = _as_url(url)
+    if parsed is None:
+        return "<unparseable URL>"
+    placeholder = "asp0masked0secret"  # URL-safe: rendering would escape the asterisks of the mask
+    secret = {k: placeholder for k in parsed.query if is_secret_parameter(k)}
+    if secret:
+        parsed = parsed.update_query_dict(secret)
+    return parsed.render_as_string(hide_password=True).replace(placeholder, MASK)
+
+
+def url_secrets(url: str | sa.URL) -> list[str]:
+    """The secret values in ``url`` (password, secret query parameters), to scrub from messages."""
+    parsed = _as_url(url)
+    if parsed is None:
+        return [str(url)]
+    found = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if is_secret_parameter(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return [str(s) for s in found if s]
+
+
+def scrub(message: str, secrets: list[str]) -> str:
+    """``message`` with every secret replaced by ``***``."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            message = message.replace(secret, MASK)
+    return message
+
+
+def check_supported(engine_or_url: sa.Engine | sa.URL | str) -> None:
+    """Raise :class:`UnsupportedDestinationError` unless the database is SQLite, DuckDB or PostgreSQL.
+
+    Another database would get no commit lock, and on MySQL/MariaDB DDL commits implicitly: the
+    one-transaction promise would silently not hold.
+    """
+    if isinstance(engine_or_url, sa.Engine):
+        name, shown = engine_or_url.dialect.name, mask_url(engine_or_url.url)
+    else:
+        parsed = _as_url(engine_or_url)
+        if parsed is None:
+            raise UnsupportedDestinationError(f"{mask_url(engine_or_url)} is not a SQLAlchemy URL")
+        name, shown = parsed.get_backend_name(), mask_url(parsed)
+    if name not in SUPPORTED_DIALECTS:
+        raise UnsupportedDestinationError(
+            f"destination {shown}: the {name!r} database is not supported; supported: "
+            f"{', '.join(SUPPORTED_DIALECTS)}. Only these have a commit lock and transactional DDL, which "
+            "the one-transaction commit of data and state needs."
+        )
+
+
+def create_engine(url: str | sa.URL, **options: Any) -> sa.Engine:
+    """The engine for a destination URL, with the options every engine of the product has.
+
+    ``hide_parameters=True`` keeps row values out of SQL error messages (and so out of task logs);
+    ``pool_pre_ping=True`` replaces a pooled connection the server dropped before it is used.
+    ``options`` are passed on to :func:`sqlalchemy.create_engine`. Raises
+    :class:`UnsupportedDestinationError` for a database other than SQLite, DuckDB or PostgreSQL.
+    """
+    check_supported(url)
+    options.setdefault("hide_parameters", True)
+    options.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **options)

@@ -1,0 +1,74 @@
+"""Issue 14 item 11: CLI edits validated against the document's structure before anything is
+written; ``info`` shows a bad document's problem instead of crashing; a run names it."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_state_provider import current, resource
+from airflow_state_provider.cli import main as cli_main
+from airflow_state_provider.exceptions import StateCorruptError
+from airflow_state_provider.state import codec
+from tests.edges.support import DATASET, NAME, insert_state_row, new_pipeline
+from tests.reliability import snapshot
+
+SRC = f"sources.{NAME}"
+
+
+@resource(name="events")
+def events():
+    current.resource_state()["runs"] = current.resource_state().get("runs", 0) + 1
+    yield {"id": 1}
+
+
+@pytest.fixture
+def loaded(dest_url, tmp_path):
+    new_pipeline(dest_url, tmp_path).run(events)
+    return dest_url
+
+
+def cli(url: str, tmp_path, *args: str) -> int:
+    return cli_main(
+        [*args[:2], *args[2:], "--url", url, "--dataset", DATASET, "--pipelines-dir", str(tmp_path)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named", "problem"),
+    [
+        (f"{SRC}.resources", "[]", f"{SRC}.resources", "is a list, not an object of resources"),
+        (SRC, '"oops"', SRC, "is the string 'oops', not an object"),
+        ("sources", "null", "sources", "is null, not an object of sources"),
+        (f"{SRC}.resources.events", "7", f"{SRC}.resources.events", "is a int (7), not an object"),
+        ("default_schema_name", "[1]", "default_schema_name", "is a list, not a string or null"),
+    ],
+    ids=["resources_list", "source_string", "sources_null", "slot_int", "schema_name_list"],
+)
+def test_edits_that_break_the_structure_are_refused(loaded, tmp_path, capsys, path, value, named, problem):
+    before = snapshot.take(loaded, DATASET)
+    assert cli(loaded, tmp_path, "set", NAME, path, value) == 2
+    err = capsys.readouterr().err
+    assert f"state path {named!r}" in err and problem in err and "Nothing was written" in err
+    assert snapshot.take(loaded, DATASET) == before
+    info = new_pipeline(loaded, tmp_path).run(events)  # the pipeline still runs
+    assert info.row_counts == {"events": 1}
+
+
+def test_a_bad_document_is_shown_by_info_named_by_a_run_and_repaired_by_set(loaded, tmp_path, capsys):
+    """A document of the wrong shape that got in anyway (an older version, a hand edit)."""
+    state = new_pipeline(loaded, tmp_path).state
+    state["sources"][NAME]["resources"] = []
+    state["_state_version"] += 1
+    state["_version_hash"] = codec.state_version_hash(state)
+    insert_state_row(loaded, state, "1999999999.0000000", committed=True)
+
+    assert cli(loaded, tmp_path, "info", NAME) == 0
+    out = capsys.readouterr().out
+    assert f"Problem:      state path {SRC}.resources is a list" in out and "Sources:" in out
+
+    with pytest.raises(StateCorruptError) as failure:
+        new_pipeline(loaded, tmp_path).run(events)
+    assert f"{SRC}.resources is a list" in str(failure.value)
+
+    assert cli(loaded, tmp_path, "set", NAME, f"{SRC}.resources", "{}") == 0
+    assert new_pipeline(loaded, tmp_path).run(events).row_counts == {"events": 1}

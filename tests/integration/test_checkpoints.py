@@ -1,0 +1,310 @@
+"""Checkpoints keep exactly-once (issue 12): the seven failing inputs, on SQLite, DuckDB and PostgreSQL.
+
+The rule under test (README, docs/checkpoints.md): a checkpoint commits early only the rows of a
+resource whose progress is an ``incremental(..., row_order="asc")`` cursor seen advancing in that order,
+with that cursor, while no code wrote other state of its source since the last commit; every other row
+waits in session staging for the run's final commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from airflow_state_provider import Pipeline, current, incremental, resource, source
+from airflow_state_provider import operations as ops
+from airflow_state_provider.exceptions import StateConflictError
+from airflow_state_provider.state.context import external_interval
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def new_pipeline(url: str, pipelines_dir, name: str = "p") -> Pipeline:
+    return Pipeline(name, destination=url, dataset_name="ds", pipelines_dir=pipelines_dir / uuid.uuid4().hex)
+
+
+def rows_of(url: str, sql: str) -> list[tuple]:
+    p = Pipeline("reader", destination=url, dataset_name="ds")
+    try:
+        with p.engine.connect() as conn:
+            insp = sa.inspect(conn)
+            table = sql.split(" FROM ")[1].split()[0]
+            if not insp.has_table(table, schema="ds"):
+                return []
+        with p.sql_client() as c:
+            return c.execute_sql(sql)
+    finally:
+        p.engine.dispose()
+
+
+def total_distinct(url: str, table: str, key: str = "id") -> tuple[int, int]:
+    found = rows_of(url, f"SELECT count(*), count(DISTINCT {key}) FROM {table}")
+    return tuple(found[0]) if found else (0, 0)
+
+
+# -- 1. merge_key across checkpoints -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row_order", ["asc", None])
+def test_merge_key_partition_is_replaced_once_per_run(dest_url, pipelines_dir, row_order):
+    def make(first: int, pages: int):
+        @resource(name="daily", write_disposition="merge", merge_key="day")
+        def daily(cursor=incremental("id", initial_value=0, row_order=row_order)):
+            for page in range(pages):
+                yield [{"id": first + page * 10 + i, "day": "2024-01-01"} for i in range(10)]
+
+        return daily
+
+    info = new_pipeline(dest_url, pipelines_dir).run(make(1, 3), checkpoint_every=10)
+    assert info.row_counts == {"daily": 30}
+    assert total_distinct(dest_url, "daily") == (30, 30)
+    assert info.checkpoints == (2 if row_order == "asc" else 0)
+    # the next run replaces the partition once: its own 15 rows stay, across its checkpoints
+    info = new_pipeline(dest_url, pipelines_dir).run(make(31, 2), checkpoint_every=5)
+    assert total_distinct(dest_url, "daily") == (20, 20)
+    assert rows_of(dest_url, "SELECT min(id), max(id) FROM daily") == [(31, 50)]
+
+
+# -- 2. a stateless sibling ----------------------------------------------------------------------------
+
+
+def test_stateless_sibling_waits_for_the_final_commit(dest_url, pipelines_dir):
+    fail = {"at": 250}
+
+    @source(name="s")
+    def src():
+        @resource(name="users")
+        def users():
+            yield [{"id": i} for i in range(5)]
+
+        @resource(name="events")
+        def events(cursor=incremental("id", initial_value=0, row_order="asc")):
+            for start in range(cursor.start_value + 1, 501, 50):
+                if fail["at"] and start > fail["at"]:
+                    raise Boom("source down")
+                yield [{"id": i} for i in range(start, start + 50)]
+
+        return users, events
+
+    with pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run(src(), checkpoint_every=100)
+    # the cursor's checkpoints committed; the stateless rows wait for a final commit that never came
+    assert total_distinct(dest_url, "users") == (0, 0)
+    committed = total_distinct(dest_url, "events")
+    assert committed[0] == committed[1] and 100 <= committed[0] <= 250
+    last = new_pipeline(dest_url, pipelines_dir).state["sources"]["s"]["resources"]["events"]
+    assert last["incremental"]["id"]["last_value"] == committed[0]
+
+    fail["at"] = 0
+    new_pipeline(dest_url, pipelines_dir).run(src(), checkpoint_every=100)
+    assert total_distinct(dest_url, "users") == (5, 5)
+    assert total_distinct(dest_url, "events") == (500, 500)
+
+
+# -- 3. newest-first rows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row_order", [None, "desc", "asc"], ids=["unordered", "desc", "wrongly_asc"])
+def test_newest_first_rows_are_never_skipped(dest_url, pipelines_dir, row_order):
+    fail = {"page": 3}
+
+    @resource(name="feed")
+    def feed(cursor=incremental("id", initial_value=0, row_order=row_order)):
+        for page, top in enumerate(range(500, 0, -100), start=1):
+            if page == fail["page"]:
+                raise Boom("page 3 failed")
+            yield [{"id": i} for i in range(top, top - 100, -1)]
+
+    with pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run(feed, checkpoint_every=100)
+    assert total_distinct(dest_url, "feed") == (0, 0)  # nothing provable: everything waited
+    fail["page"] = 0
+    new_pipeline(dest_url, pipelines_dir).run(feed, checkpoint_every=100)
+    assert total_distinct(dest_url, "feed") == (500, 500)
+
+
+# -- 4. the README's pattern: state written before the yield ---------------------------------------------
+
+ARCHIVES = [f"https://chess.example/games/2024/{m:02d}" for m in range(1, 9)]
+
+
+def test_state_written_before_the_yield_loses_no_archive(dest_url, pipelines_dir):
+    fail = {"after": 5}
+
+    @resource(name="players_games")
+    def players_games():
+        checked = current.resource_state().setdefault("archives", [])
+        for n, url in enumerate(ARCHIVES):
+            if url in checked:
+                continue
+            if fail["after"] and n == fail["after"]:
+                raise Boom("archive API down")
+            checked.append(url)  # before the yield, as in the README and dlt's chess example
+            yield [{"url": f"{url}/{g}", "archive": url} for g in range(3)]
+
+    with pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run(players_games, checkpoint_every=3)
+    fail["after"] = 0
+    p = new_pipeline(dest_url, pipelines_dir)
+    p.run(players_games, checkpoint_every=3)
+    assert total_distinct(dest_url, "players_games", "url") == (24, 24)
+    assert p.state["sources"]["p"]["resources"]["players_games"]["archives"] == ARCHIVES
+
+
+# -- 5. no lost update: another writer commits while a checkpointed run goes on --------------------------
+
+
+def _two_resources(hook):
+    @source(name="s")
+    def src():
+        @resource(name="r1")
+        def r1(cursor=incremental("id", initial_value=0, row_order="asc")):
+            for start in range(cursor.start_value + 1, 61, 10):
+                if start == 21:
+                    hook()  # another writer commits between this run's checkpoints
+                yield [{"id": i} for i in range(start, start + 10)]
+
+        @resource(name="r2")
+        def r2(cursor=incremental("id", initial_value=0, row_order="asc")):
+            yield [{"id": i} for i in range(cursor.start_value + 1, cursor.start_value + 6)]
+
+        return r1, r2
+
+    return src
+
+
+@pytest.mark.parametrize("other", ["run", "set", "drop"])
+def test_a_later_checkpoint_never_undoes_another_writer(dest_url, pipelines_dir, other):
+    theirs: dict = {}
+    threads: list[threading.Thread] = []
+
+    def hook():
+        if threads or theirs:
+            return
+        if dest_url.startswith("sqlite"):
+            # SQLite: a load holds the database's write lock from its first statement, so another
+            # writer can only wait for it (in a thread here, as another task would)
+            threads.append(threading.Thread(target=other_writer))
+            threads[0].start()
+        else:
+            other_writer()
+
+    def other_writer():
+        p2 = new_pipeline(dest_url, pipelines_dir)
+        if other == "run":
+            p2.run(_two_resources(lambda: None)().with_resources("r2"))
+        else:
+            for _ in range(50):  # an operator runs the command again after ConcurrentEditError
+                try:
+                    if other == "set":
+                        path = "sources.s.resources.r2.note"
+                        ops.apply(ops.plan_set(p2, path, "set by an operator", create=True))
+                    else:
+                        ops.apply(ops.plan_drop(p2, ["r2"]))  # its state and its table
+                    break
+                except ops.ConcurrentEditError:
+                    assert dest_url.startswith("sqlite")  # planned before the waiting, applied after
+        reread = new_pipeline(dest_url, pipelines_dir).state
+        theirs["r2"] = reread["sources"]["s"]["resources"].get("r2")
+        theirs["version"] = reread["_state_version"]
+
+    # r2 has state and rows before the run of r1 starts
+    new_pipeline(dest_url, pipelines_dir).run(_two_resources(lambda: None)().with_resources("r2"))
+    p1 = new_pipeline(dest_url, pipelines_dir)
+    try:
+        p1.run(_two_resources(hook)().with_resources("r1"), checkpoint_every=10)
+    except StateConflictError:
+        # DuckDB: a transaction cannot see a commit made after it began; it refuses instead of merging
+        assert dest_url.startswith("duckdb")
+        p1.run(_two_resources(lambda: None)().with_resources("r1"), checkpoint_every=10)
+    for thread in threads:
+        thread.join()
+
+    state = new_pipeline(dest_url, pipelines_dir).state["sources"]["s"]["resources"]
+    assert state["r1"]["incremental"]["id"]["last_value"] == 60
+    assert state.get("r2") == theirs["r2"]
+    # no version after the other writer's changed r2 again (the lost update put the old slot back)
+    later = [v for v in ops.history(new_pipeline(dest_url, pipelines_dir)) if v.version > theirs["version"]]
+    assert later or dest_url.startswith("sqlite")  # on SQLite the other writer may commit last
+    assert all(
+        not any(path.startswith("sources.s.resources.r2") for path in v.changed_paths or []) for v in later
+    )
+    assert total_distinct(dest_url, "r1") == (60, 60)
+    # r2's next run continues from its own newest slot: no duplicates
+    new_pipeline(dest_url, pipelines_dir).run(_two_resources(lambda: None)().with_resources("r2"))
+    r2_total, r2_distinct = total_distinct(dest_url, "r2")
+    assert r2_total == r2_distinct
+
+
+# -- 6. replace --------------------------------------------------------------------------------------
+
+
+def test_replace_keeps_the_previous_snapshot_when_a_run_fails(dest_url, pipelines_dir):
+    fail = {"on": False}
+
+    @resource(name="snapshot", write_disposition="replace")
+    def snapshot(version: int):
+        for page in range(5):
+            if fail["on"] and page == 3:
+                raise Boom("export interrupted")
+            yield [{"id": page * 10 + i, "version": version} for i in range(10)]
+
+    new_pipeline(dest_url, pipelines_dir).run(snapshot(1), checkpoint_every=10)
+    fail["on"] = True
+    with pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run(snapshot(2), checkpoint_every=10)
+    assert rows_of(dest_url, "SELECT count(*), min(version), max(version) FROM snapshot") == [(50, 1, 1)]
+    fail["on"] = False
+    new_pipeline(dest_url, pipelines_dir).run(snapshot(3), checkpoint_every=10)
+    assert rows_of(dest_url, "SELECT count(*), min(version), max(version) FROM snapshot") == [(50, 3, 3)]
+
+
+# -- 7. interval-bound cursors (the core side; the Airflow retry is in tests/airflow) ----------------------
+
+
+def test_interval_bound_cursor_commits_nothing_early(dest_url, pipelines_dir):
+    fail = {"on": True}
+    start, end = date(2024, 1, 3), date(2024, 1, 11)
+
+    @resource(name="ev", primary_key="id")
+    def ev(ts=incremental("ts", initial_value=date(2024, 1, 1), allow_external_schedulers=True)):
+        for first in range(1, 13, 2):
+            if fail["on"] and first == 7:
+                raise Boom("interval half done")
+            yield [{"id": d, "ts": date(2024, 1, d)} for d in range(first, first + 2)]
+
+    with external_interval(start, end), pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run(ev, checkpoint_every=2)
+    assert total_distinct(dest_url, "ev") == (0, 0)
+    fail["on"] = False
+    with external_interval(start, end):
+        new_pipeline(dest_url, pipelines_dir).run(ev, checkpoint_every=2)
+    assert total_distinct(dest_url, "ev") == (8, 8)
+
+
+# -- the rule's positive side: what is provable commits early --------------------------------------------
+
+
+def test_ascending_cursor_commits_early_and_resumes_exactly(dest_url, pipelines_dir):
+    fail = {"at": 130}
+
+    @resource(name="ordered", primary_key="id", write_disposition="merge")
+    def ordered(cursor=incremental("id", initial_value=0, row_order="asc")):
+        for start in range(cursor.start_value + 1, 201, 20):
+            if fail["at"] and start > fail["at"]:
+                raise Boom("later page failed")
+            yield [{"id": i} for i in range(start, start + 20)]
+
+    with pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run(ordered, checkpoint_every=40)
+    assert total_distinct(dest_url, "ordered") == (120, 120)
+    fail["at"] = 0
+    info = new_pipeline(dest_url, pipelines_dir).run(ordered, checkpoint_every=40)
+    assert info.checkpoints == 1
+    assert total_distinct(dest_url, "ordered") == (200, 200)
