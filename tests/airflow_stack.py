@@ -48,8 +48,11 @@ class AirflowStack:
         executor: str = "LocalExecutor",
         metadata_db: str | None = None,
         poll: float = 1.0,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.root, self.home, self.warehouse_url, self.poll = root, root / "airflow_home", warehouse_url, poll
+        #: (username, password) of the client's token; None: the simple auth manager's all-admins token
+        self.login = login
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -97,8 +100,9 @@ class AirflowStack:
                 )
         self.wait_for("the api-server", lambda: self.client.get("/api/v2/monitor/health").is_success, timeout)
         print(f"e2e: api-server up after {time.monotonic() - started:.1f}s")
-        token = self.client.get("/auth/token").json()["access_token"]
-        self.client.headers["Authorization"] = f"Bearer {token}"
+        self.client.headers["Authorization"] = (
+            f"Bearer {self.token(*self.login) if self.login else self.token()}"
+        )
         for dag_id in dag_ids:
             self.wait_for(
                 f"{dag_id} to be parsed",
@@ -106,6 +110,15 @@ class AirflowStack:
                 timeout,
             )
         print(f"e2e: DAGs parsed after {time.monotonic() - started:.1f}s")
+
+    def token(self, username: str | None = None, password: str | None = None) -> str:
+        """A JWT of the api-server: the user's (``POST /auth/token``), or the all-admins one."""
+        if username is None:
+            response = self.client.get("/auth/token")
+        else:
+            response = self.client.post("/auth/token", json={"username": username, "password": password})
+        response.raise_for_status()
+        return response.json()["access_token"]
 
     def stop(self, timeout: float) -> None:
         """Close the client, terminate every service and kill those still running after ``timeout``."""

@@ -36,6 +36,7 @@ class _StatefulLoadDecoratedOperator(DecoratedOperator, StatefulLoadOperator):
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {**DecoratedOperator.template_fields_renderers}
     custom_operator_name: str = "@task.stateful_load"
+    _maps_function_arguments = True
 
     def __init__(
         self,

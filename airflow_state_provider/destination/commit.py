@@ -75,6 +75,7 @@ def commit(
     local: Any = None,
     local_only: bool = False,
     on_load_id: Callable[[str], None] | None = None,
+    adjust: Callable[[dict], Any] | None = None,
 ) -> Committed | None:
     """Commit ``ours`` as the pipeline's next state version; returns None if there was nothing to commit.
 
@@ -101,6 +102,8 @@ def commit(
             the commit when the state changed (None: no local copy).
         local_only: The state lives only in ``local`` (``restore_from_destination=False``): no lock, no
             state row; the ``_dlt_loads`` row is still written when there is a connection.
+        adjust: Called with the document about to be committed (merged with the newest version, under
+            the lock) to change it in place, e.g. to record the data interval a run loaded.
     """
     name = store.pipeline_name
     if conn is None and not local_only:
@@ -140,6 +143,8 @@ def commit(
                 doc.pop(key, None)
     doc.pop(model.LOCAL_KEY, None)
     model.drop_untouched_empty_slots(doc, theirs)
+    if adjust is not None:
+        adjust(doc)
     try:
         changed = new_version or not model.content_equal(doc, theirs)
     except StateNotSerializableError as e:  # the codec knows the path, not the pipeline

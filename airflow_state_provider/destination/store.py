@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.audit import AuditLog
 from airflow_state_provider.destination.dialects import Dialect
 from airflow_state_provider.destination.engine import check_supported
 from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
@@ -202,6 +203,8 @@ class StateStore:
         metadata = sa.MetaData()
         self.state_table = state_table(metadata, dataset)
         self.loads_table = loads_table(metadata, dataset)
+        #: who wrote each version, in a table of our own (ensure_tables creates it with the others)
+        self.audit = AuditLog(dataset, metadata)
         self._metadata = metadata
 
     # -- tables -----------------------------------------------------------------------------------
@@ -452,6 +455,7 @@ class StateStore:
                 _dlt_id=new_dlt_id(),
             )
         )
+        self.audit.record(conn, self.pipeline_name, int(state["_state_version"]), load_id)
 
     def prune(self, conn: sa.Connection) -> int:
         """Delete all but the newest ``max_versions`` committed state rows of the pipeline, and the

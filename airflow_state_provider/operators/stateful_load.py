@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_state_provider._airflow_compat import AirflowTaskTerminated, BaseOperator
-from airflow_state_provider.extract.resource import Resource
+import pendulum
+
+from airflow_state_provider._airflow_compat import (
+    AirflowFailException,
+    AirflowTaskTerminated,
+    AssetAlias,
+    BaseOperator,
+)
+from airflow_state_provider.destination.audit import task_writer, writing_as
+from airflow_state_provider.exceptions import PERMANENT_ERRORS, ConfigurationError
+from airflow_state_provider.extract.resource import WRITE_DISPOSITIONS, Resource
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
-from airflow_state_provider.state.context import external_interval
+from airflow_state_provider.operators._mapping import mapped_slot
+from airflow_state_provider.state.context import MISSING_INTERVAL_POLICIES, external_interval, slot_suffix
 
 if TYPE_CHECKING:
     from airflow_state_provider._airflow_compat import Context
@@ -22,6 +33,11 @@ class StatefulLoadOperator(BaseOperator):
     commits the rows, the load record and the new state version in one transaction. A failed or
     killed try commits nothing, so retries are safe. State never travels through XCom.
 
+    Errors that would fail every try the same way (``SchemaConflictError``, ``StateNotSerializableError``,
+    ``StateTooLargeError``, ``IncrementalCursorTypeError``, ``ConfigurationError``) end the task at once
+    with ``AirflowFailException`` (chained to the error); anything else, such as ``StateConflictError``,
+    a lock timeout or an outage, is retried as the task's ``retries`` allow.
+
     :param data: a source, a resource, a list of them, rows, or a zero-argument callable returning
         one of these, called when the task runs (keeps extraction out of DAG parsing).
     :param pipeline_name: the pipeline whose state is restored and committed. (templated)
@@ -29,20 +45,42 @@ class StatefulLoadOperator(BaseOperator):
         connection. (templated)
     :param dataset_name: the dataset (schema); default from the connection, else
         ``<pipeline_name>_dataset``. (templated)
-    :param write_disposition: ``append``, ``replace`` or ``merge`` for every resource run.
+    :param write_disposition: ``append``, ``replace`` or ``merge`` for every resource run. (templated)
     :param table_name: the table (required when ``data`` is plain rows). (templated)
-    :param primary_key: primary key hint for every resource run.
+    :param primary_key: primary key hint for every resource run. (templated)
     :param merge_key: merge key hint for every resource run (``merge`` replaces rows by this key).
-    :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics).
+        (templated)
+    :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics). (templated)
     :param checkpoint_every: commit ascending cursors (``row_order="asc"``) with their rows every N
         rows, so a failed backfill resumes; other rows wait for the final commit (docs/checkpoints.md).
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
     :param read_only_sources: source names whose source-level state this task may only read, mapped
         to the reason a write error shows (set by ``decompose_source`` for non-writer tasks).
+    :param state_key: a suffix for the state slots of this task: each resource keeps its state under
+        ``<resource>__<state_key>`` (its table keeps its name). Default: none for an unmapped task;
+        for a mapped task, one derived from the values of the instance's mapped arguments
+        (``orders__region_eu``). Letters, digits, ``.``, ``-`` and single ``_``. (templated)
+    :param interval_timezone: IANA zone the data interval is taken in, which decides the days of
+        ``date`` cursors. Default: the timezone of the DAG's timetable, else of the DAG.
+    :param on_missing_interval: what incrementals with ``allow_external_schedulers=True`` do in a run
+        without a range (no data interval, or a zero-length one): ``"continue"`` from the committed
+        cursor (the default; the log says so) or ``"raise"``.
     :param do_xcom_push: push :meth:`LoadInfo.asdict` (a small summary, never state). Default False.
     """
 
-    template_fields: Sequence[str] = ("pipeline_name", "dataset_name", "table_name", "destination_conn_id")
+    template_fields: Sequence[str] = (
+        "pipeline_name",
+        "dataset_name",
+        "table_name",
+        "destination_conn_id",
+        "write_disposition",
+        "primary_key",
+        "merge_key",
+        "refresh",
+        "state_key",
+    )
+    #: the mapped arguments that key a mapped instance's slot are the function's (decorator) or data
+    _maps_function_arguments = False
     # sources and resources hold user functions and generators: never deep-copy them
     shallow_copy_attrs: Sequence[str] = ("data",)
     ui_color = "#d8eefb"
@@ -62,6 +100,9 @@ class StatefulLoadOperator(BaseOperator):
         checkpoint_every: int | None = None,
         dev_mode: bool = False,
         read_only_sources: dict[str, str] | None = None,
+        state_key: str | None = None,
+        interval_timezone: str | None = None,
+        on_missing_interval: str = "continue",
         do_xcom_push: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -78,7 +119,20 @@ class StatefulLoadOperator(BaseOperator):
         self.checkpoint_every = checkpoint_every
         self.dev_mode = dev_mode
         self.read_only_sources = read_only_sources
+        self.state_key = state_key
+        self.interval_timezone = interval_timezone
+        if on_missing_interval not in MISSING_INTERVAL_POLICIES:
+            raise ValueError(
+                f"task {kwargs.get('task_id')!r}: on_missing_interval must be one of "
+                f"{', '.join(MISSING_INTERVAL_POLICIES)}, got {on_missing_interval!r}"
+            )
+        self.on_missing_interval = on_missing_interval
         self._running = False
+        #: (dataset, table, rows, [(column, type)]) of the last load, for the OpenLineage facets
+        self._loaded: list[tuple[str, str, int, list[tuple[str, str]]]] = []
+        # the loaded tables are known when the task runs: their asset events go through this alias
+        self._asset_alias = AssetAlias(name=asset_alias_name(pipeline_name))
+        self.outlets = [*self.outlets, self._asset_alias]
 
     def resolve_data(self) -> Any:
         """``data``, called first if it is a plain callable (resources are callable but are data)."""
@@ -86,20 +140,60 @@ class StatefulLoadOperator(BaseOperator):
             return self.data()
         return self.data
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
+    @cached_property
+    def hook(self) -> PipelineStateHook:
+        """The destination hook, built once per task (on first use, after templates are rendered)."""
+        return PipelineStateHook(destination_conn_id=self.destination_conn_id)
+
+    def _timezone(self) -> Any:
+        """The zone interval bounds are taken in: ``interval_timezone``, the timetable's, the DAG's."""
+        if self.interval_timezone:
+            return pendulum.timezone(self.interval_timezone)
+        dag = self.dag if self.has_dag() else None
+        zone = getattr(getattr(dag, "timetable", None), "_timezone", None)
+        return zone or getattr(dag, "timezone", None) or pendulum.UTC
+
+    def _interval(self, context: Context) -> tuple[Any, Any]:
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if start is None or end is None:
-            self.log.info("No data interval (manual run): incrementals continue from the committed state")
-        else:
-            self.log.info("Data interval %s to %s", start, end)
-        hook = PipelineStateHook(destination_conn_id=self.destination_conn_id)
+            self.log.info(
+                "No data interval (a run without a logical date): incrementals with "
+                "allow_external_schedulers %s",
+                "raise (on_missing_interval='raise')"
+                if self.on_missing_interval == "raise"
+                else "continue from the committed cursor",
+            )
+            return None, None
+        zone = self._timezone()
+        start, end = pendulum.instance(start).in_timezone(zone), pendulum.instance(end).in_timezone(zone)
+        self.log.info("Data interval %s to %s (timezone %s)", start, end, getattr(zone, "name", zone))
+        return start, end
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        suffix = mapped_slot(
+            self, context, decorated=self._maps_function_arguments, state_key=self.state_key, log=self.log
+        )
+        if suffix:
+            ti = context.get("ti")
+            self.log.info(
+                "State slots of this task%s: each resource keeps its state under <resource>%s",
+                f" (mapped instance {ti.map_index})" if getattr(ti, "map_index", -1) >= 0 else "",
+                suffix,
+            )
+        start, end = self._interval(context)
+        hook = self.hook
         try:
+            self._check_arguments()
             pipeline = hook.get_pipeline(
                 self.pipeline_name, dataset_name=self.dataset_name, dev_mode=self.dev_mode
             )
             data = self.resolve_data()
             self._running = True
-            with external_interval(start, end):
+            with (
+                external_interval(start, end, on_missing=self.on_missing_interval),
+                slot_suffix(suffix),
+                writing_as(task_writer(context.get("ti"))),
+            ):
                 info = pipeline.run(
                     data,
                     write_disposition=self.write_disposition,
@@ -110,12 +204,101 @@ class StatefulLoadOperator(BaseOperator):
                     read_only_sources=self.read_only_sources,
                     refresh=self.refresh,
                 )
+        except PERMANENT_ERRORS as exc:
+            # the same inputs fail the same way on every try: do not spend the retries
+            raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retried)") from exc
         finally:
             self._running = False
             hook.dispose()
         summary = info.asdict()
-        self.log.info("Load summary: %s", summary)
+        self.log.info("Load summary: %s", format_summary(summary))
+        self._record_tables(pipeline, info)
+        self._emit_asset_events(context, info)
         return summary if self.do_xcom_push else None
+
+    def _record_tables(self, pipeline: Any, info: Any) -> None:
+        """Remember each loaded table's columns (read back from the database) for lineage."""
+        import sqlalchemy as sa
+
+        from airflow_state_provider.destination.loader import existing_columns
+
+        self._loaded = []
+        try:
+            with pipeline.engine.connect() as conn:
+                for table, rows in info.row_counts.items():
+                    columns = existing_columns(conn, info.dataset_name, table) or {}
+                    fields = [(name, str(type_)) for name, type_ in columns.items()]
+                    self._loaded.append((info.dataset_name, table, rows, fields))
+        except sa.exc.SQLAlchemyError as exc:  # lineage is a report: never fail a committed load on it
+            self.log.warning("Could not read the loaded tables' columns for lineage: %s", exc)
+        finally:
+            self.hook.dispose()
+
+    def _emit_asset_events(self, context: Context, info: Any) -> None:
+        """One asset event per loaded table, with the load id, row count and state version."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:  # execute() called outside a task run
+            return
+        alias = outlet_events[self._asset_alias]
+        for dataset, table, rows, _ in self._loaded:
+            asset = self.hook.table_asset(dataset, table)
+            extra = {"load_id": info.load_id, "row_count": rows, "state_version": info.state_version}
+            alias.add(asset, extra=extra)
+            self.log.info("Asset event %s %s", asset.uri, format_summary(extra))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: one output dataset per loaded table (namespace from the connection, the
+        table's schema facet, its row count as output statistics). None without the OpenLineage
+        provider, or before a load."""
+        try:
+            from airflow.providers.common.compat.openlineage.facet import (
+                OutputDataset,
+                OutputStatisticsOutputDatasetFacet,
+                SchemaDatasetFacet,
+                SchemaDatasetFacetFields,
+            )
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        namespace = self.hook.lineage_namespace()
+        outputs = [
+            OutputDataset(
+                namespace=namespace,
+                name=self.hook.lineage_name(dataset, table),
+                facets={
+                    "schema": SchemaDatasetFacet(
+                        fields=[SchemaDatasetFacetFields(name=n, type=t) for n, t in fields]
+                    )
+                },
+                outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=rows)},
+            )
+            for dataset, table, rows, fields in self._loaded
+        ]
+        return OperatorLineage(outputs=outputs)
+
+    def _check_arguments(self) -> None:
+        """Rendered arguments that can never work raise ``ConfigurationError`` (not retried).
+
+        A template that renders empty (``"{{ params.refresh or '' }}"``) means "not set".
+        """
+        from airflow_state_provider.pipeline import REFRESH_MODES
+
+        for name in ("write_disposition", "primary_key", "merge_key", "refresh"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
+
+        allowed = {"write_disposition": WRITE_DISPOSITIONS, "refresh": REFRESH_MODES}
+        for name, values in allowed.items():
+            value = getattr(self, name)
+            if value is not None and value not in values:
+                raise ConfigurationError(
+                    f"task {self.task_id!r}: {name} must be one of {', '.join(values)}, got {value!r}"
+                )
+        every = self.checkpoint_every
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ConfigurationError(
+                f"task {self.task_id!r}: checkpoint_every must be an integer >= 1, got {every!r}"
+            )
 
     def on_kill(self) -> None:
         """Abort a run in progress so that its open transaction rolls back.
@@ -130,3 +313,21 @@ class StatefulLoadOperator(BaseOperator):
                 "Task killed: aborting pipeline %r; its open transaction is rolled back", self.pipeline_name
             )
             raise AirflowTaskTerminated(f"pipeline {self.pipeline_name!r} aborted by on_kill")
+
+
+def asset_alias_name(pipeline_name: str) -> str:
+    """The asset alias through which a pipeline's tasks emit their tables' asset events."""
+    return f"pipeline_state/{pipeline_name}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """``LoadInfo.asdict()`` as ``key=value`` pairs; row counts as ``rows.<table>=N``."""
+    parts = []
+    for key, value in summary.items():
+        if key == "row_counts":
+            parts += [f"rows.{table}={count}" for table, count in value.items()]
+        elif key == "changed_paths":
+            parts.append(f"changed_paths={len(value)}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from airflow_state_provider.exceptions import StateConflictError
 from airflow_state_provider.state import model
+from airflow_state_provider.state.codec import state_version_hash
 
 
 def doc(**sources) -> dict:
     state = model.default_state("p", "ds", "dlt.destinations.duckdb")
     state["sources"] = copy.deepcopy(sources)
+    state["_version_hash"] = state_version_hash(state)  # a fresh document has no "sources" key (dlt)
     return state
 
 
@@ -105,6 +107,8 @@ def test_merge_property(base, ours, theirs):
     b, o, t = doc(**base), doc(**ours), doc(**theirs)
     sb, so, stt = model.slot_map(b), model.slot_map(o), model.slot_map(t)
     missing = object()
+    # an empty slot of ours that the base lacks was created by reading it: no change
+    so_all, so = so, {s: v for s, v in so.items() if not (v == {} and s not in sb)}
     both_changed = [
         s
         for s in sb.keys() | so.keys() | stt.keys()
@@ -123,7 +127,7 @@ def test_merge_property(base, ours, theirs):
         )
         assert merged.get(slot, missing) == expected, slot
     # merging with nothing changed on our side yields theirs
-    assert model.slot_map(model.merge(t, copy.deepcopy(t), o, pipeline_name="p")) == so
+    assert model.slot_map(model.merge(t, copy.deepcopy(t), o, pipeline_name="p")) == so_all
 
 
 def test_empty_slots_created_by_reading_are_not_persisted():

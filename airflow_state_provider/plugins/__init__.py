@@ -1,0 +1,1 @@
+"""The "Pipeline state" Airflow UI plugin (Airflow 3.1+): see :mod:`.plugin`."""

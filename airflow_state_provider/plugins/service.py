@@ -1,0 +1,189 @@
+"""Connections to pipelines: which Airflow connections hold pipeline state, opening one, and edits.
+
+Runs in the api-server. Connections are found in the metadata database and in ``AIRFLOW_CONN_*``
+environment variables (the two places a connection id can be listed from) and read through
+:class:`PipelineStateHook`, like a task reads them. Nothing returned carries a password: URLs are
+rendered with the password hidden and driver error messages are scrubbed of the connection's secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from airflow_state_provider import operations
+from airflow_state_provider.destination.audit import Writer, writing_as
+from airflow_state_provider.hooks.pipeline_state import CONN_TYPE_DIALECTS, PipelineStateHook
+from airflow_state_provider.pipeline import Pipeline
+
+STATE_CONN_TYPES = frozenset({PipelineStateHook.conn_type, *CONN_TYPE_DIALECTS})
+ACTIONS = ("rollback", "set", "drop")
+
+
+class BrowserError(Exception):
+    """A request the browser cannot serve; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def connection_ids() -> list[str]:
+    """Ids of the connections whose type can hold pipeline state (metadata DB and environment)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    ids: set[str] = set()
+    with create_session() as session:
+        query = sa.select(Connection.conn_id).where(Connection.conn_type.in_(sorted(STATE_CONN_TYPES)))
+        ids.update(session.scalars(query))
+    prefix = "AIRFLOW_CONN_"
+    for key in os.environ:
+        if key.startswith(prefix) and len(key) > len(prefix):
+            ids.add(key[len(prefix) :].lower())
+    return sorted(ids)
+
+
+@dataclass
+class Destination:
+    """An opened connection: its engine and where it points (no password)."""
+
+    conn_id: str
+    conn_type: str
+    hook: PipelineStateHook
+    engine: sa.Engine
+    where: str
+    secrets: tuple[str, ...]
+
+    def scrub(self, message: str) -> str:
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        return message
+
+    def pipeline(self, pipeline_name: str, dataset_name: str) -> Pipeline:
+        try:
+            return self.hook.get_pipeline(pipeline_name, dataset_name=dataset_name)
+        except ValueError as exc:
+            raise BrowserError(self.scrub(str(exc))) from None
+
+
+@contextlib.contextmanager
+def destination(conn_id: str, *, listed_only: bool = False) -> Iterator[Destination]:
+    """Open ``conn_id``; its engine is disposed on the way out. :class:`BrowserError` (404) when the
+    connection does not exist or has a type that holds no pipeline state."""
+    hook = PipelineStateHook(destination_conn_id=conn_id)
+    try:
+        conn = hook.connection
+    except Exception:
+        raise BrowserError(f"connection {conn_id!r} not found", 404) from None
+    if conn.conn_type not in STATE_CONN_TYPES:
+        raise BrowserError(
+            f"connection {conn_id!r} has type {conn.conn_type!r}, which holds no pipeline state", 404
+        )
+    secrets = [conn.password or ""]
+    raw = conn.extra_dejson.get("sqlalchemy_url")
+    if raw:
+        with contextlib.suppress(Exception):
+            secrets.append(make_url(raw).password or "")
+        secrets.append(str(raw))
+    found = tuple(s for s in secrets if s)
+    try:
+        url = hook.get_sqlalchemy_url()
+        engine = hook.get_engine()
+    except Exception as exc:
+        message = f"connection {conn_id!r}: {type(exc).__name__}: {exc}"
+        for secret in found:
+            message = message.replace(secret, "***")
+        raise BrowserError(message, 502) from None
+    try:
+        where = url.render_as_string(hide_password=True)
+        for secret in found:  # a password in the URL's query string is not hidden by SQLAlchemy
+            where = where.replace(secret, "***")
+        yield Destination(conn_id, conn.conn_type, hook, engine, where, found)
+    finally:
+        hook.dispose()
+
+
+def error_text(dest: Destination | None, exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BrowserError) else str(exc)
+    return dest.scrub(text) if dest else text
+
+
+# -- edits -------------------------------------------------------------------------------------------
+
+
+def plan_edit(pipeline: Pipeline, action: str, params: dict[str, Any]) -> operations.EditPlan:
+    """Plan ``action`` (rollback, set or drop) against the newest version; writes nothing.
+
+    ``params``: rollback ``{version}``; set ``{path, value (JSON text), value_type, create}``; drop
+    ``{resources: [...], state_paths: [...], state_only}``; any of them ``expect_version``.
+    Raises :class:`operations.StateOperationError` for bad input.
+    """
+    expect = params.get("expect_version")
+    expect = int(expect) if expect not in (None, "") else None
+    if action == "rollback":
+        target = params.get("version")
+        if target in (None, ""):
+            raise operations.StateOperationError("rollback needs a version")
+        return operations.plan_rollback(pipeline, int(target), expect_version=expect)
+    if action == "set":
+        path = str(params.get("path") or "")
+        base = operations.newest(pipeline)
+        create = bool(params.get("create"))
+        try:
+            current = operations.get_value(base.state, path, pipeline_name=pipeline.pipeline_name)
+        except operations.StateOperationError:
+            if not create:
+                raise
+            current = None
+        value = operations.parse_value(
+            str(params.get("value", "")), current=current, value_type=str(params.get("value_type") or "auto")
+        )
+        return operations.plan_set(pipeline, path, value, create=create, expect_version=expect, base=base)
+    if action == "drop":
+        resources = _names(params.get("resources"))
+        state_paths = _names(params.get("state_paths"))
+        return operations.plan_drop(
+            pipeline, resources, state_paths, state_only=bool(params.get("state_only")), expect_version=expect
+        )
+    raise operations.StateOperationError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+
+
+def _names(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def plan_dict(plan: operations.EditPlan) -> dict[str, Any]:
+    from airflow_state_provider.plugins.browser import change_dict
+
+    return {
+        "action": plan.action,
+        "base_version": plan.base.version,
+        "base_load_id": plan.base.load_id,
+        "changes": [change_dict(c) for c in plan.changes],
+        "drop_tables": list(plan.drop_tables),
+        "warnings": list(plan.warnings),
+        "empty": plan.empty,
+    }
+
+
+def apply_edit(plan: operations.EditPlan, user: str) -> operations.EditResult:
+    """Commit ``plan`` through the product's commit path, recorded as the UI edit of ``user``."""
+    writer = Writer(
+        "ui",
+        user_name=user,
+        action=plan.action,
+        detail={"changed_paths": [c.path for c in plan.changes], "dropped_tables": list(plan.drop_tables)},
+    )
+    with writing_as(writer):
+        return operations.apply(plan)
