@@ -1,13 +1,14 @@
 """The one place the provider imports Airflow from, so that Airflow 3.1 and 3.3 both work.
 
-Airflow 3.2 moved ``conf``, ``determine_kwargs`` and ``AirflowTaskTerminated`` into ``airflow.sdk``;
-3.1 still has them in the core package. Everything else comes from ``airflow.sdk`` on every 3.x.
+Airflow 3.2 moved ``conf``, ``determine_kwargs``, ``AirflowFailException`` and ``AirflowTaskTerminated``
+into ``airflow.sdk``; 3.1 still has them in the core package. Everything else comes from ``airflow.sdk``
+on every 3.x, except ``DbApiHook``, which is the common-sql provider's.
 """
 
 from __future__ import annotations
 
 try:
-    from airflow.sdk import BaseHook, BaseOperator, Connection, TaskGroup, chain
+    from airflow.sdk import AssetAlias, BaseHook, BaseOperator, Connection, TaskGroup, chain
     from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, task_decorator_factory
     from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
     from airflow.sdk.definitions.context import Context, context_merge
@@ -21,21 +22,33 @@ except ModuleNotFoundError as e:  # the core works without Airflow; its Airflow 
     ) from e
 
 try:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(
+        "PipelineStateHook is a common-sql DbApiHook: pip install 'airflow-state-provider[airflow]' "
+        "(it brings apache-airflow-providers-common-sql).",
+        name=e.name,
+    ) from e
+
+try:
     from airflow.sdk import conf
     from airflow.sdk.bases.decorator import determine_kwargs
-    from airflow.sdk.exceptions import AirflowTaskTerminated
+    from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
 except ImportError:  # Airflow 3.1
     from airflow.configuration import conf  # type: ignore[no-redef]
-    from airflow.exceptions import AirflowTaskTerminated  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowFailException, AirflowTaskTerminated  # type: ignore[no-redef]
     from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 
 __all__ = [
     "SET_DURING_EXECUTION",
+    "AirflowFailException",
     "AirflowTaskTerminated",
+    "AssetAlias",
     "BaseHook",
     "BaseOperator",
     "Connection",
     "Context",
+    "DbApiHook",
     "DecoratedOperator",
     "TaskDecorator",
     "TaskGroup",

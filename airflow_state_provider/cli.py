@@ -3,6 +3,7 @@
 ::
 
     airflow-state {info,get,set,drop,history,rollback,sync} PIPELINE (--conn-id ID | --url URL) [--dataset D]
+    airflow-state list (--conn-id ID | --url URL) [--dataset D] [--output table|json|yaml|plain]
 
 The destination comes from an Airflow connection (``--conn-id``, looked up as Airflow's own CLI does:
 secrets backends, ``AIRFLOW_CONN_*``, the metadata database; Airflow is imported only then) or a
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +89,32 @@ _COMMON = (
         help="the local pipelines dir (default: $AIRFLOW_STATE_PIPELINES_DIR or ~/.airflow_state/pipelines)",
     ),
 )
+
+
+class _JsonOutput(argparse.Action):
+    """``--json``: ``--output json`` (Airflow's ``Arg`` takes no ``const``, so not ``store_const``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, "json")
+
+
+#: ``--output`` formats, as in Airflow's own commands (``airflow dags list -o json``)
+OUTPUT_FORMATS = ("table", "json", "yaml", "plain")
+_OUTPUT = (
+    _arg(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        default="table",
+        metavar="(table, json, yaml, plain)",
+        help="output format (default: table)",
+    ),
+    # the flag of earlier releases, same as --output json
+    _arg("--json", dest="output", action=_JsonOutput, help=argparse.SUPPRESS),
+)
 _EDIT = (
     _arg("--dry-run", dest="dry_run", action="store_true", help="print the diff, write nothing"),
     _arg(
@@ -103,7 +131,7 @@ _COMMANDS: dict[str, tuple[str, tuple[_Arg, ...]]] = {
         "show the newest state: version, load, size, sources, resource slots and incrementals",
         (
             _arg("-v", "--verbose", action="store_true", help="also print the whole state document"),
-            _arg("--json", dest="as_json", action="store_true", help="print JSON"),
+            *_OUTPUT,
         ),
     ),
     "get": (
@@ -163,7 +191,7 @@ _COMMANDS: dict[str, tuple[str, tuple[_Arg, ...]]] = {
         "list the retained state versions with load ids, times, sizes and the paths each changed",
         (
             _arg("--limit", type=int, metavar="N", help="show the newest N versions only"),
-            _arg("--json", dest="as_json", action="store_true", help="print JSON"),
+            *_OUTPUT,
         ),
     ),
     "rollback": (
@@ -177,7 +205,17 @@ _COMMANDS: dict[str, tuple[str, tuple[_Arg, ...]]] = {
         "restore the destination's newest state into the local pipelines dir",
         (),
     ),
+    "list": (
+        "list the pipelines with committed state in a dataset, with their newest version and load",
+        _OUTPUT,
+    ),
 }
+#: commands that act on the whole dataset, not on one pipeline
+_DATASET_COMMANDS = frozenset({"list"})
+
+
+def _common_args(command: str) -> tuple[_Arg, ...]:
+    return _COMMON[1:] if command in _DATASET_COMMANDS else _COMMON
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, args) in _COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        for arg in (*_COMMON, *args):
+        for arg in (*_common_args(name), *args):
             sub.add_argument(*arg.flags, **arg.kwargs)
     return parser
 
@@ -245,8 +283,21 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _error(message: str, code: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {_as_flags(message)}", file=sys.stderr)
     return code
+
+
+def _as_flags(message: str) -> str:
+    """Name options as they are typed: ``drop_all`` in a message becomes ``--drop-all``."""
+    flags = {
+        a.kwargs["dest"]: next(f for f in a.flags if f.startswith("--"))
+        for args in (_COMMON, _EDIT, *(c[1] for c in _COMMANDS.values()))
+        for a in args
+        if "_" in a.kwargs.get("dest", "") and a.kwargs.get("help") is not argparse.SUPPRESS
+    }
+    return re.sub(
+        r"(?<![\w./-])(" + "|".join(map(re.escape, flags)) + r")(?![\w/-])", lambda m: flags[m[1]], message
+    )
 
 
 def _scrub(message: str, secrets: list[str]) -> str:
@@ -268,14 +319,23 @@ def _open(args: argparse.Namespace) -> tuple[Pipeline, Any, list[str]]:
         url = hook.get_sqlalchemy_url()
         secrets = [s for s in (hook.connection.password, *url_secrets(url)) if s]
         _check_file(url)
-        return hook.get_pipeline(args.pipeline, dataset_name=args.dataset, **options), hook, secrets
+        return hook.get_pipeline(_pipeline_name(args), dataset_name=args.dataset, **options), hook, secrets
     from airflow_state_provider.pipeline import Pipeline
 
     url = sa.make_url(args.url)
     secrets = url_secrets(url)
     _check_file(url)
     engine = create_engine(url)
-    return Pipeline(args.pipeline, destination=engine, dataset_name=args.dataset, **options), None, secrets
+    pipeline = Pipeline(_pipeline_name(args), destination=engine, dataset_name=args.dataset, **options)
+    return pipeline, None, secrets
+
+
+#: the pipeline a dataset command (``list``) opens to reach the dataset; it reads no state of its own
+_DATASET_PIPELINE = "_airflow_state_list"
+
+
+def _pipeline_name(args: argparse.Namespace) -> str:
+    return getattr(args, "pipeline", None) or _DATASET_PIPELINE
 
 
 def _check_file(url: sa.URL) -> None:
@@ -308,7 +368,7 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
             f"Fix it with 'airflow-state set {name} {problem[0] or 'PATH'} ...' or 'airflow-state "
             f"rollback {name} --to-version N'"
         )
-    if args.as_json:
+    if args.output in ("json", "yaml"):
         doc: dict[str, Any] = {
             "pipeline": pipeline.pipeline_name,
             "destination": _destination(pipeline),
@@ -325,7 +385,7 @@ def _info(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
         }
         if args.verbose:
             doc["state"] = operations.to_plain(state)
-        _print_json(doc, out)
+        _print_document(doc, args.output, out)
         return
     lines = [
         f"Pipeline:     {pipeline.pipeline_name}",
@@ -471,21 +531,19 @@ def _change(change: operations.Change) -> str:
 
 def _history(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
     entries = operations.history(pipeline, args.limit)
-    if args.as_json:
-        _print_json(
-            [
-                {
-                    "version": e.version,
-                    "load_id": e.load_id or None,
-                    "created_at": _iso(e.created_at),
-                    "size": e.size,
-                    "changed_paths": e.changed_paths,
-                    "error": e.error,
-                }
-                for e in entries
-            ],
-            out,
-        )
+    if args.output != "table":
+        records = [
+            {
+                "version": e.version,
+                "load_id": e.load_id or None,
+                "created_at": _iso(e.created_at),
+                "size": e.size,
+                "changed_paths": e.changed_paths,
+                "error": e.error,
+            }
+            for e in entries
+        ]
+        _print_records(records, args.output, out)
         return
     rows = [("VERSION", "LOAD ID", "CREATED AT (UTC)", "SIZE", "CHANGED PATHS")]
     extra: list[list[str]] = []
@@ -520,6 +578,31 @@ def _sync(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
     )
 
 
+def _list(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
+    if (
+        not args.dataset
+        and pipeline.pipeline_name == _DATASET_PIPELINE
+        and (pipeline.dataset_name == f"{_DATASET_PIPELINE}_dataset")
+    ):
+        raise operations.StateOperationError(
+            "give the dataset (--dataset D), or set the connection's extra dataset_name"
+        )
+    records = [
+        {
+            "pipeline": p.pipeline_name,
+            "version": p.version,
+            "load_id": p.load_id,
+            "created_at": _iso(p.created_at),
+            "versions_retained": p.versions_retained,
+        }
+        for p in operations.list_pipelines(pipeline)
+    ]
+    if args.output == "table" and not records:
+        print(f"No pipeline has committed state in {operations.where(pipeline)}.", file=out)
+        return
+    _print_records(records, args.output, out)
+
+
 _HANDLERS: dict[str, Callable[[Pipeline, argparse.Namespace, TextIO], None]] = {
     "info": _info,
     "get": _get,
@@ -528,6 +611,7 @@ _HANDLERS: dict[str, Callable[[Pipeline, argparse.Namespace, TextIO], None]] = {
     "history": _history,
     "rollback": _rollback,
     "sync": _sync,
+    "list": _list,
 }
 
 
@@ -544,6 +628,42 @@ def _dumps(value: Any) -> str:
 
 def _print_json(value: Any, out: TextIO) -> None:
     print(_dumps(value), file=out)
+
+
+def _print_document(doc: Any, output: str, out: TextIO) -> None:
+    """``doc`` as JSON or YAML (PyYAML, which Airflow brings; the core does not need it otherwise)."""
+    if output == "yaml":
+        try:
+            import yaml
+        except ImportError:
+            raise operations.StateOperationError("--output yaml needs PyYAML: pip install pyyaml") from None
+        print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), end="", file=out)
+    else:
+        _print_json(doc, out)
+
+
+def _print_records(records: list[dict[str, Any]], output: str, out: TextIO) -> None:
+    """Rows as Airflow's commands print them: ``table`` (headers, a rule, aligned columns), ``plain``
+    (headers and aligned columns), ``json`` (a list of objects) or ``yaml``."""
+    if output in ("json", "yaml"):
+        _print_document(records, output, out)
+        return
+    if not records:
+        return
+    headers = [str(k) for k in records[0]]
+    rows = [[_cell(r.get(k)) for k in records[0]] for r in records]
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
+    lines = [headers] + ([["-" * w for w in widths]] if output == "table" else []) + rows
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def _short(value: Any) -> str:
@@ -586,7 +706,7 @@ def get_airflow_cli_commands() -> list[Any]:
             name=name,
             help=help_text,
             func=entry(name),
-            args=tuple(Arg(flags=a.flags, **a.kwargs) for a in (*_COMMON, *args)),
+            args=tuple(Arg(flags=a.flags, **a.kwargs) for a in (*_common_args(name), *args)),
         )
         for name, (help_text, args) in _COMMANDS.items()
     ]

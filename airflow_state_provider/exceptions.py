@@ -67,3 +67,20 @@ class UnsupportedDestinationError(PipelineStateError, ValueError):
 class InvalidRowError(PipelineStateError, ValueError):
     """A row value cannot be written: invalid text (a lone surrogate, NUL on PostgreSQL) or nesting
     deeper than the loader can follow. The message names the table, the column and the row."""
+
+
+class ConfigurationError(PipelineStateError, ValueError):
+    """A connection, an argument or a setting is invalid; retrying cannot help."""
+
+
+#: Errors that fail the same way on every try: an Airflow task ends on them without retrying.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigurationError,
+    SchemaConflictError,
+    StateNotSerializableError,
+    StateTooLargeError,
+    IncrementalCursorTypeError,
+    InvalidRowError,
+    UnsupportedDestinationError,
+    MissingLoadsError,
+)

@@ -12,6 +12,10 @@ from airflow_state_provider import __version__
 
 #: Section of ``airflow.cfg`` / ``AIRFLOW__STATE_PROVIDER__*`` holding the provider's defaults.
 CONFIG_SECTION = "state_provider"
+#: Where the documentation is (the README, rendered on the package page).
+DOCUMENTATION_URL = "https://pypi.org/project/airflow-state-provider/#description"
+#: The Airflow versions the provider supports: the ``airflow`` extra requires exactly this.
+AIRFLOW_REQUIREMENT = "apache-airflow>=3.1"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -20,13 +24,15 @@ def get_provider_info() -> dict[str, Any]:
         "name": "Pipeline State",
         "description": (
             "Persistent, scoped pipeline state that lives in the destination database and is committed "
-            "in the same transaction as the loaded rows (dlt-compatible)."
+            "in the same transaction as the loaded rows (dlt-compatible). "
+            f"Supported Airflow versions: {AIRFLOW_REQUIREMENT.split('>=')[1]} and newer. "
+            f"Documentation: {DOCUMENTATION_URL}"
         ),
         "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Pipeline State",
-                "external-doc-url": "https://pypi.org/project/airflow-state-provider/",
+                "external-doc-url": DOCUMENTATION_URL,
                 "tags": ["software"],
             }
         ],
@@ -50,10 +56,11 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "dialect": {
                         "label": "Dialect",
-                        "description": "SQLAlchemy dialect: postgresql, sqlite, duckdb, ...",
+                        "description": "The destination database: sqlite, duckdb or postgresql "
+                        "(not needed with a SQLAlchemy URL).",
                         "schema": {
                             "type": ["string", "null"],
-                            "examples": ["postgresql", "sqlite", "duckdb"],
+                            "enum": ["sqlite", "duckdb", "postgresql", None],
                         },
                     },
                     "driver": {

@@ -127,6 +127,51 @@ class VersionInfo:
 # -- reading ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PipelineSummary:
+    """A pipeline with committed state in a dataset: its newest version and that version's load."""
+
+    pipeline_name: str
+    version: int
+    load_id: str
+    created_at: datetime | None
+    versions_retained: int
+
+
+def list_pipelines(pipeline: Pipeline) -> list[PipelineSummary]:
+    """Every pipeline with committed state in ``pipeline``'s dataset, by name (empty: none).
+
+    Reads only the key columns of ``_dlt_pipeline_state`` and ``_dlt_loads``, never the state blobs.
+    """
+    store = pipeline.store
+    s, loads = store.state_table, store.loads_table
+    with pipeline.engine.connect() as conn:
+        if not store.tables_exist(conn):
+            return []
+        newest = (
+            sa.select(
+                s.c.pipeline_name,
+                sa.func.max(s.c._dlt_load_id).label("load_id"),
+                sa.func.count().label("versions"),
+            )
+            .select_from(s.join(loads, loads.c.load_id == s.c._dlt_load_id))
+            .where(loads.c.status == 0)
+            .group_by(s.c.pipeline_name)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                newest.c.pipeline_name, s.c.version, newest.c.load_id, s.c.created_at, newest.c.versions
+            )
+            .join(s, (s.c.pipeline_name == newest.c.pipeline_name) & (s.c._dlt_load_id == newest.c.load_id))
+            .order_by(newest.c.pipeline_name)
+        )
+        return [
+            PipelineSummary(r.pipeline_name, int(r.version), r.load_id, r.created_at, int(r.versions))
+            for r in conn.execute(query)
+        ]
+
+
 def where(pipeline: Pipeline) -> str:
     """Where the pipeline's state lives, for messages (the URL never shows a password)."""
     if not pipeline.restore_from_destination:

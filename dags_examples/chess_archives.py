@@ -12,7 +12,7 @@ clean worker neither loses nor duplicates an archive.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from airflow.sdk import dag, get_current_context
 
@@ -74,6 +74,7 @@ def games_of_this_run():
     catchup=False,
     tags=["airflow-state-provider", "example"],
     doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},  # a failed try commits nothing
 )
 def chess_archives():
     StatefulLoadOperator(

@@ -32,6 +32,8 @@ def agents():
     roster = [{"agent_id": n, "name": f"agent-{n}", "team": ("l1", "l2")[n % 2]} for n in range(1, 5)]
     helpdesk_state = current.source_state()  # writable: this resource's task is the state writer
     helpdesk_state["syncs"] = helpdesk_state.get("syncs", 0) + 1
+    # counted here, where it is written: the other tasks restore their state before this commits
+    log.info("helpdesk sync %s: committed with this task's rows", helpdesk_state["syncs"])
     helpdesk_state["agent_ids"] = [a["agent_id"] for a in roster]
     current.resource_state()["roster_size"] = len(roster)
     yield roster
@@ -72,7 +74,6 @@ def ratings(rated_at=incremental("rated_at", initial_value=BEFORE_FIRST_RATING))
 
 @source(name="helpdesk")
 def helpdesk():
-    log.info("helpdesk syncs committed so far: %s", current.source_state().get("syncs", 0))
     return agents, tickets, ticket_events, ratings
 
 
@@ -85,7 +86,8 @@ def decomposed_source():
         dataset_name="helpdesk_data",
         mode="parallel",
         state_writer="agents",
-        retries=0,
+        retries=2,  # safe: a failed try commits nothing; StateConflictError is retried
+        retry_delay=timedelta(minutes=1),
     )
 
 

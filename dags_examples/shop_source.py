@@ -4,19 +4,23 @@
 incremental on ``created_at``, only orders created before the run's data interval end). ``orders``
 also keeps the currencies it has seen in the source state that both resources share; the source
 function body reads that state (read-only) after it has been restored from the destination.
+
+Every loaded table is an Airflow Asset: ``shop_orders_report`` is scheduled on the ``orders`` table and
+runs after each load that committed orders, with the load id, row count and state version of the event.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from airflow.sdk import dag, get_current_context
+from airflow.sdk import dag, get_current_context, task
 
 from airflow_state_provider import current, incremental, resource, source
+from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 from airflow_state_provider.operators.stateful_load import StatefulLoadOperator
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,7 @@ def shop_of_this_run():
     catchup=False,
     tags=["airflow-state-provider", "example"],
     doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},  # a failed try commits nothing
 )
 def shop_source():
     StatefulLoadOperator(
@@ -76,3 +81,28 @@ def shop_source():
 
 
 shop_source()
+
+
+# the asset URI names the connection's database, so the connection is read when this file is parsed
+ORDERS = PipelineStateHook().table_asset("shop_data", "orders")
+
+
+@dag(schedule=[ORDERS], start_date=datetime(2024, 1, 1, tzinfo=UTC), catchup=False, tags=["example"])
+def shop_orders_report():
+    @task
+    def report(triggering_asset_events=None):
+        for asset, events in (triggering_asset_events or {}).items():
+            for event in events:
+                extra = event.extra
+                log.info(
+                    "%s: load %s added %s rows (state version %s)",
+                    asset.uri,
+                    extra["load_id"],
+                    extra["row_count"],
+                    extra["state_version"],
+                )
+
+    report()
+
+
+shop_orders_report()

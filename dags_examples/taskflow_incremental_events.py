@@ -45,6 +45,7 @@ def fetch_events(since: str | datetime | None, until: datetime | None) -> list[d
     catchup=False,
     tags=["airflow-state-provider", "example"],
     doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},  # a failed try commits nothing
 )
 def taskflow_incremental_events():
     @task.stateful_load(

@@ -682,30 +682,7 @@ class Loader:
             state.kinds = {n: kind_of_sa_type(t) for n, t in types.items()}
 
     def _existing_columns(self, name: str) -> dict[str, sa.types.TypeEngine] | None:
-        if self.dialect.name == "duckdb":
-            # duckdb-engine's inspector cannot reflect columns under SQLAlchemy 2.1
-            cols = sa.table(
-                "columns",
-                sa.column("table_catalog"),
-                sa.column("table_schema"),
-                sa.column("table_name"),
-                sa.column("column_name"),
-                sa.column("data_type"),
-                sa.column("ordinal_position"),
-                schema="information_schema",
-            )
-            query = (
-                sa.select(cols.c.column_name, cols.c.data_type)
-                .where(cols.c.table_catalog == sa.func.current_database())
-                .where(cols.c.table_schema == self.dataset, cols.c.table_name == name)
-                .order_by(cols.c.ordinal_position)
-            )
-            found = self.conn.execute(query).all()
-            return {c: _duckdb_type(t) for c, t in found} if found else None
-        inspector = sa.inspect(self.conn)
-        if not inspector.has_table(name, schema=self.dataset):
-            return None
-        return {c["name"]: c["type"] for c in inspector.get_columns(name, schema=self.dataset)}
+        return existing_columns(self.conn, self.dataset, name)
 
     def _ensure_columns(self, state: _TableState, new: dict[str, str]) -> None:
         """Create the table, or add the columns it lacks (schema evolution)."""
@@ -1153,3 +1130,31 @@ def _decimal_digits(value: Decimal) -> tuple[int, int, int]:
     if exponent >= 0:
         return len(digits) + exponent, 0, significant
     return max(0, len(digits) + exponent), -exponent, significant
+
+
+def existing_columns(conn: sa.Connection, dataset: str, name: str) -> dict[str, sa.types.TypeEngine] | None:
+    """The columns of table ``dataset.name`` and their types, in table order; None if it does not exist."""
+    if conn.dialect.name == "duckdb":
+        # duckdb-engine's inspector cannot reflect columns under SQLAlchemy 2.1
+        cols = sa.table(
+            "columns",
+            sa.column("table_catalog"),
+            sa.column("table_schema"),
+            sa.column("table_name"),
+            sa.column("column_name"),
+            sa.column("data_type"),
+            sa.column("ordinal_position"),
+            schema="information_schema",
+        )
+        query = (
+            sa.select(cols.c.column_name, cols.c.data_type)
+            .where(cols.c.table_catalog == sa.func.current_database())
+            .where(cols.c.table_schema == dataset, cols.c.table_name == name)
+            .order_by(cols.c.ordinal_position)
+        )
+        found = conn.execute(query).all()
+        return {c: _duckdb_type(t) for c, t in found} if found else None
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(name, schema=dataset):
+        return None
+    return {c["name"]: c["type"] for c in inspector.get_columns(name, schema=dataset)}

@@ -1,26 +1,29 @@
-"""``PipelineStateHook``: an Airflow connection → a SQLAlchemy engine → a :class:`Pipeline`."""
+"""``PipelineStateHook``: an Airflow connection → a SQLAlchemy engine → a :class:`Pipeline`.
+
+The hook is a common-sql ``DbApiHook``: the same connection runs ``SQLExecuteQueryOperator``,
+``@task.sql`` and the SQL sensors against the destination.
+"""
 
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from airflow_state_provider._airflow_compat import BaseHook, conf, mask_secret
+from airflow_state_provider._airflow_compat import DbApiHook, conf, mask_secret
 from airflow_state_provider.destination.engine import (
-    check_supported,
+    SUPPORTED_DIALECTS,
     create_engine,
     mask_url,
     scrub,
     url_secrets,
 )
+from airflow_state_provider.exceptions import ConfigurationError
 from airflow_state_provider.get_provider_info import CONFIG_SECTION, get_provider_info
 
 if TYPE_CHECKING:
-    from airflow_state_provider._airflow_compat import Connection
     from airflow_state_provider.pipeline import Pipeline
 
 #: Airflow connection types the hook understands, and the SQLAlchemy dialect each one means.
@@ -29,6 +32,8 @@ CONN_TYPE_DIALECTS = {"postgres": "postgresql", "sqlite": "sqlite", "duckdb": "d
 FILE_DIALECTS = frozenset({"sqlite", "duckdb"})
 #: SQLAlchemy would pick psycopg2 for a bare ``postgresql``; the provider depends on psycopg 3.
 DEFAULT_DRIVERS = {"postgresql": "psycopg"}
+#: The package extra that brings each dialect's driver (SQLite's is in the standard library).
+DRIVER_EXTRAS = {"postgresql": "postgres", "duckdb": "duckdb"}
 _DIALECT_ALIASES = {"postgres": "postgresql"}
 #: Extras of a ``postgres`` connection passed on to libpq as URL query parameters.
 LIBPQ_EXTRAS = (
@@ -44,23 +49,34 @@ LIBPQ_EXTRAS = (
     "keepalives",
     "keepalives_idle",
 )
+#: libpq extras that must be whole numbers.
+LIBPQ_INTEGER_EXTRAS = ("connect_timeout", "keepalives", "keepalives_idle")
 #: ``Pipeline`` settings that come from connection extras, else from the ``[state_provider]`` config.
 STATE_SETTINGS = ("max_state_versions", "max_state_bytes", "warn_state_bytes")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+#: DB-API ``paramstyle`` → the placeholder ``DbApiHook.insert_rows`` writes.
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
-class PipelineStateHook(BaseHook):
+class PipelineStateHook(DbApiHook):
     """Connects to the destination database that holds the data and the pipeline state.
 
     A ``pipeline_state`` connection reads the extra ``sqlalchemy_url`` (a full URL that overrides
-    everything else), else the extra ``dialect`` and optional ``driver`` with host, port, login,
-    password and ``schema`` as the database name; for SQLite and DuckDB the file path goes in host.
-    Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map the same way. The extras
-    ``dataset_name``, ``restore_from_destination``, ``max_state_versions``, ``max_state_bytes``,
-    ``warn_state_bytes`` and ``lock_timeout`` give the defaults of the pipelines the hook builds.
+    everything else), else the extra ``dialect`` (one of :data:`SUPPORTED_DIALECTS`) and optional
+    ``driver`` with host, port, login, password and ``schema`` as the database name; for SQLite and
+    DuckDB the file path goes in host. Connections of type ``postgres``, ``sqlite`` and ``duckdb`` map
+    the same way. The extras ``dataset_name``, ``restore_from_destination``, ``max_state_versions``,
+    ``max_state_bytes``, ``warn_state_bytes`` and ``lock_timeout`` give the defaults of the pipelines the
+    hook builds.
+
+    As a common-sql ``DbApiHook`` it has ``sqlalchemy_url``, ``get_conn()`` (a DB-API connection from
+    the hook's engine pool) and the inherited ``get_sqlalchemy_engine``, ``run``, ``get_records`` and
+    ``get_first``. Engines never put bound values into error messages (``hide_parameters``).
 
     :param destination_conn_id: the Airflow connection id.
+    :raises ConfigurationError: (when the URL is first built) a connection that names no or an
+        unsupported dialect, has another type, or has an extra of the wrong kind.
     """
 
     conn_name_attr = "destination_conn_id"
@@ -68,14 +84,9 @@ class PipelineStateHook(BaseHook):
     conn_type = "pipeline_state"
     hook_name = "Pipeline State (SQL destination)"
 
-    def __init__(self, destination_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.destination_conn_id = destination_conn_id
+    def __init__(self, destination_conn_id: str = default_conn_name, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, destination_conn_id=destination_conn_id, **kwargs)
         self._engine: sa.Engine | None = None
-
-    @cached_property
-    def connection(self) -> Connection:
-        return self.get_connection(self.destination_conn_id)
 
     @classmethod
     def outside_task(cls, destination_conn_id: str) -> PipelineStateHook:
@@ -89,7 +100,8 @@ class PipelineStateHook(BaseHook):
         from airflow.models.connection import Connection as MetadataConnection
 
         hook = cls(destination_conn_id=destination_conn_id)
-        hook.connection = MetadataConnection.get_connection_from_secrets(destination_conn_id)
+        # DbApiHook's connection property reads _connection first
+        hook._connection = MetadataConnection.get_connection_from_secrets(destination_conn_id)
         return hook
 
     def _extra(self, key: str) -> Any:
@@ -98,7 +110,15 @@ class PipelineStateHook(BaseHook):
         value = extra.get(key, extra.get(f"extra__{self.connection.conn_type}__{key}"))
         return None if value == "" else value
 
+    def _config_error(self, message: str) -> ConfigurationError:
+        return ConfigurationError(f"connection {self.destination_conn_id!r}: {message}")
+
     # -- URL and engine ---------------------------------------------------------------------------
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The destination's SQLAlchemy URL (what common-sql builds engines from)."""
+        return self.get_sqlalchemy_url()
+
     def get_sqlalchemy_url(self) -> URL:
         """The SQLAlchemy URL of the destination, built with ``URL.create`` (no string escaping)."""
         conn = self.connection
@@ -130,37 +150,119 @@ class PipelineStateHook(BaseHook):
 
     def _dialect(self) -> str:
         conn_type = self.connection.conn_type
+        supported = ", ".join(SUPPORTED_DIALECTS)
         if conn_type == self.conn_type:
             dialect = self._extra("dialect")
             if not dialect:
-                raise ValueError(
-                    f"connection {self.destination_conn_id!r}: set the extra 'dialect' (postgresql, sqlite, "
-                    "duckdb, ...) or 'sqlalchemy_url'"
-                )
+                raise self._config_error(f"set the extra 'dialect' ({supported}) or 'sqlalchemy_url'")
         elif conn_type in CONN_TYPE_DIALECTS:
             dialect = CONN_TYPE_DIALECTS[conn_type]
         else:
-            raise ValueError(
-                f"connection {self.destination_conn_id!r} has type {conn_type!r}; PipelineStateHook "
-                f"reads types {self.conn_type!r}, {', '.join(map(repr, CONN_TYPE_DIALECTS))}"
+            raise self._config_error(
+                f"has type {conn_type!r}; PipelineStateHook reads types {self.conn_type!r}, "
+                f"{', '.join(map(repr, CONN_TYPE_DIALECTS))}"
             )
-        dialect = str(dialect).lower()
-        return _DIALECT_ALIASES.get(dialect, dialect)
+        name = str(dialect).strip().lower()
+        name = _DIALECT_ALIASES.get(name, name)
+        if name not in SUPPORTED_DIALECTS:
+            raise self._config_error(f"extra 'dialect' is {dialect!r}; supported dialects: {supported}")
+        return name
+
+    def get_uri(self) -> str:
+        """The SQLAlchemy URL as a string, password included (what common-sql callers expect)."""
+        return self.get_sqlalchemy_url().render_as_string(hide_password=False)
+
+    @property
+    def dialect_name(self) -> str:  # type: ignore[override]
+        """The SQLAlchemy backend name: ``sqlite``, ``duckdb`` or ``postgresql``."""
+        return self.get_sqlalchemy_url().get_backend_name()
+
+    @property
+    def placeholder(self) -> str:  # type: ignore[override]
+        """The driver's parameter marker (``?`` for SQLite and DuckDB, ``%s`` for psycopg)."""
+        paramstyle = getattr(self.get_engine().dialect.dbapi, "paramstyle", "qmark")
+        return _PLACEHOLDERS.get(paramstyle, "?")
+
+    def get_sqlalchemy_engine(self, engine_kwargs: dict[str, Any] | None = None) -> sa.Engine:
+        """A new engine on the destination from the product's one engine factory (bound values hidden
+        from error messages, pre-ping); ``engine_kwargs`` go to ``sqlalchemy.create_engine``.
+
+        :raises UnsupportedDestinationError: a database other than SQLite, DuckDB or PostgreSQL.
+        """
+        return create_engine(self.sqlalchemy_url, **(engine_kwargs or {}))
 
     def get_engine(self) -> sa.Engine:
-        """The destination engine, created once per hook."""
+        """The destination engine, created once per hook (pipelines and ``get_conn`` share it)."""
         if self._engine is None:
-            url = self.get_sqlalchemy_url()
-            self.log.info("Destination %s (connection %r)", mask_url(url), self.destination_conn_id)
-            self._engine = create_engine(url)
+            engine = self.get_sqlalchemy_engine()
+            self.log.info("Destination %s (connection %r)", mask_url(engine.url), self.destination_conn_id)
+            self._engine = engine
         return self._engine
+
+    def get_conn(self) -> Any:
+        """A DB-API connection from the hook's engine pool; ``close()`` returns it to the pool.
+
+        SQL reads tables as ``<dataset>.<table>`` on every dialect: on SQLite, where each dataset is a
+        file next to the main one, the connection has every existing dataset file attached.
+        """
+        engine = self.get_engine()
+        if engine.dialect.name == "sqlite":
+            from airflow_state_provider.destination.dialects.sqlite import SQLiteDialect, existing_datasets
+
+            for dataset in existing_datasets(engine.url.database):
+                SQLiteDialect(engine).prepare(dataset)
+        return engine.raw_connection()
 
     def dispose(self) -> None:
         """Close the engine's pooled connections (file databases release their locks)."""
         if self._engine is not None:
             self._engine.dispose()
 
-    # -- pipelines --------------------------------------------------------------------------------
+    # -- lineage and assets ------------------------------------------------------------------------
+    def lineage_namespace(self) -> str:
+        """The destination database as a URI: OpenLineage's namespace and the prefix of asset URIs.
+
+        ``postgres://<host>:<port>`` for PostgreSQL (OpenLineage's naming; the database goes in the
+        dataset name), ``sqlite://localhost<absolute file path>`` and ``duckdb://localhost<absolute
+        file path>`` for file databases (an empty host would not survive Airflow's URI normalization:
+        ``sqlite:///x`` becomes ``sqlite:/x``). Never holds credentials.
+        """
+        url = self.get_sqlalchemy_url()
+        backend = url.get_backend_name()
+        if backend in FILE_DIALECTS:
+            return f"{backend}://localhost{os.path.abspath(url.database or ':memory:')}"
+        scheme = "postgres" if backend == "postgresql" else backend
+        return f"{scheme}://{url.host or 'localhost'}:{url.port or 5432}"
+
+    def lineage_name(self, dataset_name: str, table_name: str) -> str:
+        """A table's OpenLineage dataset name: ``<database>.<dataset>.<table>`` on PostgreSQL (as
+        the Postgres provider reports it), ``<dataset>.<table>`` in a file database."""
+        url = self.get_sqlalchemy_url()
+        if url.get_backend_name() in FILE_DIALECTS:
+            return f"{dataset_name}.{table_name}"
+        return f"{url.database}.{dataset_name}.{table_name}"
+
+    def table_asset_uri(self, dataset_name: str, table_name: str) -> str:
+        """The stable Airflow asset URI of a loaded table: the database, then dataset and table.
+
+        ``postgres://db.internal:5432/analytics/raw/events`` (the Postgres provider's asset form),
+        ``sqlite://localhost/data/warehouse.sqlite/raw/events``,
+        ``duckdb://localhost/data/w.duckdb/raw/events``.
+        """
+        url = self.get_sqlalchemy_url()
+        database = [] if url.get_backend_name() in FILE_DIALECTS else [url.database or ""]
+        return "/".join([self.lineage_namespace(), *database, dataset_name, table_name])
+
+    def table_asset(self, dataset_name: str, table_name: str) -> Any:
+        """The :class:`airflow.sdk.Asset` of a loaded table (what a downstream DAG schedules on).
+
+        Reads the connection: called in a DAG file, that happens when the file is parsed.
+        """
+        from airflow.sdk import Asset
+
+        return Asset(self.table_asset_uri(dataset_name, table_name))
+
+    # -- pipelines ---------------------------------------------------------------------------------
     @property
     def restore_from_destination(self) -> bool:
         value = self._extra("restore_from_destination")
@@ -169,10 +271,7 @@ class PipelineStateHook(BaseHook):
         text = str(value).strip().lower()
         if text in _TRUE | _FALSE:
             return text in _TRUE
-        raise ValueError(
-            f"connection {self.destination_conn_id!r}: extra 'restore_from_destination' must be true or "
-            f"false, got {value!r}"
-        )
+        raise self._config_error(f"extra 'restore_from_destination' must be true or false, got {value!r}")
 
     def state_settings(self) -> dict[str, int]:
         """State limits: connection extras first, then the ``[state_provider]`` Airflow config."""
@@ -183,12 +282,10 @@ class PipelineStateHook(BaseHook):
             if value is None:
                 # Airflow 3.1 processes do not always load provider config defaults: fall back to ours
                 value = conf.get(CONFIG_SECTION, key, fallback=options[key]["default"])
-            try:
-                settings[key] = int(value)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"connection {self.destination_conn_id!r}: {key} must be an integer, got {value!r}"
-                ) from None
+            number = _whole_number(value)
+            if number is None or number < 1:
+                raise self._config_error(f"{key} must be an integer >= 1, got {value!r}")
+            settings[key] = number
         return settings
 
     def lock_timeout(self) -> float:
@@ -199,7 +296,10 @@ class PipelineStateHook(BaseHook):
         value = self._extra("lock_timeout")
         if value is None:
             value = conf.get(CONFIG_SECTION, "lock_timeout", fallback=DEFAULT_LOCK_TIMEOUT)
-        return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: lock_timeout")
+        try:
+            return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: lock_timeout")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def get_pipeline(self, pipeline_name: str, dataset_name: str | None = None, **kwargs: Any) -> Pipeline:
         """A :class:`Pipeline` writing to this destination.
@@ -222,13 +322,56 @@ class PipelineStateHook(BaseHook):
         )
 
     # -- UI ---------------------------------------------------------------------------------------
-    def test_connection(self) -> tuple[bool, str]:
-        """Connect and run ``SELECT 1``; the message never contains the password."""
+    def validate_extras(self) -> list[str]:
+        """What is wrong with the connection's extras, one message per problem (empty: nothing).
+
+        Checks that the dialect is supported, that number extras are whole numbers, that
+        ``restore_from_destination`` is a boolean and ``lock_timeout`` a positive number of seconds,
+        and imports the dialect's driver: a missing one names the package extra that installs it.
+        """
+        problems: list[str] = []
+        prefix = f"connection {self.destination_conn_id!r}: "
         try:
             url = self.get_sqlalchemy_url()
-            check_supported(url)
         except Exception as exc:
-            return False, self._scrub(f"{type(exc).__name__}: {exc}")
+            return [self._scrub(str(exc)).removeprefix(prefix)]
+        backend = url.get_backend_name()
+        if backend not in SUPPORTED_DIALECTS:
+            problems.append(
+                f"the URL's dialect {backend!r} is not supported; supported dialects: "
+                f"{', '.join(SUPPORTED_DIALECTS)}"
+            )
+        minimums = dict.fromkeys(STATE_SETTINGS, 1)
+        if backend == "postgresql":
+            minimums.update(dict.fromkeys(LIBPQ_INTEGER_EXTRAS, 0))
+        for key, minimum in minimums.items():
+            value = self._extra(key)
+            number = _whole_number(value)
+            if value is not None and (number is None or number < minimum):
+                problems.append(f"{key} must be an integer >= {minimum}, got {value!r}")
+        for setting in ("restore_from_destination", "lock_timeout"):
+            try:
+                value = getattr(self, setting)
+                if callable(value):
+                    value()
+            except ConfigurationError as exc:
+                problems.append(str(exc).removeprefix(prefix))
+        if backend in SUPPORTED_DIALECTS:
+            problem = _driver_problem(url)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Validate the extras, then connect and run ``SELECT 1``; the message never has the password.
+
+        Backs the connection form's Test button (``[core] test_connection = Enabled``). A SQLite or
+        DuckDB file that does not exist yet is not created: only its directory is checked.
+        """
+        problems = self.validate_extras()
+        if problems:
+            return False, f"connection {self.destination_conn_id!r}: " + "; ".join(problems)
+        url = self.get_sqlalchemy_url()
         shown = mask_url(url)
         if url.get_backend_name() in FILE_DIALECTS and url.database and url.database != ":memory:":
             path = os.path.abspath(url.database)
@@ -257,3 +400,29 @@ class PipelineStateHook(BaseHook):
         if raw_url:
             secrets += url_secrets(raw_url)
         return scrub(message, secrets)
+
+
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is one (``7``, ``"7"``), else None (``"lots"``, ``7.5``, ``True``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _driver_problem(url: URL) -> str | None:
+    """Why the URL's DB-API driver cannot be imported, naming the extra to install; None if it can."""
+    backend = url.get_backend_name()
+    extra = DRIVER_EXTRAS.get(backend)
+    hint = f": pip install 'airflow-state-provider[{extra}]'" if extra else ""
+    try:
+        url.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        return f"no SQLAlchemy dialect {url.drivername!r} is installed{hint}"
+    except ImportError as exc:
+        return f"the {backend} driver {url.drivername!r} cannot be imported ({exc}){hint}"
+    return None

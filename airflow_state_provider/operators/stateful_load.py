@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 
-from airflow_state_provider._airflow_compat import AirflowTaskTerminated, BaseOperator
+from airflow_state_provider._airflow_compat import (
+    AirflowFailException,
+    AirflowTaskTerminated,
+    AssetAlias,
+    BaseOperator,
+)
 from airflow_state_provider.destination.audit import task_writer, writing_as
-from airflow_state_provider.extract.resource import Resource
+from airflow_state_provider.exceptions import PERMANENT_ERRORS, ConfigurationError
+from airflow_state_provider.extract.resource import WRITE_DISPOSITIONS, Resource
 from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 from airflow_state_provider.operators._mapping import mapped_slot
 from airflow_state_provider.state.context import MISSING_INTERVAL_POLICIES, external_interval, slot_suffix
@@ -26,6 +33,11 @@ class StatefulLoadOperator(BaseOperator):
     commits the rows, the load record and the new state version in one transaction. A failed or
     killed try commits nothing, so retries are safe. State never travels through XCom.
 
+    Errors that would fail every try the same way (``SchemaConflictError``, ``StateNotSerializableError``,
+    ``StateTooLargeError``, ``IncrementalCursorTypeError``, ``ConfigurationError``) end the task at once
+    with ``AirflowFailException`` (chained to the error); anything else, such as ``StateConflictError``,
+    a lock timeout or an outage, is retried as the task's ``retries`` allow.
+
     :param data: a source, a resource, a list of them, rows, or a zero-argument callable returning
         one of these, called when the task runs (keeps extraction out of DAG parsing).
     :param pipeline_name: the pipeline whose state is restored and committed. (templated)
@@ -33,11 +45,12 @@ class StatefulLoadOperator(BaseOperator):
         connection. (templated)
     :param dataset_name: the dataset (schema); default from the connection, else
         ``<pipeline_name>_dataset``. (templated)
-    :param write_disposition: ``append``, ``replace`` or ``merge`` for every resource run.
+    :param write_disposition: ``append``, ``replace`` or ``merge`` for every resource run. (templated)
     :param table_name: the table (required when ``data`` is plain rows). (templated)
-    :param primary_key: primary key hint for every resource run.
+    :param primary_key: primary key hint for every resource run. (templated)
     :param merge_key: merge key hint for every resource run (``merge`` replaces rows by this key).
-    :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics).
+        (templated)
+    :param refresh: ``drop_sources``, ``drop_resources`` or ``drop_data`` (dlt's semantics). (templated)
     :param checkpoint_every: commit data and state every N rows, so a failed backfill resumes.
     :param dev_mode: load into a fresh, timestamped dataset and start from empty state.
     :param read_only_sources: source names whose source-level state this task may only read, mapped
@@ -59,6 +72,10 @@ class StatefulLoadOperator(BaseOperator):
         "dataset_name",
         "table_name",
         "destination_conn_id",
+        "write_disposition",
+        "primary_key",
+        "merge_key",
+        "refresh",
         "state_key",
     )
     #: the mapped arguments that key a mapped instance's slot are the function's (decorator) or data
@@ -110,12 +127,22 @@ class StatefulLoadOperator(BaseOperator):
             )
         self.on_missing_interval = on_missing_interval
         self._running = False
+        #: (dataset, table, rows, [(column, type)]) of the last load, for the OpenLineage facets
+        self._loaded: list[tuple[str, str, int, list[tuple[str, str]]]] = []
+        # the loaded tables are known when the task runs: their asset events go through this alias
+        self._asset_alias = AssetAlias(name=asset_alias_name(pipeline_name))
+        self.outlets = [*self.outlets, self._asset_alias]
 
     def resolve_data(self) -> Any:
         """``data``, called first if it is a plain callable (resources are callable but are data)."""
         if callable(self.data) and not isinstance(self.data, Resource):
             return self.data()
         return self.data
+
+    @cached_property
+    def hook(self) -> PipelineStateHook:
+        """The destination hook, built once per task (on first use, after templates are rendered)."""
+        return PipelineStateHook(destination_conn_id=self.destination_conn_id)
 
     def _timezone(self) -> Any:
         """The zone interval bounds are taken in: ``interval_timezone``, the timetable's, the DAG's."""
@@ -153,8 +180,9 @@ class StatefulLoadOperator(BaseOperator):
                 suffix,
             )
         start, end = self._interval(context)
-        hook = PipelineStateHook(destination_conn_id=self.destination_conn_id)
+        hook = self.hook
         try:
+            self._check_arguments()
             pipeline = hook.get_pipeline(
                 self.pipeline_name, dataset_name=self.dataset_name, dev_mode=self.dev_mode
             )
@@ -175,12 +203,101 @@ class StatefulLoadOperator(BaseOperator):
                     read_only_sources=self.read_only_sources,
                     refresh=self.refresh,
                 )
+        except PERMANENT_ERRORS as exc:
+            # the same inputs fail the same way on every try: do not spend the retries
+            raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retried)") from exc
         finally:
             self._running = False
             hook.dispose()
         summary = info.asdict()
-        self.log.info("Load summary: %s", summary)
+        self.log.info("Load summary: %s", format_summary(summary))
+        self._record_tables(pipeline, info)
+        self._emit_asset_events(context, info)
         return summary if self.do_xcom_push else None
+
+    def _record_tables(self, pipeline: Any, info: Any) -> None:
+        """Remember each loaded table's columns (read back from the database) for lineage."""
+        import sqlalchemy as sa
+
+        from airflow_state_provider.destination.loader import existing_columns
+
+        self._loaded = []
+        try:
+            with pipeline.engine.connect() as conn:
+                for table, rows in info.row_counts.items():
+                    columns = existing_columns(conn, info.dataset_name, table) or {}
+                    fields = [(name, str(type_)) for name, type_ in columns.items()]
+                    self._loaded.append((info.dataset_name, table, rows, fields))
+        except sa.exc.SQLAlchemyError as exc:  # lineage is a report: never fail a committed load on it
+            self.log.warning("Could not read the loaded tables' columns for lineage: %s", exc)
+        finally:
+            self.hook.dispose()
+
+    def _emit_asset_events(self, context: Context, info: Any) -> None:
+        """One asset event per loaded table, with the load id, row count and state version."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:  # execute() called outside a task run
+            return
+        alias = outlet_events[self._asset_alias]
+        for dataset, table, rows, _ in self._loaded:
+            asset = self.hook.table_asset(dataset, table)
+            extra = {"load_id": info.load_id, "row_count": rows, "state_version": info.state_version}
+            alias.add(asset, extra=extra)
+            self.log.info("Asset event %s %s", asset.uri, format_summary(extra))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: one output dataset per loaded table (namespace from the connection, the
+        table's schema facet, its row count as output statistics). None without the OpenLineage
+        provider, or before a load."""
+        try:
+            from airflow.providers.common.compat.openlineage.facet import (
+                OutputDataset,
+                OutputStatisticsOutputDatasetFacet,
+                SchemaDatasetFacet,
+                SchemaDatasetFacetFields,
+            )
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        namespace = self.hook.lineage_namespace()
+        outputs = [
+            OutputDataset(
+                namespace=namespace,
+                name=self.hook.lineage_name(dataset, table),
+                facets={
+                    "schema": SchemaDatasetFacet(
+                        fields=[SchemaDatasetFacetFields(name=n, type=t) for n, t in fields]
+                    )
+                },
+                outputFacets={"outputStatistics": OutputStatisticsOutputDatasetFacet(rowCount=rows)},
+            )
+            for dataset, table, rows, fields in self._loaded
+        ]
+        return OperatorLineage(outputs=outputs)
+
+    def _check_arguments(self) -> None:
+        """Rendered arguments that can never work raise ``ConfigurationError`` (not retried).
+
+        A template that renders empty (``"{{ params.refresh or '' }}"``) means "not set".
+        """
+        from airflow_state_provider.pipeline import REFRESH_MODES
+
+        for name in ("write_disposition", "primary_key", "merge_key", "refresh"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
+
+        allowed = {"write_disposition": WRITE_DISPOSITIONS, "refresh": REFRESH_MODES}
+        for name, values in allowed.items():
+            value = getattr(self, name)
+            if value is not None and value not in values:
+                raise ConfigurationError(
+                    f"task {self.task_id!r}: {name} must be one of {', '.join(values)}, got {value!r}"
+                )
+        every = self.checkpoint_every
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ConfigurationError(
+                f"task {self.task_id!r}: checkpoint_every must be an integer >= 1, got {every!r}"
+            )
 
     def on_kill(self) -> None:
         """Abort a run in progress so that its open transaction rolls back.
@@ -195,3 +312,21 @@ class StatefulLoadOperator(BaseOperator):
                 "Task killed: aborting pipeline %r; its open transaction is rolled back", self.pipeline_name
             )
             raise AirflowTaskTerminated(f"pipeline {self.pipeline_name!r} aborted by on_kill")
+
+
+def asset_alias_name(pipeline_name: str) -> str:
+    """The asset alias through which a pipeline's tasks emit their tables' asset events."""
+    return f"pipeline_state/{pipeline_name}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """``LoadInfo.asdict()`` as ``key=value`` pairs; row counts as ``rows.<table>=N``."""
+    parts = []
+    for key, value in summary.items():
+        if key == "row_counts":
+            parts += [f"rows.{table}={count}" for table, count in value.items()]
+        elif key == "changed_paths":
+            parts.append(f"changed_paths={len(value)}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)

@@ -39,6 +39,18 @@ AIRFLOW_ENV = {
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
 }
 os.environ.update(AIRFLOW_ENV)
+# the examples read the default connection when parsed (an asset URI names its database); tests that
+# load point it at their own file (the ``warehouse`` fixture)
+os.environ.setdefault(
+    "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT",
+    json.dumps(
+        {
+            "conn_type": "pipeline_state",
+            "host": f"{AIRFLOW_HOME}/parse.sqlite",
+            "extra": {"dialect": "sqlite"},
+        }
+    ),
+)
 
 
 def conn_env(conn_id: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from datetime import UTC, datetime
 
@@ -88,11 +89,51 @@ def test_template_fields_render(url):
         "dataset_name",
         "table_name",
         "destination_conn_id",
+        "write_disposition",
+        "primary_key",
+        "merge_key",
+        "refresh",
         "state_key",
     }
     op.render_template_fields({"params": {"env": "prod", "conn": "pipeline_state_default"}})
     op.execute(context())
     assert sql(url, "ds_prod", "SELECT count(*) FROM t_prod") == [(1,)]
+
+
+def test_per_run_arguments_are_templated(url):
+    """write_disposition, keys and refresh come from the run's params (e.g. a backfill that reloads)."""
+
+    def load(params: dict, rows: list[dict]) -> None:
+        op = StatefulLoadOperator(
+            task_id="load",
+            data=rows,
+            table_name="t",
+            pipeline_name="p",
+            write_disposition="{{ params.mode }}",
+            primary_key="{{ params.key }}",
+            merge_key="{{ params.key }}",
+            refresh="{{ params.refresh or '' }}",
+        )
+        op.render_template_fields({"params": params})
+        op.execute(context())
+
+    load({"mode": "merge", "key": "id", "refresh": None}, [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}])
+    load({"mode": "merge", "key": "id", "refresh": None}, [{"id": 1, "v": "c"}])
+    assert sql(url, "p_dataset", "SELECT id, v FROM t ORDER BY id") == [(1, "c"), (2, "b")]
+    load({"mode": "append", "key": "id", "refresh": "drop_data"}, [{"id": 3, "v": "d"}])
+    assert sql(url, "p_dataset", "SELECT id, v FROM t ORDER BY id") == [(3, "d")]
+
+
+def test_load_summary_is_logged_as_key_value_pairs(url, capfd, caplog):
+    caplog.set_level("INFO")
+    StatefulLoadOperator(task_id="load", data=[{"id": 1}], table_name="t", pipeline_name="p").execute(
+        context()
+    )
+    logged = capfd.readouterr().out + caplog.text  # structlog's console (3.1) or logging (3.3)
+    (line,) = {m.split(" [", 1)[0] for m in re.findall(r"Load summary: [^\n]*", logged)}
+    assert "pipeline_name=p dataset_name=p_dataset load_id=" in line
+    assert "rows.t=1 state_version=1 state_changed=True changed_paths=0 checkpoints=0" in line
+    assert "{" not in line
 
 
 def test_refresh_drops_the_source_state_and_tables_first(url):
@@ -146,7 +187,9 @@ def test_on_kill_during_a_run_rolls_back(url):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert committed_state(url, "p", "p_dataset")["_state_version"] == 0
-    assert "slow" not in committed_state(url, "p", "p_dataset")["sources"].get("p", {}).get("resources", {})
+    assert "slow" not in committed_state(url, "p", "p_dataset").get("sources", {}).get("p", {}).get(
+        "resources", {}
+    )
 
     op.on_kill()  # no run in progress (e.g. after execution_timeout): nothing to do
     op.data = [{"id": 9}]

@@ -40,6 +40,21 @@ def dataset_file(database: str | None, dataset: str) -> str:
     return f"{stem}__{dataset}{suffix or '.sqlite'}"
 
 
+def existing_datasets(database: str | None) -> list[str]:
+    """Names of the datasets that have a file next to the main database file ``database``."""
+    if not database or database == ":memory:":
+        return []
+    stem, suffix = os.path.splitext(database)
+    prefix = os.path.basename(stem) + "__"
+    directory = os.path.dirname(os.path.abspath(database))
+    names = []
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+        name, ext = os.path.splitext(entry)
+        if name.startswith(prefix) and ext == (suffix or ".sqlite") and len(name) > len(prefix):
+            names.append(name[len(prefix) :])
+    return names
+
+
 class SQLiteDialect(Dialect):
     name = "sqlite"
     creates_schemas = False
