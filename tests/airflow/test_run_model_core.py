@@ -101,7 +101,7 @@ def test_a_failed_interval_run_with_checkpoints_records_nothing(dest_url, tmp_pa
     with context.external_interval(utc(4), utc(10)), pytest.raises(RuntimeError):
         p.run(failing, checkpoint_every=1)
     # interval runs store no progress, so checkpoints wait for the final commit: nothing recorded
-    slots = p.state["sources"].get("ev", {}).get("resources", {})
+    slots = p.state.get("sources", {}).get("ev", {}).get("resources", {})
     assert "incremental" not in slots.get("events", {})  # but the interval is not recorded as loaded
     p.engine.dispose()
 
