@@ -16,6 +16,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from airflow_state_provider.destination.dialects import Dialect, dialect_for
 from airflow_state_provider.destination.loader import Loader
+from airflow_state_provider.destination.store import RESOURCE_TABLES
 from airflow_state_provider.exceptions import PipelineStateError, SchemaConflictError
 
 DS = "ds"
@@ -55,12 +56,15 @@ def column_types(engine: sa.Engine, table: str, dataset: str = DS) -> dict[str, 
 
 
 def tables(engine: sa.Engine, dataset: str = DS) -> set[str]:
+    """Data tables of the dataset (not the loader's resource-to-table map)."""
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             query = f"SELECT name FROM {_q(dataset)}.sqlite_master WHERE type = 'table'"
-            return {r[0] for r in conn.exec_driver_sql(query)}
-        query = sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s")
-        return {r[0] for r in conn.execute(query, {"s": dataset})}
+            found = {r[0] for r in conn.exec_driver_sql(query)}
+        else:
+            query = sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s")
+            found = {r[0] for r in conn.execute(query, {"s": dataset})}
+    return found - {RESOURCE_TABLES}
 
 
 def fetch(engine: sa.Engine, table: str, columns: dict, order_by: str, dataset: str = DS) -> list[tuple]:
