@@ -181,11 +181,14 @@ class Pipeline:
         dataset = dataset_name or f"{pipeline_name}_dataset"
         if dev_mode:
             dataset = f"{dataset}_{datetime.now(UTC):%Y%m%d%H%M%S}"
-        self.dataset_name = dataset
         # dev mode starts fresh because its dataset is new; its state rows go there, as in dlt
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
         self.engine = _engine_from(destination)
+        #: the configured name, as the state document records it (dlt keeps it unnormalized there)
+        self.configured_dataset_name = dataset
+        dataset = _physical_dataset_name(dataset, self.engine)
+        self.dataset_name = dataset
         # seconds any lock wait may take (default DEFAULT_LOCK_TIMEOUT), then LockTimeoutError
         self.dialect = dialect_for(self.engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
         self.dialect.prepare(dataset)
@@ -231,7 +234,7 @@ class Pipeline:
     def _fresh_state(self) -> dict:
         return model.default_state(
             self.pipeline_name,
-            self.dataset_name,
+            self.configured_dataset_name,
             self.destination_type,
             schema_name=default_schema_name(self.pipeline_name),
         )
@@ -259,7 +262,17 @@ class Pipeline:
                 elapsed,
             )
         else:
-            stored.state["dataset_name"] = self.dataset_name
+            restored_dataset = stored.state.get("dataset_name")
+            if restored_dataset != self.configured_dataset_name:
+                log.warning(
+                    "Pipeline %r got restored from destination but the remote state contains a "
+                    "different dataset_name %r. The current dataset_name %r will be used and the "
+                    "pipeline state will be updated accordingly.",
+                    self.pipeline_name,
+                    restored_dataset,
+                    self.configured_dataset_name,
+                )
+            stored.state["dataset_name"] = self.configured_dataset_name
             self._committed, self._first_run = stored.state, False
             log.info(
                 "Restored state version %d of pipeline %r from %s (load %s, %d bytes) in %.1f ms",
@@ -488,15 +501,12 @@ class Pipeline:
                 self._write(loader, res, [])
         with context.scope(group.source_key, group.root.name):
             arguments, incrementals = self._bind(group.root, group.source_key)
-            children = {
-                child.name: (child, *self._bind(child, group.source_key))
-                for kids in group.children.values()
-                for child in kids
-            }
+            children = {child.name: child for kids in group.children.values() for child in kids}
             run.started.append(group)
             run.incrementals[(group.source_key, group.root.name)] = incrementals
-            for child, _, child_incrementals in children.values():
-                run.incrementals[(group.source_key, child.name)] = child_incrementals
+            for child in children.values():
+                # bound per parent item in _deliver; registered now so that its slot is pinned
+                run.incrementals[(group.source_key, child.name)] = []
             generator = group.root.open(arguments)
             try:
                 for item in generator:
@@ -521,7 +531,7 @@ class Pipeline:
         item: Any,
         loader: Loader,
         run: _Run,
-        children: dict[str, tuple[Resource, Any, list[Incremental]]],
+        children: dict[str, Resource],
     ) -> None:
         """Load an item of ``res`` (if selected) and feed it to the transformers below it."""
         if res.name in group.selected:
@@ -529,8 +539,12 @@ class Pipeline:
             self._write(loader, res, rows)
             run.rows_since_commit += len(rows)
         for kid in group.children.get(res.name, ()):
-            child, arguments, incrementals = children[kid.name]
+            child = children[kid.name]
             with context.scope(group.source_key, child.name):
+                # as in dlt, a transformer's incrementals are bound per parent item: each item starts
+                # from the state the previous one left (start value, boundary hashes, no stop flag)
+                arguments, incrementals = self._bind(child, group.source_key)
+                run.incrementals[(group.source_key, child.name)] = incrementals
                 for out in child.open(arguments, item):
                     out, stop = _filter(out, incrementals)
                     if out is not None:
@@ -752,6 +766,25 @@ def _check_pipeline_name(name: str) -> None:
         )
 
 
+def _physical_dataset_name(dataset: str, engine: sa.Engine) -> str:
+    """dlt's normalized dataset name (``MyData`` -> ``my_data``), with dlt's warning when it changes."""
+    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
+    try:
+        physical = naming.normalize_dataset_name(dataset, max_length)
+    except naming.InvalidIdentifierError as e:
+        raise ValueError(f"dataset_name {dataset!r} is not usable: {e}") from None
+    if physical != dataset:
+        log.warning(
+            "Due to normalization dataset name got changed from %r to %r which will be used to create "
+            "db schemas, as dlt does; the state document keeps %r. Use a dataset name that needs no "
+            "normalization to avoid this warning.",
+            dataset,
+            physical,
+            dataset,
+        )
+    return physical
+
+
 def _rollback_after_failure(conn: sa.Connection, pipeline_name: str) -> None:
     """Roll the load transaction back without hiding why it failed.
 
@@ -941,12 +974,16 @@ def _blocker(group: _Group, run: _Run) -> str | None:
 
 
 def _reset_replace_slots(groups: list[_Group], state: dict) -> None:
-    """dlt semantics: a ``replace`` resource starts every run with empty resource state."""
+    """dlt semantics: a ``replace`` resource starts every run with empty resource state.
+
+    As in dlt this covers every resource the run extracts: the selected ones and the parents feeding
+    them (``run(transformer, write_disposition="replace")`` gives the parent that disposition too).
+    """
     for group in groups:
-        for name in group.selected:
-            res = _find(group, name)
-            if res is not None and res.write_disposition == "replace":
-                state.get("sources", {}).get(group.source_key, {}).get("resources", {}).pop(name, None)
+        extracted = [group.root, *(kid for kids in group.children.values() for kid in kids)]
+        for res in extracted:
+            if res.write_disposition == "replace":
+                state.get("sources", {}).get(group.source_key, {}).get("resources", {}).pop(res.name, None)
 
 
 def _refresh_state(

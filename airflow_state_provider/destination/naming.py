@@ -125,3 +125,13 @@ def _tag(original: str) -> str:
     n_bytes = int(3 * math.log2(1 / _TAG_COLLISION_PROBABILITY) // 8 + 1)
     digest = hashlib.shake_128(original.encode("utf-8")).digest(n_bytes)
     return base64.b64encode(digest).rstrip(b"=").translate(_TAG_ALPHABET).lower().decode("ascii")
+
+
+def normalize_dataset_name(name: str, max_length: int | None = None) -> str:
+    """The physical dataset (schema) name dlt derives from a configured ``dataset_name``.
+
+    dlt normalizes it like a table name with the destination's naming convention (``MyData`` ->
+    ``my_data``, ``crm-data`` -> ``crm_data``) and keeps the configured spelling in the state document.
+    Raises :class:`InvalidIdentifierError` when nothing usable is left.
+    """
+    return normalize_path(name, max_length)

@@ -25,12 +25,14 @@ decided as follows:
   "lag set disables dedup"); dlt 1.31 treats ``lag=0`` as unset and keeps deduplicating. With ``max``/``min``
   the stored ``last_value`` never moves backwards, whatever the lag (also for a stored ``0``, dlt#4363).
   Negative lags are rejected.
-* **Lag units** follow dlt: seconds for datetimes (aware values shifted as instants, DST-safe), days for
-  dates, units for numbers (an ``int`` stays an ``int``), ISO strings parsed and re-rendered in their own
-  format (date strings, also compact ``YYYYMMDD``, lag in days). When ``initial_value`` is a date (or a date
-  string) and the values are datetimes, the lag is in days and snaps to the start (``max``) or end (``min``)
-  of the UTC day. Lag never crosses ``initial_value``; it is ignored with a warning for custom functions and
-  ignored (info) when ``end_value`` is set.
+* **Lag units** follow dlt 1.31: the unit is declared by the type of ``initial_value`` (a datetime or ISO
+  datetime string: seconds; a date or ``YYYY-MM-DD``/``YYYYMMDD`` string: days), not by the look of the
+  values; only without such an ``initial_value`` does each value decide (seconds for datetimes, days for
+  dates). Numbers move by units (an ``int`` stays an ``int``). Aware datetimes are shifted as instants
+  (DST-safe); ISO strings are parsed and re-rendered in their own format, so a date string lagged in
+  seconds renders the day the shifted instant falls on. Datetimes lagged in days snap to the start
+  (``max``) or end (``min``) of the UTC day. Lag never crosses ``initial_value``; it is ignored with a
+  warning for custom functions and ignored (info) when ``end_value`` is set.
 * **``row_order="desc"``** stops on the first row *before* the start value (or equal to it with an open
   range). dlt also stops on a row equal to the start value that was deduplicated, which can lose new rows
   sharing the boundary value; we keep reading those.
@@ -350,8 +352,17 @@ class _LagNotSupported(Exception):
     pass
 
 
-def _lag_value(value: Any, lag: float, is_max: bool, days_for_datetimes: bool) -> Any:
-    """Move ``value`` back (``max``) or forward (``min``) by ``lag`` in the unit of its type."""
+LagUnit = Literal["days", "seconds"]
+
+
+def _lag_value(value: Any, lag: float, is_max: bool, unit: LagUnit | None) -> Any:
+    """Move ``value`` back (``max``) or forward (``min``) by ``lag``.
+
+    Numbers move by ``lag`` units. For dates and datetimes (objects or ISO strings) the unit is the
+    declared one (``unit``, from ``initial_value``) or, when nothing is declared, the value's own: days for
+    a date, seconds for a datetime. The result keeps the shape of ``value`` (a string stays in its
+    format), except that a date *object* lagged in seconds becomes a naive datetime, as in dlt 1.31.
+    """
     signed = -lag if is_max else lag
     if isinstance(value, bool):
         raise _LagNotSupported
@@ -362,10 +373,12 @@ def _lag_value(value: Any, lag: float, is_max: bool, days_for_datetimes: bool) -
     if isinstance(value, Decimal):
         return value + Decimal(str(signed))
     if isinstance(value, datetime):
-        if days_for_datetimes:
+        if unit == "days":
             return _like(value, _lag_datetime_in_days(_to_stdlib(value), signed, is_max))
         return _like(value, _shift_seconds(_to_stdlib(value), signed))
     if isinstance(value, date):
+        if unit == "seconds":  # a naive midnight, as dlt's ensure_datetime makes it
+            return _shift_seconds(datetime(value.year, value.month, value.day), signed)
         lagged = date(value.year, value.month, value.day) + timedelta(days=signed)
         return (
             pendulum.date(lagged.year, lagged.month, lagged.day)
@@ -377,10 +390,14 @@ def _lag_value(value: Any, lag: float, is_max: bool, days_for_datetimes: bool) -
         if parsed is None:
             raise _LagNotSupported
         if isinstance(parsed.value, datetime):
-            if days_for_datetimes:
+            if unit == "days":
                 lagged_dt = _lag_datetime_in_days(parsed.value, signed, is_max)
                 return _render_iso(lagged_dt, parsed.shape)
             return _render_iso(_shift_seconds(parsed.value, signed), parsed.shape, parsed.sub_us_ns)
+        if unit == "seconds":
+            day = parsed.value
+            midnight = datetime(day.year, day.month, day.day, tzinfo=_UTC)
+            return _render_iso(_shift_seconds(midnight, signed), parsed.shape)
         return _render_iso(parsed.value + timedelta(days=signed), parsed.shape)
     raise _LagNotSupported
 
@@ -402,16 +419,23 @@ def _lag_datetime_in_days(value: datetime, days: float, is_max: bool) -> datetim
     return lagged.astimezone(tz) if tz is not None else lagged
 
 
-def _lag_unit_is_days(initial_value: Any) -> bool:
-    """dlt takes the declared cursor type from ``initial_value``: a date there means lag in days."""
+def _declared_lag_unit(initial_value: Any) -> LagUnit | None:
+    """The lag unit the cursor type declares, as dlt 1.31 reads it from ``initial_value``: seconds for a
+    datetime (object or ISO datetime string), days for a date (object or ``YYYY-MM-DD``/``YYYYMMDD``
+    string), ``None`` (the value decides) for anything else."""
+    if isinstance(initial_value, type):  # a declared cursor type (``incremental[date]``)
+        if issubclass(initial_value, datetime):
+            return "seconds"
+        return "days" if issubclass(initial_value, date) else None
     if isinstance(initial_value, datetime):
-        return False
+        return "seconds"
     if isinstance(initial_value, date):
-        return True
+        return "days"
     if isinstance(initial_value, str):
         parsed = _parse_iso(initial_value, compact=True)
-        return parsed is not None and parsed.shape.kind != "datetime"
-    return False
+        if parsed is not None:
+            return "seconds" if parsed.shape.kind == "datetime" else "days"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -475,6 +499,7 @@ def _compile_cursor_path(cursor_path: str) -> tuple[str | None, JSONPath | None]
 
 
 _MISSING = object()
+_TYPED: dict[tuple[type, Any], type] = {}  # incremental[T] classes, one per (class, T)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -499,7 +524,8 @@ class Incremental:
         allow_external_schedulers: Take the range from the Airflow data interval passed to :meth:`bind`.
         on_cursor_value_missing: ``"raise"``, ``"include"`` or ``"exclude"`` rows whose cursor is missing
             or ``None``.
-        lag: Attribution window: seconds for datetimes, days for dates, units for numbers.
+        lag: Attribution window: seconds for a datetime ``initial_value``, days for a date one (without
+            either, each value's own type decides), units for numbers.
         range_start: ``"closed"`` includes rows equal to the start value (deduplicated), ``"open"``
             excludes them.
         range_end: ``"open"`` excludes rows equal to ``end_value``, ``"closed"`` includes them.
@@ -509,9 +535,25 @@ class Incremental:
     :attr:`last_value` and :attr:`end_value`.
     """
 
+    #: the cursor type declared with ``incremental[T]`` (dlt's generic argument); it declares the lag unit
+    cursor_type: type | None = None
+
+    def __class_getitem__(cls, item: Any) -> type[Incremental]:
+        """``incremental[date](...)`` / ``incremental[datetime]``: declare the cursor type, as in dlt.
+
+        The type declares the lag unit (days for ``date``, seconds for ``datetime``) before
+        ``initial_value`` does; any other type argument is accepted and changes nothing.
+        """
+        key = (cls, item)
+        if key not in _TYPED:
+            declared = item if isinstance(item, type) else None
+            name = f"{cls.__name__}[{getattr(item, '__name__', item)}]"
+            _TYPED[key] = type(name, (cls,), {"cursor_type": declared, "__module__": cls.__module__})
+        return _TYPED[key]
+
     def __init__(
         self,
-        cursor_path: str,
+        cursor_path: str | None = None,
         initial_value: Any = None,
         last_value_func: Callable[[Sequence[Any]], Any] | Literal["max", "min"] = max,
         primary_key: PrimaryKey = None,
@@ -524,7 +566,7 @@ class Incremental:
         range_end: RangeBound = "open",
         max_unique_hashes: int | None = None,
     ) -> None:
-        if not isinstance(cursor_path, str) or not cursor_path:
+        if cursor_path is not None and (not isinstance(cursor_path, str) or not cursor_path):
             raise ValueError(f"incremental cursor_path must be a non-empty string, got {cursor_path!r}")
         if isinstance(last_value_func, str):
             if last_value_func not in ("max", "min"):
@@ -563,7 +605,9 @@ class Incremental:
             "range_end": range_end,
             "max_unique_hashes": max_unique_hashes,
         }
-        self._plain_key, self._jsonpath = _compile_cursor_path(cursor_path)
+        self._plain_key, self._jsonpath = (
+            _compile_cursor_path(cursor_path) if cursor_path is not None else (None, None)
+        )
         self._builtin = last_value_func in (max, min)
         self._is_max = last_value_func is max
         self._initial_value = initial_value
@@ -597,9 +641,10 @@ class Incremental:
         self._written_hash_count = 0
         self._hashes_dirty = False
         self._cap_warned = False
+        self._text_warned = False  # warned once that string cursor values are not ISO 8601
         self._out_of_order = False
 
-        if end_value is not None:
+        if end_value is not None and cursor_path is not None:  # a partial one is checked once merged
             if initial_value is None:
                 raise ValueError(
                     f"incremental({cursor_path!r}): end_value={end_value!r} was given without initial_value;"
@@ -612,6 +657,22 @@ class Incremental:
     @property
     def cursor_path(self) -> str:
         return self._config["cursor_path"]
+
+    def merge(self, other: Incremental) -> Incremental:
+        """A new unbound incremental: this configuration overridden by every setting of ``other`` that is
+        not ``None`` (dlt's ``Incremental.merge``). A resource called with an explicit incremental for an
+        argument whose default is one gets this merge, so ``incremental(initial_value=...)`` (no cursor
+        path) only moves the start of the default cursor."""
+        config = dict(self._config)
+        config.update({k: v for k, v in other._config.items() if v is not None})
+        typed = type(self).cursor_type is not None or type(other).cursor_type is None
+        return (type(self) if typed else type(other))(**config)
+
+    def with_initial_value(self, initial_value: Any) -> Incremental:
+        """A new unbound copy starting at ``initial_value``: what a resource argument whose default is an
+        incremental becomes when it is called with a plain value (``some_data(created_at=4242)``), as in
+        dlt."""
+        return type(self)(**{**self._config, "initial_value": initial_value})
 
     @property
     def last_value_func(self) -> Callable[[Sequence[Any]], Any]:
@@ -680,6 +741,12 @@ class Incremental:
             return self._public(self._initial_value)
         return self._public(self._lagged(self._state.get("last_value")))
 
+    def can_close(self) -> bool:
+        """True once ordered rows (``row_order``) left the range: ascending rows passed ``end_value``, or
+        descending rows fell below the start value (dlt's ``Incremental.can_close``). The pipeline then
+        closes the generator by itself; a resource may also return early."""
+        return self._stop
+
     # -- bind -----------------------------------------------------------------------------------------------
 
     def bind(
@@ -703,7 +770,12 @@ class Incremental:
             interval: ``(data_interval_start, data_interval_end)`` of the Airflow run, or ``None``.
             log: Logger for the bind line and warnings (default ``airflow_state_provider.incremental``).
         """
-        new = Incremental(**self._config)
+        if self.cursor_path is None:
+            raise IncrementalCursorPathMissing(
+                f"resource {resource_name!r}: incremental {self!r} has no cursor_path; give one, or pass"
+                " it as the value of an argument whose default is an incremental with a cursor_path"
+            )
+        new = type(self)(**self._config)
         new.pipeline_name = pipeline_name
         new.resource_name = resource_name
         new._log = log or logging.getLogger(LOGGER_NAME)
@@ -996,6 +1068,8 @@ class Incremental:
     def _keep_ordered(self, row: Any, value: Any) -> bool:
         """dlt's JSON filter for ``max``/``min``, on normalized keys."""
         key = _cursor_key(value)
+        if key[0] == "str" and not self._text_warned:
+            self._warn_text_cursor(value)
         if self._end_key is not None:
             c = self._compare(key, self._end_key, value, self._end_value, "end_value")
             if c > 0 or (c == 0 and self.range_end == "open"):
@@ -1130,6 +1204,16 @@ class Incremental:
             )
         state["unique_hashes"] = hashes
 
+    def _warn_text_cursor(self, value: str) -> None:
+        self._text_warned = True
+        self._log.warning(
+            f"Incremental `{self.cursor_path}` on resource `{self.resource_name}` (pipeline"
+            f" `{self.pipeline_name}`): the cursor value {_short(value)} is a string but not an ISO 8601"
+            " date or datetime, so cursor values are compared as text (character by character, as dlt"
+            " does): '12/31/2024' sorts after '01/01/2025'. Convert the cursor to a datetime or an ISO"
+            " string in the resource unless text order is what you mean."
+        )
+
     def _warn_cap(self, count: int) -> None:
         if self._cap_warned:
             return
@@ -1188,7 +1272,8 @@ class Incremental:
         if not lag or value is None or not self._builtin or self._end_value is not None:
             return value
         try:
-            lagged = _lag_value(value, lag, self._is_max, _lag_unit_is_days(self._initial_value))
+            unit = _declared_lag_unit(self.cursor_type or self._initial_value)
+            lagged = _lag_value(value, lag, self._is_max, unit)
         except _LagNotSupported:
             raise IncrementalCursorTypeError(
                 f"Pipeline `{self.pipeline_name}`, resource `{self.resource_name}`: lag={lag!r} is not"

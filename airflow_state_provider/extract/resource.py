@@ -8,6 +8,8 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, overload
 
+from airflow_state_provider.extract.incremental import Incremental
+
 WRITE_DISPOSITIONS = ("append", "replace", "merge")
 
 Key = str | tuple[str, ...] | list[str] | None
@@ -94,6 +96,17 @@ class Resource:
             bound = signature.bind(*self._args, **self._kwargs)
         except TypeError as exc:
             raise TypeError(f"resource {self.name!r}: cannot call {self.func.__name__}: {exc}") from None
+        for param in signature.parameters.values():
+            default = param.default
+            if not isinstance(default, Incremental) or param.name not in bound.arguments:
+                continue
+            # dlt: an explicit incremental is merged into the default one; any other value (also None)
+            # is the initial value of the default cursor
+            value = bound.arguments[param.name]
+            if isinstance(value, Incremental):
+                bound.arguments[param.name] = value if value.is_bound else default.merge(value)
+            else:
+                bound.arguments[param.name] = default.with_initial_value(value)
         bound.apply_defaults()
         return bound
 

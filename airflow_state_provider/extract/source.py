@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, overload
 
 from airflow_state_provider.extract.resource import Resource
@@ -36,9 +36,15 @@ class Source:
                 stack.enter_context(context.run_context(context.RunContext(pipeline=None, state={})))
             stack.enter_context(context.scope(self.name, in_source_body=True))
             produced = self.func(*self._args, **self._kwargs)
-        if isinstance(produced, Resource):
-            produced = [produced]
+            if isinstance(produced, Resource):
+                produced = [produced]
+            elif isinstance(produced, Iterable) and not isinstance(produced, str | bytes | dict):
+                # a generator body (``yield resource``) runs only now: still inside the source scope, so
+                # it reads the restored state and its writes raise like those of a ``return`` body
+                produced = list(produced)
         resources: dict[str, Resource] = {}
+        if produced is not None and not isinstance(produced, list):
+            produced = [produced]  # reported below: not a resource
         for item in produced or ():
             if not isinstance(item, Resource):
                 raise TypeError(

@@ -271,9 +271,9 @@ def source_state() -> dict:
             f"pipeline {pipeline_name!r}: source state sources.{key} is read-only in the body of the "
             "source function; write it from a resource"
         )
-        return freeze(ctx.state.get("sources", {}).get(key, {"resources": {}}), reason)
+        return freeze(ctx.state.get("sources", {}).get(key, {}), reason)
     if key in ctx.read_only_sources:
-        return freeze(ctx.state.get("sources", {}).get(key, {"resources": {}}), ctx.read_only_sources[key])
+        return freeze(ctx.state.get("sources", {}).get(key, {}), ctx.read_only_sources[key])
     return model.source_slot(ctx.state, key)
 
 

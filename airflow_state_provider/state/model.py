@@ -35,6 +35,9 @@ def default_state(
 ) -> dict:
     """A fresh document for a pipeline that never committed (dlt's defaults).
 
+    As in dlt there is no ``sources`` key until some state is written: a run that writes none commits a
+    document (and a version hash) without it.
+
     ``schema_name`` is the default schema (the source key of resources run without a source); dlt
     derives it from the pipeline name, see ``pipeline.default_schema_name``. Defaults to the pipeline name.
     """
@@ -48,7 +51,6 @@ def default_state(
         "schema_names": [schema],
         "destination_type": destination_type,
         "destination_name": None,
-        "sources": {},
     }
     state["_version_hash"] = state_version_hash(state)
     return state
@@ -74,15 +76,14 @@ def sources_of(state: dict) -> dict:
 
 
 def source_slot(state: dict, source_key: str) -> dict:
-    """The writable source-level dict, created on first use."""
-    source = sources_of(state).setdefault(source_key, {})
-    source.setdefault("resources", {})
-    return source
+    """The writable source-level dict, created empty on first use (as dlt's ``source_state()``: no
+    ``resources`` key until a resource slot is made, so a new source's state is ``{}``)."""
+    return sources_of(state).setdefault(source_key, {})
 
 
 def resource_slot(state: dict, source_key: str, resource_name: str) -> dict:
-    """The writable resource-level dict, created on first use."""
-    return source_slot(state, source_key)["resources"].setdefault(resource_name, {})
+    """The writable resource-level dict, created on first use (with the source's ``resources`` dict)."""
+    return source_slot(state, source_key).setdefault("resources", {}).setdefault(resource_name, {})
 
 
 def drop_untouched_empty_slots(state: dict, reference: dict) -> None:
@@ -95,12 +96,17 @@ def drop_untouched_empty_slots(state: dict, reference: dict) -> None:
     sources = state.get("sources") or {}
     for source_key in list(sources):
         source = sources[source_key]
-        ref_resources = (ref_sources.get(source_key) or {}).get("resources") or {}
+        ref_source = ref_sources.get(source_key) or {}
+        ref_resources = ref_source.get("resources") or {}
         resources = source.get("resources") or {}
         for name in [n for n, slot in resources.items() if slot == {} and n not in ref_resources]:
             del resources[name]
-        if source == {"resources": {}} and source_key not in ref_sources:
+        if source.get("resources") == {} and "resources" not in ref_source:
+            del source["resources"]
+        if source == {} and source_key not in ref_sources:
             del sources[source_key]
+    if state.get("sources") == {} and "sources" not in reference:
+        del state["sources"]
 
 
 def iter_slots(state: dict) -> Iterator[tuple[Slot, Any]]:
@@ -176,7 +182,7 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
             f"concurrent commit (state version {theirs.get('_state_version')}). Nothing was committed. "
             "Retry the task (it restores the newest state), or give each slot a single writer task."
         )
-    return _build(merged_slots, theirs)
+    return _build(merged_slots, theirs, ours)
 
 
 def with_slots(base: dict, source: dict, take: Callable[[Slot], bool]) -> dict:
@@ -217,16 +223,16 @@ def _set_slot(doc: dict, slot: Slot, value: Any) -> None:
     if len(slot) == 1:
         parent, key = doc, slot[0]
     elif len(slot) == 3:
-        parent, key = sources_of(doc).setdefault(slot[1], {"resources": {}}), slot[2]
+        parent, key = source_slot(doc, slot[1]), slot[2]
     else:
-        parent, key = source_slot(doc, slot[1])["resources"], slot[3]
+        parent, key = source_slot(doc, slot[1]).setdefault("resources", {}), slot[3]
     if value is _MISSING:
         parent.pop(key, None)
     else:
         parent[key] = copy.deepcopy(value)
 
 
-def _build(slots: dict[Slot, Any], template: dict) -> dict:
+def _build(slots: dict[Slot, Any], template: dict, ours: dict | None = None) -> dict:
     doc: dict = {k: copy.deepcopy(template[k]) for k in VERSION_KEYS if k in template}
     doc["sources"] = {}
     for slot, value in slots.items():
@@ -238,6 +244,13 @@ def _build(slots: dict[Slot, Any], template: dict) -> dict:
         else:
             src = doc["sources"].setdefault(slot[1], {})
             src.setdefault("resources", {})[slot[3]] = value
-    for source in doc["sources"].values():
-        source.setdefault("resources", {})
+    # an empty ``resources`` dict is no slot: keep it where either side has it (dlt writes none itself
+    # until a resource slot is made, and a document's hash depends on it)
+    for side in (template, ours or {}):
+        for source_key, source in (side.get("sources") or {}).items():
+            has_resources = isinstance(source, dict) and "resources" in source
+            if has_resources and (source_key in doc["sources"] or source == {"resources": {}}):
+                doc["sources"].setdefault(source_key, {}).setdefault("resources", {})
+    if not doc["sources"] and "sources" not in template and "sources" not in (ours or {}):
+        del doc["sources"]
     return doc

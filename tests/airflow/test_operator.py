@@ -187,7 +187,9 @@ def test_on_kill_during_a_run_rolls_back(url):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert committed_state(url, "p", "p_dataset")["_state_version"] == 0
-    assert "slow" not in committed_state(url, "p", "p_dataset")["sources"].get("p", {}).get("resources", {})
+    assert "slow" not in committed_state(url, "p", "p_dataset").get("sources", {}).get("p", {}).get(
+        "resources", {}
+    )
 
     op.on_kill()  # no run in progress (e.g. after execution_timeout): nothing to do
     op.data = [{"id": 9}]

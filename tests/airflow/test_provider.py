@@ -100,6 +100,7 @@ def test_connection_form_metadata():
             "max_state_versions",
             "max_state_bytes",
             "warn_state_bytes",
+            "lock_timeout",
         )
     }
     # a full URL may carry a password: the form treats it as a secret
@@ -107,6 +108,7 @@ def test_connection_form_metadata():
     assert not widgets["extra__pipeline_state__dialect"].is_sensitive
     assert widgets["extra__pipeline_state__restore_from_destination"].field["value"] is True
     assert widgets["extra__pipeline_state__max_state_versions"].field["schema"]["type"] == ["integer", "null"]
+    assert widgets["extra__pipeline_state__lock_timeout"].field["schema"]["type"] == ["number", "null"]
 
 
 def test_cli_lists_provider_hook_and_config():

@@ -178,7 +178,7 @@ def test_a_source_body_reading_state_is_evaluated_against_empty_read_only_state(
 
     dag, _ = render(reading(), mode="parallel")
     assert sorted(dag.task_ids) == ["shop.orders", "shop.refunds"]
-    assert seen and all(s == {"resources": {}} for s in seen)
+    assert seen and all(s == {} for s in seen)
 
 
 def test_example_dag_renders_as_documented():

@@ -58,7 +58,7 @@ def document(slot_map: dict[Slot, Any]) -> dict:
     """A state document (dlt layout) holding ``slot_map``."""
     doc = model.default_state("p", "ds", "dlt.destinations.duckdb")
     for slot, value in slot_map.items():
-        source = doc["sources"].setdefault(slot[1], {"resources": {}})
+        source = doc.setdefault("sources", {}).setdefault(slot[1], {"resources": {}})
         if len(slot) == 3:
             source[slot[2]] = copy.deepcopy(value)
         else:

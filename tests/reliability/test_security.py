@@ -173,10 +173,13 @@ def test_hostile_dataset_names_are_quoted(dest_url, tmp_path, dataset):
         yield {"id": current.resource_state()["n"]}
 
     for _ in range(2):
-        Pipeline(
+        pipeline = Pipeline(
             "ds_names", destination=dest_url, dataset_name=dataset, pipelines_dir=tmp_path / uuid.uuid4().hex
-        ).run(events)
-    assert [r[0] for r in rows_of(dest_url, dataset, "events")] == [1, 2]
+        )
+        pipeline.run(events)
+    # the dataset name is normalized as dlt does it; the configured one is never spliced into SQL
+    assert pipeline.state["dataset_name"] == dataset
+    assert [r[0] for r in rows_of(dest_url, pipeline.dataset_name, "events")] == [1, 2]
     assert sentinels(dest_url, dataset) == SENTINEL
 
 

@@ -1168,3 +1168,71 @@ def test_filter_and_state_match_dlts_own_transform(
 
     slot = dlt_run([previous], {}, None)[1] if previous else {}
     assert our_run(pages, slot, end) == dlt_run(pages, slot, end)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 15: dlt 1.31 fidelity at the cursor level
+
+
+def test_lag_unit_is_declared_by_initial_value_not_by_the_values() -> None:
+    """A datetime initial_value declares seconds: a date-string value lags 28 s (dlt 1.31), not 28 days."""
+    inc = incremental("day", initial_value="2026-01-01T00:00:00Z", lag=28)
+    bound = run(inc, [], state=stored("2026-08-27", "day")).inc
+    assert bound.start_value == "2026-08-26"  # 2026-08-27T00:00:00 - 28 s, rendered as a date
+    by_value = run(incremental("day", lag=28), [], state=stored("2026-08-27", "day")).inc
+    assert by_value.start_value == "2026-07-30"  # nothing declared: the date value means days
+
+
+def test_a_non_iso_string_cursor_warns_once_naming_resource_and_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    result = run(incremental("c"), rows_of((1, "12/31/2024"), (2, "01/01/2025")), rows_of((3, "11/11/2024")))
+    assert result.slot()["last_value"] == "12/31/2024"  # text order, as dlt
+    warnings = [r.message for r in caplog.records if "not an ISO 8601" in r.message]
+    assert len(warnings) == 1
+    assert f"`{RES}`" in warnings[0] and "'12/31/2024'" in warnings[0]
+
+
+def test_iso_strings_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    run(incremental("c"), rows_of((1, "2024-12-31"), (2, "2025-01-01T00:00:00Z")))
+    assert not [r for r in caplog.records if "not an ISO 8601" in r.message]
+
+
+def test_merge_overrides_only_settings_that_are_not_none() -> None:
+    default = incremental("created_at", initial_value=1, row_order="asc", primary_key="id")
+    merged = default.merge(incremental(initial_value=3, end_value=5))
+    assert merged.cursor_path == "created_at"
+    assert (merged.initial_value, merged.end_value, merged.row_order, merged.primary_key) == (
+        3,
+        5,
+        "asc",
+        "id",
+    )
+    # as in dlt, a setting whose default is not None in ``other`` overrides too (last_value_func=max)
+    assert incremental("c", last_value_func=min).merge(incremental(initial_value=1)).last_value_func is max
+
+
+def test_with_initial_value_keeps_the_rest_of_the_configuration() -> None:
+    default = incremental("created_at", initial_value=1, primary_key="id", lag=2)
+    copy_ = default.with_initial_value(4242)
+    assert (copy_.cursor_path, copy_.initial_value, copy_.primary_key, copy_.lag) == (
+        "created_at",
+        4242,
+        "id",
+        2,
+    )
+    assert default.initial_value == 1
+
+
+def test_an_incremental_without_cursor_path_cannot_be_bound() -> None:
+    with pytest.raises(IncrementalCursorPathMissing, match="no cursor_path"):
+        run(incremental(initial_value=1), [])
+
+
+def test_can_close_once_descending_rows_fall_below_the_start() -> None:
+    result = run(incremental("c", initial_value=10, row_order="desc"), rows_of((1, 12), (2, 11)))
+    assert result.inc.can_close() is False
+    out, stop = result.inc.process(rows_of((3, 9)))
+    assert out is None and stop is True and result.inc.can_close() is True

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from airflow_state_provider.exceptions import StateConflictError
 from airflow_state_provider.state import model
+from airflow_state_provider.state.codec import state_version_hash
 
 
 def doc(**sources) -> dict:
     state = model.default_state("p", "ds", "dlt.destinations.duckdb")
     state["sources"] = copy.deepcopy(sources)
+    state["_version_hash"] = state_version_hash(state)  # a fresh document has no "sources" key (dlt)
     return state
 
 
