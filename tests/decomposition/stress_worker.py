@@ -63,7 +63,7 @@ def work(url: str, worker: int, resource_name: str, runs: int, barrier: Any, res
     """Commit ``runs`` times loading ``resource_name``; the writer resource may write source state."""
     outcome = Outcome(worker)
     merges = _CountMerges()
-    log = logging.getLogger("airflow_state_provider.pipeline")
+    log = logging.getLogger("airflow_state_provider.commit")  # where the one commit path logs merges
     log.addHandler(merges)
     log.setLevel(logging.INFO)
     read_only = (
