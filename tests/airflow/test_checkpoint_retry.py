@@ -37,7 +37,10 @@ def checkpoint_dags(monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_interval_retry_after_checkpoints_loads_the_interval_once(
     airflow_db, checkpoint_dags, dest_url, fresh_pipelines_dir, tmp_path, monkeypatch
 ):
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
 
     monkeypatch.setenv(
         conn_env("warehouse"),
