@@ -951,8 +951,12 @@ def _without(slot: Any, key: str) -> Any:
 
 def _blocker(group: _Group, run: _Run) -> str | None:
     """Why the rows and cursors of ``group`` cannot be committed by a checkpoint now, or None."""
-    if any(r.write_disposition == "replace" for r in map(partial(_find, group), group.selected) if r):
+    resources = [r for r in map(partial(_find, group), group.selected) if r]
+    if any(r.write_disposition == "replace" for r in resources):
         return "write_disposition 'replace' (the table is replaced when the run ends)"
+    if any(r.write_disposition == "merge" and r.merge_key for r in resources):
+        # a retry would delete the merge_key partitions again, with the rows a checkpoint committed
+        return "a merge_key (its partitions are replaced once, when the run ends)"
     if not run.incrementals.get((group.source_key, group.root.name)):
         return (
             "it has no incremental cursor that tracks its progress (declare "

@@ -873,6 +873,13 @@ class Incremental:
             return f"incremental({self.cursor_path!r}) has a custom last_value_func"
         if self.row_order != "asc":
             return f"incremental({self.cursor_path!r}) does not declare row_order='asc'"
+        if not self._dedup_enabled():
+            # a resumed run restarts at the committed boundary: without the boundary hashes it would
+            # skip (range_start='open') or repeat (lag, primary_key=()) rows that share that value
+            return (
+                f"incremental({self.cursor_path!r}) does not deduplicate its boundary rows "
+                "(range_start='open', lag or primary_key=())"
+            )
         if self._out_of_order:
             return (
                 f"incremental({self.cursor_path!r}) received a row behind its cursor although "
