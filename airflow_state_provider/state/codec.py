@@ -469,7 +469,8 @@ def structure_problem(state: Any) -> tuple[str, str] | None:
 
     The layout every reader relies on: an object whose ``sources`` (if present) maps source names
     to objects, each source's ``resources`` (if present) maps resource names to objects, and each
-    resource's ``incremental`` (if present) maps cursor paths to objects; ``_state_version`` is an
+    resource's ``incremental`` (if present) maps cursor paths to objects whose ``unique_hashes`` (if
+    present) is a list of strings; ``_state_version`` is an
     int and ``default_schema_name`` a string or null. Values inside the slots are free.
     """
     if not isinstance(state, dict):
@@ -506,6 +507,11 @@ def structure_problem(state: Any) -> tuple[str, str] | None:
             for cursor, inc in incrementals.items():
                 if not isinstance(inc, dict):
                     return f"{slot_path}.incremental.{cursor}", f"is {_kind(inc)}, not an object"
+                hashes = inc.get("unique_hashes", [])
+                if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+                    # the boundary dedup reads them as a set of strings
+                    where = f"{slot_path}.incremental.{cursor}.unique_hashes"
+                    return where, f"is {_kind(hashes)}, not a list of strings (boundary row hashes)"
     return None
 
 

@@ -41,8 +41,29 @@ def cli(url: str, tmp_path, *args: str) -> int:
         ("sources", "null", "sources", "is null, not an object of sources"),
         (f"{SRC}.resources.events", "7", f"{SRC}.resources.events", "is a int (7), not an object"),
         ("default_schema_name", "[1]", "default_schema_name", "is a list, not a string or null"),
+        # found by review: a bad cursor field wedged every later run with a bare TypeError
+        (
+            f"{SRC}.resources.events",
+            '{"runs": 1, "incremental": {"id": {"unique_hashes": 5}}}',
+            f"{SRC}.resources.events.incremental.id.unique_hashes",
+            "is a int (5), not a list of strings",
+        ),
+        (
+            f"{SRC}.resources.events",
+            '{"runs": 1, "incremental": {"id": {"unique_hashes": [1, {"a": 2}]}}}',
+            f"{SRC}.resources.events.incremental.id.unique_hashes",
+            "is a list, not a list of strings",
+        ),
     ],
-    ids=["resources_list", "source_string", "sources_null", "slot_int", "schema_name_list"],
+    ids=[
+        "resources_list",
+        "source_string",
+        "sources_null",
+        "slot_int",
+        "schema_name_list",
+        "hashes_int",
+        "hashes_mixed",
+    ],
 )
 def test_edits_that_break_the_structure_are_refused(loaded, tmp_path, capsys, path, value, named, problem):
     before = snapshot.take(loaded, DATASET)
