@@ -47,6 +47,7 @@ def run(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_core_runs_from_a_bare_install_and_the_airflow_layer_names_the_extra(tmp_path: Path):
+    """And a DuckDB URL without the DuckDB driver names the ``[duckdb]`` extra."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -74,6 +75,11 @@ def test_core_runs_from_a_bare_install_and_the_airflow_layer_names_the_extra(tmp
     loaded = run(python, script, tmp_path / "w.sqlite", tmp_path / "pipelines", env=env, cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == ["9", "1", "2"]  # boundary rows deduplicated, only id 9 is new
+
+    duck = "from airflow_state_provider import Pipeline; Pipeline('p', destination='duckdb:///d.duckdb')"
+    duckdb = run(python, "-c", duck, env=env, cwd=tmp_path)
+    assert duckdb.returncode != 0
+    assert "pip install 'airflow-state-provider[duckdb]'" in duckdb.stderr
 
     hook = run(python, "-c", "import airflow_state_provider.hooks.pipeline_state", env=env, cwd=tmp_path)
     assert hook.returncode != 0

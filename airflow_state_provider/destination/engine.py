@@ -121,4 +121,17 @@ def create_engine(url: str | sa.URL, **options: Any) -> sa.Engine:
     check_supported(url)
     options.setdefault("hide_parameters", True)
     options.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **options)
+    try:
+        return sa.create_engine(url, **options)
+    except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as e:
+        backend = sa.make_url(url).get_backend_name()
+        extra = INSTALL_EXTRAS.get(backend)
+        if extra is None:
+            raise
+        raise ModuleNotFoundError(
+            f"the {backend} driver is not installed ({e}): pip install 'airflow-state-provider[{extra}]'"
+        ) from e
+
+
+#: the package extra that brings each database's driver
+INSTALL_EXTRAS = {"duckdb": "duckdb", "postgresql": "postgres"}
