@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination.audit import Writer, writing_as
+from airflow_state_provider.destination.engine import mask_url, scrub, url_secrets
 from airflow_state_provider.hooks.pipeline_state import CONN_TYPE_DIALECTS, PipelineStateHook
 from airflow_state_provider.pipeline import Pipeline
 
@@ -89,9 +89,7 @@ def destination(conn_id: str, *, listed_only: bool = False) -> Iterator[Destinat
     secrets = [conn.password or ""]
     raw = conn.extra_dejson.get("sqlalchemy_url")
     if raw:
-        with contextlib.suppress(Exception):
-            secrets.append(make_url(raw).password or "")
-        secrets.append(str(raw))
+        secrets += [*url_secrets(str(raw)), str(raw)]
     found = tuple(s for s in secrets if s)
     try:
         url = hook.get_sqlalchemy_url()
@@ -102,9 +100,7 @@ def destination(conn_id: str, *, listed_only: bool = False) -> Iterator[Destinat
             message = message.replace(secret, "***")
         raise BrowserError(message, 502) from None
     try:
-        where = url.render_as_string(hide_password=True)
-        for secret in found:  # a password in the URL's query string is not hidden by SQLAlchemy
-            where = where.replace(secret, "***")
+        where = scrub(mask_url(url), list(found))  # the one mask: password and secret query parameters
         yield Destination(conn_id, conn.conn_type, hook, engine, where, found)
     finally:
         hook.dispose()

@@ -172,3 +172,19 @@ def test_mapped_task_writer_and_its_commits(dest_url: str, pipelines_dir):
     assert (first["map_index"], first["version"], second["map_index"], second["version"]) == (0, 1, 1, 2)
     assert second["restored"]["version"] == 1
     assert len(browser.task_commits(pipeline.engine, "shop_data", "loads", "r1", "events")) == 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["timeout=5&password=SEKRET", "password=SEKRET&timeout=5", "motherduck_token=SEKRET&b=1"],
+)
+def test_the_connection_url_shown_hides_secret_query_parameters(tmp_path, monkeypatch, query):
+    # found by review: a query-string password came through when SQLAlchemy re-sorted the query
+    from airflow_state_provider.plugins import service
+
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}?{query}"
+    conn = {"conn_type": "pipeline_state", "extra": {"sqlalchemy_url": url}}
+    monkeypatch.setenv("AIRFLOW_CONN_LEAKY", json.dumps(conn))
+    with service.destination("leaky") as dest:
+        assert "SEKRET" not in dest.where
+        assert "***" in dest.where
