@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -458,7 +459,7 @@ def ui_task_instance(
     task_id: str,
     map_index: str | None = None,
 ) -> HTMLResponse:
-    index = int(map_index) if map_index not in (None, "") and map_index.lstrip("-").isdigit() else None
+    index = int(map_index) if map_index and re.fullmatch(r"-?[0-9]{1,9}", map_index) else None
     commits, errors = _task_commits(request, user, dag_id, run_id, task_id, index)
     return _html(
         request,

@@ -220,6 +220,10 @@ def _writer_dict(row: sa.Row) -> dict:
 
 def version(pipeline: Pipeline, number: int) -> StoredState:
     """Committed version ``number``; :class:`operations.StateOperationError` if it is not retained."""
+    if not 0 <= number < 2**63:  # versions are BIGINT: beyond it the database refuses the parameter
+        raise operations.StateOperationError(
+            f"pipeline {pipeline.pipeline_name!r}: {number} is not a state version number"
+        )
     with pipeline.engine.connect() as conn:
         operations.newest_row(pipeline, conn)
         stored = pipeline.store.version(conn, number)

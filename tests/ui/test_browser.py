@@ -188,3 +188,10 @@ def test_the_connection_url_shown_hides_secret_query_parameters(tmp_path, monkey
     with service.destination("leaky") as dest:
         assert "SEKRET" not in dest.where
         assert "***" in dest.where
+
+
+@pytest.mark.parametrize("number", [-1, 2**63, 10**20])
+def test_a_version_number_out_of_range_is_a_bad_request(history: Pipeline, number):
+    # found by review: 10**20 reached the database and came back as a 502 (OverflowError)
+    with pytest.raises(operations.StateOperationError, match="is not a state version number"):
+        browser.version(history, number)
