@@ -140,6 +140,9 @@ def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
     def walk(a: Any, b: Any, path: list[str]) -> None:
         if a == b:
             return
+        if _is_container(path):  # dlt leaves out empty containers: name the slots inside a new one
+            a = {} if a is _MISSING else a
+            b = {} if b is _MISSING else b
         if isinstance(a, dict) and isinstance(b, dict) and len(path) < max_depth:
             for k in sorted(a.keys() | b.keys(), key=str):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), [*path, str(k)])
@@ -149,6 +152,11 @@ def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
     skip = set(VERSION_KEYS) | {LOCAL_KEY}
     walk({k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}, [])
     return out
+
+
+def _is_container(path: list[str]) -> bool:
+    """``sources`` and ``sources.<source>.resources``: the layout's maps of slots."""
+    return path == ["sources"] or (len(path) == 3 and path[0] == "sources" and path[2] == "resources")
 
 
 def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:

@@ -138,3 +138,13 @@ def test_empty_slots_created_by_reading_are_not_persisted():
     model.drop_untouched_empty_slots(state, committed)
     assert state["sources"] == {"s": {"resources": {"kept_empty": {}}}}
     assert model.content_equal(state, committed)
+
+
+def test_changed_paths_name_the_slots_inside_a_new_or_removed_container():
+    # a fresh document has no "sources" (dlt's layout): the first commit names its source, not "sources"
+    new = {"sources": {"s": {"resources": {"r": {"x": 1}}}}}
+    assert model.changed_paths({}, new) == ["sources.s"]
+    assert model.changed_paths(new, {}) == ["sources.s"]
+    with_source_key = {"sources": {"s": {"last": 1}}}
+    grown = {"sources": {"s": {"last": 1, "resources": {"r": {"x": 1}}}}}
+    assert model.changed_paths(with_source_key, grown) == ["sources.s.resources.r"]
