@@ -40,7 +40,7 @@ def test_a_password_in_the_query_never_shows_in_cli_output_or_errors(postgres_ur
     new_pipeline(url, tmp_path).run([{"id": 1}], table_name="events")
     pd = ["--dataset", DATASET, "--pipelines-dir", str(tmp_path / "cli")]
     assert cli_main(["info", NAME, "--url", url, *pd]) == 0
-    assert cli_main(["set", NAME, "sources", "{}", "--dry-run", "--url", url, *pd]) == 0
+    assert cli_main(["set", NAME, "sources", "{}", "--create", "--dry-run", "--url", url, *pd]) == 0
     assert cli_main(["info", "nobody", "--url", url, *pd]) == 2  # the error names the destination
     out = capsys.readouterr()
     assert "password=***" in out.out and "password=***" in out.err

@@ -175,7 +175,7 @@ def test_page_checkpoint_pattern(dest_url, pipelines_dir):
     # its state waited for the final commit, which never came; the retry loads every page once
     assert count(dest_url, "api_with_checkpoints") == 0
     p = new_pipeline(dest_url, pipelines_dir)
-    assert "api_with_checkpoints" not in p.state["sources"].get("p", {}).get("resources", {})
+    assert "api_with_checkpoints" not in p.state.get("sources", {}).get("p", {}).get("resources", {})
     fail_at["page"] = -1
     p.run(api_with_checkpoints, checkpoint_every=3)
     assert count(dest_url, "api_with_checkpoints") == 15
