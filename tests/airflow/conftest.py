@@ -99,16 +99,22 @@ def fresh_pipelines_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return fresh
 
 
-def load_example_dag(dag_id: str):
-    """The DAG object of an example, parsed from the DAG folder as the DAG processor would."""
+def load_dag(dag_id: str, folder: Path | str = DAGS_FOLDER):
+    """The DAG object ``dag_id``, parsed from ``folder`` (default: the examples) as the DAG processor
+    would; fails on any import error in the folder."""
     try:
         from airflow.dag_processing.dagbag import DagBag
     except ImportError:  # Airflow 3.1
         from airflow.models.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = DagBag(dag_folder=str(folder))
     assert not bag.import_errors, bag.import_errors
     return bag.dags[dag_id]
+
+
+def load_example_dag(dag_id: str):
+    """The DAG object of an example, parsed from the DAG folder as the DAG processor would."""
+    return load_dag(dag_id)
 
 
 def run_dag(dag_id: str, logical_date: datetime | None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.conftest import DAGS_FOLDER, conn_env, sql
+from tests.airflow.conftest import DAGS_FOLDER, conn_env, load_dag, sql
 
 pytestmark = pytest.mark.airflow
 
@@ -37,20 +37,13 @@ def checkpoint_dags(monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_interval_retry_after_checkpoints_loads_the_interval_once(
     airflow_db, checkpoint_dags, dest_url, fresh_pipelines_dir, tmp_path, monkeypatch
 ):
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag
-
     monkeypatch.setenv(
         conn_env("warehouse"),
         json.dumps({"conn_type": "pipeline_state", "extra": {"sqlalchemy_url": dest_url}}),
     )
     monkeypatch.setenv("ASP_CHECKPOINT_MARKER", str(tmp_path / "first-try-failed"))
     fresh_pipelines_dir()
-    bag = DagBag(dag_folder=str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    dag_run = bag.dags["checkpointed_interval"].test(logical_date=datetime(2024, 3, 2, tzinfo=UTC))
+    dag_run = load_dag("checkpointed_interval", DAGS).test(logical_date=datetime(2024, 3, 2, tzinfo=UTC))
 
     assert dag_run.state == "success"
     (ti,) = dag_run.get_task_instances()

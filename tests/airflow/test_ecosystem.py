@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.conftest import DAGS_FOLDER, conn_env
+from tests.airflow.conftest import DAGS_FOLDER, conn_env, load_dag
 
 pytestmark = pytest.mark.airflow
 
@@ -38,14 +38,7 @@ def eco_bundle(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def eco_dag(dag_id: str):
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ECO_DAGS))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
+    return load_dag(dag_id, ECO_DAGS)
 
 
 def connection_for(url: str) -> dict:

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from tests.airflow.conftest import DAGS_FOLDER, committed_state, sql
+from tests.airflow.conftest import DAGS_FOLDER, committed_state, load_dag, sql
 
 pytestmark = pytest.mark.airflow
 
@@ -51,14 +51,7 @@ def url(airflow_db, warehouse, fresh_pipelines_dir, run_model_bundle) -> str:
 
 
 def get_dag(dag_id: str):
-    try:
-        from airflow.dag_processing.dagbag import DagBag
-    except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(TEST_DAGS))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
+    return load_dag(dag_id, TEST_DAGS)
 
 
 def task_states(dag_run) -> dict[tuple[str, int], str]:
