@@ -52,6 +52,19 @@ log = logging.getLogger("airflow_state_provider.operations")
 
 #: Keys that every commit writes; editing them would break versioning or dlt's restore.
 PROTECTED_KEYS = (*model.VERSION_KEYS, model.LOCAL_KEY, "pipeline_name")
+#: Top-level keys the product (and dlt) owns, each with why an edit is refused: ``set`` accepts only
+#: paths under ``sources``.
+OWNED_KEYS = {
+    **dict.fromkeys(PROTECTED_KEYS, "is written by every commit"),
+    "dataset_name": "is replaced by the pipeline's configured dataset at every restore (give the dataset "
+    "with --dataset or the connection's extra dataset_name)",
+    "default_schema_name": "names the source under which resources run without a source keep their "
+    "state; a new name would make them start over from an empty state (it follows the pipeline name, "
+    "as dlt's default schema does)",
+    "schema_names": "lists the schemas dlt restores with the state; only the pipeline writes it",
+    "destination_type": "records the destination the state belongs to; only the pipeline writes it",
+    "destination_name": "records the destination the state belongs to; only the pipeline writes it",
+}
 #: ``value_type`` choices of :func:`parse_value`.
 VALUE_TYPES = ("auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes")
 
@@ -419,15 +432,18 @@ def plan_set(
     expect_version: int | None = None,
     base: StoredState | None = None,
 ) -> EditPlan:
-    """Plan setting the value at ``path``. The path must exist unless ``create``; version bookkeeping,
-    ``_local`` and ``pipeline_name`` cannot be set."""
+    """Plan setting the value at ``path``. The path must exist unless ``create``. The top-level keys the
+    pipeline owns (:data:`OWNED_KEYS`: version bookkeeping, ``_local``, ``pipeline_name``,
+    ``dataset_name``, ``default_schema_name``...) cannot be set: :class:`StateOperationError` names
+    the path and why."""
     name = pipeline.pipeline_name
     parts = _split_path(path, pipeline_name=name)
     if not parts:
         raise StateOperationError(f"pipeline {name!r}: set needs a state path")
-    if parts[0] in PROTECTED_KEYS:
+    if parts[0] in OWNED_KEYS:
         raise StateOperationError(
-            f"pipeline {name!r}: {parts[0]!r} is written by every commit and cannot be set"
+            f"pipeline {name!r}: state path {path!r} cannot be set: {parts[0]!r} {OWNED_KEYS[parts[0]]}. "
+            "Nothing was written."
         )
     base = _base(pipeline, base, expect_version)
     state = copy.deepcopy(base.state)
