@@ -763,6 +763,9 @@ class Loader:
             converted = self._convert(state, name, kind, kinds, column)
             if kind == DECIMAL:
                 self._check_decimals(state, name, converted, rows, new=name in new)
+            problem = self.dialect.stored_value_problem(kind, converted)
+            if problem is not None:
+                raise self._conflict(state, name, kind, kind, problem[0], reason=problem[1])
             values.append(converted)
         if state.disposition == "merge":
             self._check_keys(state, columns, values)
