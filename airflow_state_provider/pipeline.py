@@ -464,12 +464,25 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            self._check_names(source_key, resources)
             if suffix := context.current_slot_suffix():
                 resources, selected = _with_slot_suffix(resources, selected, suffix, source_key)
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
         return groups
+
+    def _check_names(self, source_key: str, resources: dict[str, Resource]) -> None:
+        """Source and resource names are state keys (and are logged): they must be valid Unicode."""
+        for what, name in (("source", source_key), *(("resource", n) for n in resources)):
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigurationError(
+                    f"pipeline {self.pipeline_name!r}: {what} name {name!r} is not valid Unicode (an "
+                    "unpaired surrogate); it would be a state key. Rename the "
+                    f"{what}. Nothing was loaded."
+                ) from None
 
     # -- extraction -------------------------------------------------------------------------------
     def _bind(self, res: Resource, source_key: str) -> tuple[Any, list[Incremental]]:

@@ -207,6 +207,14 @@ def _parse_timestamp(value: str) -> dt.datetime:
     return _aware(dt.datetime.fromisoformat(value))
 
 
+def _exact_float(value: int) -> float:
+    """An integer for a double column, refused when the double would round it (beyond 2**53)."""
+    f = float(value)
+    if int(f) != value:
+        raise ValueError(f"a double keeps it as {int(f)}; store it in an integer or decimal column")
+    return f
+
+
 def _wall_time(value: dt.time) -> dt.time:
     return value if value.tzinfo is None else value.replace(tzinfo=None)
 
@@ -219,7 +227,7 @@ def _enum_text(value: Any) -> str:
 _ACCEPTS: dict[str, dict[str, Callable[[Any], Any] | None]] = {
     BOOL: {BOOL: None},
     BIGINT: {BIGINT: None},
-    DOUBLE: {DOUBLE: None, BIGINT: float},
+    DOUBLE: {DOUBLE: None, BIGINT: _exact_float},
     DECIMAL: {DECIMAL: None, BIGINT: Decimal, DOUBLE: lambda v: Decimal(repr(v))},
     TEXT: {TEXT: None, UUID: str, JSON: dump_json},
     JSON: {JSON: dump_json, TEXT: dump_json, BIGINT: dump_json, DOUBLE: dump_json, BOOL: dump_json},

@@ -173,3 +173,29 @@ def test_a_run_error_quoting_a_lone_surrogate_key_renders_in_the_task_log(dest_u
     stream.getvalue().encode("utf-8")  # what a task log handler writes out
     assert "\\udcff" in stream.getvalue()
     assert new_pipeline(dest_url, tmp_path).first_run  # nothing was committed
+
+
+@pytest.mark.parametrize("where", ["resource", "source"])
+def test_a_source_or_resource_name_with_a_lone_surrogate_is_refused_by_name(dest_url, tmp_path, where):
+    """Sibling found in review: a resource named with a lone surrogate failed with a bare
+    UnicodeEncodeError, after log lines that could not be written."""
+    from airflow_state_provider import source
+    from airflow_state_provider.exceptions import ConfigurationError
+
+    @resource(name=f"ev{SURROGATE}" if where == "resource" else "events")
+    def bad():
+        yield {"id": 1}
+
+    data = bad
+    if where == "source":
+
+        @source(name=f"src{SURROGATE}")
+        def src():
+            return (bad,)
+
+        data = src()
+    with pytest.raises(ConfigurationError) as failure:
+        new_pipeline(dest_url, tmp_path).run(data)
+    message = str(failure.value)
+    assert f"{where} name" in message and "\\udcff" in message and SURROGATE not in message
+    assert new_pipeline(dest_url, tmp_path).first_run

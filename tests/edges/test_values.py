@@ -276,3 +276,25 @@ def test_edge_numbers_are_stored_exactly_or_refused_naming_the_column(dest_url, 
     duckdb_cannot = {"1E-400", "1E+400", "1.5E-320", "-1E-307", "9.99999999999999E+307"}  # precision 38
     cannot = {"sqlite": sqlite_cannot, "duckdb": duckdb_cannot}.get(kind, set())
     assert refused == (str(value) in cannot), (kind, value, refused)
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**60) - 1, 10**400], ids=["2**53+1", "-2**60-1", "10**400"])
+def test_an_integer_a_double_column_would_round_is_refused(dest_url, tmp_path, value):
+    """Sibling of the SQLite decimals: an int into a double column was converted with float(), which
+    rounds beyond 2**53 on every database."""
+
+    @resource(name="ratios")
+    def first():
+        yield [{"id": 1, "ratio": 0.5}, {"id": 2, "ratio": 2**53}]  # 2**53 is exact
+
+    new_pipeline(dest_url, tmp_path).run(first)
+    before = snapshot.take(dest_url, DATASET)
+
+    @resource(name="ratios")
+    def second():
+        yield {"id": 3, "ratio": value}
+
+    with pytest.raises(SchemaConflictError) as failure:
+        new_pipeline(dest_url, tmp_path).run(second)
+    assert f"column 'ratio' of table {DATASET}.ratios" in str(failure.value)
+    unchanged(dest_url, before)
