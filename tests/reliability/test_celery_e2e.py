@@ -178,24 +178,24 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             yield airflow
 
 
-def worker_logs(stack: AirflowStack, run_id: str) -> dict[str, list[Path]]:
-    """Each worker's task log files of a run (each worker writes its own)."""
-    return {
-        name: sorted(
-            (stack.root / name / "airflow_home" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}").glob(
-                "task_id=*/*.log"
-            )
-        )
-        for name in WORKERS
-    }
+def task_logs(stack: AirflowStack, run_id: str) -> dict[str, dict[str, Path]]:
+    """Each worker's task log files of a run by ``<task_id>[/map_index=<i>]/attempt=<n>``.
+
+    A worker writes the logs of the tries it runs under its own ``AIRFLOW_HOME``.
+    """
+    logs = {}
+    for name in WORKERS:
+        folder = stack.root / name / "airflow_home" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+        files = sorted(folder.rglob("attempt=*.log"))
+        logs[name] = {str(f.relative_to(folder)).removeprefix("task_id=")[: -len(".log")]: f for f in files}
+    return logs
 
 
 def failure_report(stack: AirflowStack, run_id: str) -> str:
     report = [str({key: ti["state"] for key, ti in task_instances(stack, run_id).items()})]
-    for name, files in worker_logs(stack, run_id).items():
-        for log_file in files:
-            tail = log_file.read_text(errors="replace")[-3000:]
-            report.append(f"----- {name}: {log_file.parent.name}/{log_file.name}\n{tail}")
+    for name, files in task_logs(stack, run_id).items():
+        for key, log_file in files.items():
+            report.append(f"----- {name}: {key}\n{log_file.read_text(errors='replace')[-3000:]}")
     for name in WORKERS:
         tail = (stack.root / name / "worker.log").read_text(errors="replace")[-3000:]
         report.append(f"----- {name}/worker.log\n{tail}")
@@ -261,15 +261,19 @@ def test_two_runs_on_two_clean_celery_workers(stack: AirflowStack):
         assert states[run_id] == "success", failure_report(stack, run_id)
 
     expected = {*SUPPORT_TASKS, "flaky", *(f"orders[{i}]" for i in range(len(REGIONS)))}
-    ran_on = {name: 0 for name in WORKERS}
+    committed_by = []  # per run: the worker of each task's last try
     for run_id in run_ids:
         tis = task_instances(stack, run_id)
         assert {key: ti["state"] for key, ti in tis.items()} == dict.fromkeys(expected, "success")
         assert tis["flaky"]["try_number"] == 2  # failed once, then retried
-        for name, files in worker_logs(stack, run_id).items():
-            ran_on[name] += len(files)
-    print(f"e2e: task tries per worker: {ran_on}")
-    assert all(ran_on.values()), f"a worker ran no task: {ran_on}"
+        logs = task_logs(stack, run_id)
+        placement = {name: sorted(tries) for name, tries in logs.items()}
+        print(f"e2e: run {run_id}: {placement}")
+        assert all(logs.values()), f"a worker ran no task of run {run_id}"
+        tries = sorted((key, name) for name, keys in logs.items() for key in keys)
+        committed_by.append({key.rsplit("/attempt=", 1)[0]: name for key, name in tries})
+    moved = sorted(k for k in committed_by[0] if committed_by[0][k] != committed_by[1][k])
+    print(f"e2e: {len(moved)} tasks continued on the other worker in run 2: {moved}")
     for name in WORKERS:  # clean workers: the local pipeline copy is in each worker's own HOME
         assert not any((stack.root / name / "work").iterdir()), f"{name} wrote into its working directory"
 
