@@ -486,6 +486,8 @@ class Loader:
 
     def _record_resource_tables(self) -> None:
         """Add the new (resource, table) pairs to the resource-to-table map, in this transaction."""
+        if not self._resource_tables:
+            return  # nothing loaded (a run with no new rows): no catalog lookups
         if self._recorded is not None and self._resource_tables <= self._recorded:
             return
         self._ensure_dataset()
