@@ -28,10 +28,11 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def measure(url: str, rows: int, timeout: float = 900) -> dict[str, int]:
+def measure(url: str, rows: int, timeout: float = 900, checkpoint_every: int | None = None) -> dict[str, int]:
     """Run one load in a child process; returns ``{"baseline_kib": ..., "peak_kib": ...}``."""
+    extra = [str(checkpoint_every)] if checkpoint_every else []
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.rss", url, str(rows)],
+        [sys.executable, "-m", "benchmarks.rss", url, str(rows), *extra],
         check=True,
         capture_output=True,
         text=True,
@@ -41,14 +42,14 @@ def measure(url: str, rows: int, timeout: float = 900) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _child(url: str, rows: int) -> None:
+def _child(url: str, rows: int, checkpoint_every: int | None = None) -> None:
     from airflow_state_provider import Pipeline
     from benchmarks.data import stream_rows
 
     import_peak = peak_rss_kib()
     with tempfile.TemporaryDirectory() as pipelines_dir:
         p = Pipeline("rss", destination=url, dataset_name="rss", pipelines_dir=pipelines_dir)
-        info = p.run(stream_rows(rows), table_name="t")
+        info = p.run(stream_rows(rows), table_name="t", checkpoint_every=checkpoint_every)
         p.engine.dispose()
     if info.row_counts.get("t") != rows:
         raise SystemExit(f"loaded {info.row_counts}, expected {rows}")
@@ -56,4 +57,4 @@ def _child(url: str, rows: int) -> None:
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1], int(sys.argv[2]))
+    _child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)
