@@ -23,23 +23,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.duckdb_memory")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--only", action="append", help="run the settings whose label contains this")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="asp-duckmem-") as tmp:
         spill = Path(tmp) / "spill"
-        settings: dict[str, tuple[str, int | None]] = {
-            "defaults": ("", None),
-            "memory_limit=256MB": ("?memory_limit=256MB", None),
-            "memory_limit=128MB, temp_directory": (f"?memory_limit=128MB&temp_directory={spill}", None),
-            f"checkpoint_every={args.rows // 10:_}": ("", args.rows // 10),
+        every = args.rows // 10
+        settings: dict[str, tuple[str, int | None, bool]] = {
+            "defaults": ("", None, False),
+            "memory_limit=256MB": ("?memory_limit=256MB", None, False),
+            "memory_limit=128MB, temp_directory": (
+                f"?memory_limit=128MB&temp_directory={spill}",
+                None,
+                False,
+            ),
+            f"checkpoint_every={every:_}, plain rows (staged until the final commit)": ("", every, False),
+            "ascending incremental cursor, no checkpoints": ("", None, True),
+            f"ascending incremental cursor, checkpoint_every={every:_}": ("", every, True),
         }
+        chosen = {k: v for k, v in settings.items() if not args.only or any(o in k for o in args.only)}
         print(f"| setting ({args.rows:,} rows, median of {args.reps}) | peak RSS | baseline | wall time |")
         print("| --- | --- | --- | --- |")
-        for label, (query, every) in settings.items():
+        for label, (query, checkpoint_every, cursor) in chosen.items():
             peaks, bases, times = [], [], []
             for rep in range(args.reps):
                 url = f"duckdb:///{Path(tmp) / f'm{rep}_{len(peaks)}_{abs(hash(label))}.duckdb'}{query}"
                 started = time.perf_counter()
-                result = rss.measure(url, args.rows, checkpoint_every=every)
+                result = rss.measure(url, args.rows, checkpoint_every=checkpoint_every, cursor=cursor)
                 times.append(time.perf_counter() - started)
                 peaks.append(result["peak_kib"] / 1024)
                 bases.append(result["baseline_kib"] / 1024)
