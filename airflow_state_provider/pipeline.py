@@ -35,6 +35,7 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
+from airflow_state_provider.exceptions import ConfigurationError
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, from_data
 from airflow_state_provider.extract.source import Source
@@ -507,7 +508,7 @@ class Pipeline:
             res = _find(group, name)
             if res is not None and res.write_disposition == "replace":
                 # a replace resource that yields nothing still empties its table (dlt semantics)
-                self._write(loader, res, [])
+                self._write(loader, res, [], group.source_key)
         with context.scope(group.source_key, group.root.name):
             arguments, incrementals = self._bind(group.root, group.source_key)
             children = {child.name: child for kids in group.children.values() for child in kids}
@@ -545,7 +546,7 @@ class Pipeline:
         """Load an item of ``res`` (if selected) and feed it to the transformers below it."""
         if res.name in group.selected:
             rows = item if isinstance(item, list) else [item]
-            self._write(loader, res, rows)
+            self._write(loader, res, rows, group.source_key)
             run.rows_since_commit += len(rows)
         for kid in group.children.get(res.name, ()):
             child = children[kid.name]
@@ -562,7 +563,7 @@ class Pipeline:
                         break
 
     @staticmethod
-    def _write(loader: Loader, res: Resource, rows: list[Any]) -> None:
+    def _write(loader: Loader, res: Resource, rows: list[Any], source_key: str) -> None:
         loader.write(
             res.table_name,
             rows,
@@ -570,6 +571,7 @@ class Pipeline:
             primary_key=res.primary_key,
             merge_key=res.merge_key,
             resource_name=res.name,
+            source_name=source_key,
         )
 
     # -- commit -----------------------------------------------------------------------------------
@@ -1015,24 +1017,45 @@ def _refresh_state(
     engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
+    targets: list[operations.Target] = []
+    whole: list[str] = []
     if refresh == "drop_sources":
         for source_key in dict.fromkeys(g.source_key for g in groups):
+            whole.append(source_key)
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
+            targets += [(source_key, name) for name in known]
             wiped = sources.pop(source_key, None) or {}
             unknown = [name for name in wiped.get("resources") or {} if name not in known]
             if unknown:
                 with engine.connect() as conn:
-                    recorded = operations.resource_tables(pipeline, conn, unknown)
-                tables += [t for name in unknown for t in recorded[name]]
+                    recorded = operations.resource_tables(pipeline, conn, [(source_key, n) for n in unknown])
+                tables += [t for ts in recorded.values() for t in ts]
+                targets += recorded
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})
             for name in sorted(group.selected):
                 res = _find(group, name)
                 tables.append(res.table_name if res is not None else name)
+                targets.append((group.source_key, name))
                 slots.pop(name, None)
-    return list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    tables = list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    if tables:
+        with engine.connect() as conn:
+            operations.check_not_shared(
+                pipeline,
+                conn,
+                operations.existing_tables(conn, pipeline.dataset_name, tables),
+                targets,
+                action=f"refresh={refresh!r}",
+                whole_sources=whole,
+                advice="Run every resource that loads it with this refresh (or refresh='drop_sources' of "
+                "a source holding all of them), or drop the other resources' tables first "
+                "(airflow-state drop).",
+                error=ConfigurationError,
+            )
+    return tables
 
 
 def _filter(item: Any, incrementals: list[Incremental]) -> tuple[Any, bool]:

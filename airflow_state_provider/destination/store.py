@@ -67,15 +67,21 @@ def loads_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
     )
 
 
-#: our own table: which tables each resource of each pipeline loaded (dlt keeps this in its schema)
+#: our own table: which tables each resource of each source of each pipeline loaded (dlt keeps this
+#: in its schema)
 RESOURCE_TABLES = "_asp_resource_tables"
 
 
 def resource_tables_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
-    """``(pipeline_name, resource_name, table_name)`` rows, one per table a resource loaded, written
-    with the load that first loaded it. ``drop`` and ``refresh`` read it to find a resource's tables
-    (its ``table_name`` hint may differ from its name). A table of its own, so the state document,
-    its hash and what dlt reads stay exactly dlt's."""
+    """``(pipeline_name, resource_name, table_name, _dlt_load_id, source_name)`` rows, one per table a
+    resource of a source loaded, written with the load that first loaded it. ``drop`` and ``refresh``
+    read it to find a resource's tables (its ``table_name`` hint may differ from its name) and the
+    other resources that load the same table. A table of its own, so the state document, its hash and
+    what dlt reads stay exactly dlt's.
+
+    ``source_name`` came last (a column added to existing maps by :func:`upgrade_resource_tables`):
+    NULL in rows written before, which then stand for the resource in any source.
+    """
     return sa.Table(
         RESOURCE_TABLES,
         metadata,
@@ -83,26 +89,64 @@ def resource_tables_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
         sa.Column("resource_name", sa.String, nullable=False),
         sa.Column("table_name", sa.String, nullable=False),
         sa.Column("_dlt_load_id", sa.String(64), nullable=False),
+        sa.Column("source_name", sa.String, nullable=True),
         schema=dataset,
     )
 
 
-def recorded_resource_tables(conn: sa.Connection, dataset: str, pipeline_name: str) -> dict[str, list[str]]:
-    """Resource name -> the tables it loaded, from :data:`RESOURCE_TABLES` (empty if the table is
-    missing: loads made before it existed, or by dlt)."""
+@dataclass(frozen=True)
+class RecordedTable:
+    """A row of the resource-to-table map. ``source_name`` is None for rows written before the map
+    recorded sources: they match the resource in every source."""
+
+    pipeline_name: str
+    source_name: str | None
+    resource_name: str
+    table_name: str
+
+    def describe(self) -> str:
+        source = f"source {self.source_name!r}" if self.source_name is not None else "any source"
+        return f"resource {self.resource_name!r} of {source} of pipeline {self.pipeline_name!r}"
+
+
+def has_source_column(conn: sa.Connection, dataset: str) -> bool:
+    """Whether the map (which must exist) has ``source_name`` (see :func:`upgrade_resource_tables`)."""
+    from airflow_state_provider.destination.loader import existing_columns  # the loader imports us
+
+    return "source_name" in (existing_columns(conn, dataset, RESOURCE_TABLES) or {})
+
+
+def upgrade_resource_tables(conn: sa.Connection, dataset: str) -> None:
+    """Add ``source_name`` to a map written before it recorded sources (in the caller's transaction,
+    under its DDL lock on the table). Existing rows keep their values, with NULL sources."""
+    if not has_source_column(conn, dataset):
+        table = resource_tables_table(sa.MetaData(), dataset)
+        quoted = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN source_name VARCHAR")
+
+
+def recorded_resource_tables(conn: sa.Connection, dataset: str) -> list[RecordedTable]:
+    """Every row of :data:`RESOURCE_TABLES` in ``dataset`` (all pipelines), deduplicated; empty if the
+    table is missing (loads made before it existed, or by dlt). Reads maps from before
+    ``source_name`` too (their sources are None)."""
     if not sa.inspect(conn).has_table(RESOURCE_TABLES, schema=dataset):
-        return {}
+        return []
     t = resource_tables_table(sa.MetaData(), dataset)
+    source = t.c.source_name if has_source_column(conn, dataset) else sa.null().label("source_name")
     rows = conn.execute(
-        sa.select(t.c.resource_name, t.c.table_name)
+        sa.select(t.c.pipeline_name, source, t.c.resource_name, t.c.table_name)
         .distinct()
-        .where(t.c.pipeline_name == pipeline_name)
-        .order_by(t.c.resource_name, t.c.table_name)
+        .order_by(t.c.pipeline_name, t.c.resource_name, t.c.table_name)
     )
-    out: dict[str, list[str]] = {}
-    for resource_name, table_name in rows:
-        out.setdefault(resource_name, []).append(table_name)
-    return out
+    return [RecordedTable(*row) for row in rows]
+
+
+def forget_tables(conn: sa.Connection, dataset: str, tables: list[str]) -> None:
+    """Delete the map's rows of dropped ``tables`` (of every pipeline: a dropped table holds nobody's
+    rows any more), in the caller's transaction."""
+    if tables and sa.inspect(conn).has_table(RESOURCE_TABLES, schema=dataset):
+        t = resource_tables_table(sa.MetaData(), dataset)
+        conn.execute(sa.delete(t).where(t.c.table_name.in_(tables)))
 
 
 def new_dlt_id() -> str:

@@ -227,3 +227,52 @@ def test_nul_is_kept_where_the_database_stores_it(tmp_path, url_kind):
 
     new_pipeline(url, tmp_path).run(events)
     assert query(url, f'SELECT note FROM "{DATASET}".events') == [("a\x00b",)]
+
+
+# -- review of issue 14: values the database would change are stored exactly or refused, never changed
+
+
+EDGE_NUMBERS = [
+    Decimal("1E-400"),  # under REAL's range: SQLite read it back as 0
+    Decimal("1E+400"),  # over it: inf
+    Decimal("1.5E-320"),  # a subnormal REAL keeps fewer digits
+    Decimal("-1E-307"),
+    Decimal("9.99999999999999E+307"),
+    Decimal("1E+20"),
+    Decimal("-0"),
+    math.nan,  # SQLite stores NaN as NULL
+    math.inf,
+    -math.inf,
+]
+
+
+@pytest.mark.parametrize("value", EDGE_NUMBERS, ids=[repr(v) for v in EDGE_NUMBERS])
+def test_edge_numbers_are_stored_exactly_or_refused_naming_the_column(dest_url, tmp_path, value):
+    new_pipeline(dest_url, tmp_path).run(seed)
+    before = snapshot.take(dest_url, DATASET)
+
+    @resource(name="events", primary_key="id")
+    def events():
+        yield [{"id": 10, "amount": value}]
+
+    kind = dest_url.split(":")[0]
+    try:
+        new_pipeline(dest_url, tmp_path).run(events)
+    except SchemaConflictError as exc:
+        message = str(exc)
+        assert f"column 'amount' of table {DATASET}.events" in message and repr(value) in message
+        unchanged(dest_url, before)
+        refused = True
+    else:
+        refused = False
+        text = query(dest_url, f'SELECT CAST(amount AS TEXT) FROM "{DATASET}".events WHERE id = 10')[0][0]
+        if isinstance(value, Decimal):
+            assert Decimal(text) == value
+        else:
+            got = float({"Infinity": "inf", "-Infinity": "-inf"}.get(text, text))
+            assert got == value or (math.isnan(value) and math.isnan(got))
+    # the databases that can hold a value exactly must not refuse it
+    sqlite_cannot = {"1E-400", "1E+400", "1.5E-320", "nan"}
+    duckdb_cannot = {"1E-400", "1E+400", "1.5E-320", "-1E-307", "9.99999999999999E+307"}  # precision 38
+    cannot = {"sqlite": sqlite_cannot, "duckdb": duckdb_cannot}.get(kind, set())
+    assert refused == (str(value) in cannot), (kind, value, refused)
