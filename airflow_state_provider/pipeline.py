@@ -164,7 +164,12 @@ class Pipeline:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
         batch_size: int = 10_000,
         lock_timeout: float | None = None,
+        create_indexes: bool | None = None,
     ) -> None:
+        """``create_indexes`` is dlt's destination option of that name: whether a table this pipeline
+        creates gets a UNIQUE index on ``_dlt_id``. None (default) follows dlt's default per database:
+        yes on PostgreSQL and SQLite, no on DuckDB. ``False`` loads faster (no index to maintain); the
+        ids stay unique by construction. Tables that already exist keep what they have."""
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
         _check_pipeline_name(pipeline_name)
@@ -185,6 +190,7 @@ class Pipeline:
         # dev mode starts fresh because its dataset is new; its state rows go there, as in dlt
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
+        self.create_indexes = create_indexes
         self.engine = _engine_from(destination)
         #: the configured name, as the state document records it (dlt keeps it unnormalized there)
         self.configured_dataset_name = dataset
@@ -399,6 +405,7 @@ class Pipeline:
                         run.load_id,
                         pipeline_name=self.pipeline_name,
                         batch_size=self.batch_size,
+                        create_indexes=self.create_indexes,
                         stage=bool(run.checkpoint_every),
                     )
                     if refresh_tables:

@@ -394,6 +394,7 @@ class Loader:
         pipeline_name: str,
         batch_size: int = 10_000,
         stage: bool = False,
+        create_indexes: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -408,6 +409,8 @@ class Loader:
         self.stage = stage
         self.pipeline_name = pipeline_name
         self.batch_size = batch_size
+        #: a UNIQUE index on ``_dlt_id`` of the tables this loader creates (None: the dialect's default)
+        self.create_indexes = dialect.create_indexes if create_indexes is None else create_indexes
         #: normalized names of the tables this loader created, changed or wrote rows to
         self.tables_written: set[str] = set()
         #: (source, resource, table) triples loaded, and those already in the resource-to-table map
@@ -496,6 +499,8 @@ class Loader:
 
     def _record_resource_tables(self) -> None:
         """Add the new (resource, table) pairs to the resource-to-table map, in this transaction."""
+        if not self._resource_tables:
+            return  # nothing loaded (a run with no new rows): no catalog lookups
         if self._recorded is not None and self._resource_tables <= self._recorded:
             return
         self._ensure_dataset()
@@ -709,7 +714,6 @@ class Loader:
     def _ensure_columns(self, state: _TableState, new: dict[str, str]) -> None:
         """Create the table, or add the columns it lacks (schema evolution)."""
         assert state.kinds is not None
-        dialect_name = self.dialect.name
         if not state.ddl_locked and self.dialect.lock_table_ddl(self.conn, self.dataset, state.name):
             # a concurrent transaction may have created or extended the table while we waited
             state.ddl_locked = True
@@ -723,8 +727,7 @@ class Loader:
             columns = [_column(n, self._new_type(state, n, k)) for n, k in new.items()]
             columns += [
                 _column(C_LOAD_ID, sa.Text(), nullable=False),
-                # no UNIQUE on DuckDB, as dlt: its index makes bulk inserts ~2.5x slower there
-                _column(C_ID, sa.Text(), nullable=False, unique=dialect_name != "duckdb"),
+                _column(C_ID, sa.Text(), nullable=False, unique=self.create_indexes),
             ]
             state.table = _table(state.name, columns, self.dataset)
             self.conn.execute(sa.schema.CreateTable(state.table))
