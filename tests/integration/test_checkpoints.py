@@ -421,3 +421,57 @@ def test_parallel_checkpointed_resources_keep_each_others_progress(dest_url, pip
             value = (slot.get("id") or {}).get("last_value") or 0
             assert value >= seen[name], f"version {info.version} moved {name} back"
             seen[name] = value
+
+
+# -- refresh while another writer commits into what it drops ----------------------------------------------
+
+
+@pytest.mark.parametrize("checkpoint_every", [None, 3])
+def test_refresh_refuses_a_concurrent_commit_into_what_it_dropped(dest_url, pipelines_dir, checkpoint_every):
+    """``refresh="drop_sources"`` of resource ``a`` while another task loads its sibling ``b`` for the
+    first time (checkpointed or not), after the refresh restored: the refresh drops ``b``'s table. It
+    used to keep ``b``'s new slot from the merge: the state said 10 rows, the table held none, and ``b``
+    never loaded them again. Now the refresh fails with nothing written, and its retry leaves state and
+    tables that agree."""
+    pdir = pipelines_dir / uuid.uuid4().hex
+
+    def pl() -> Pipeline:
+        return Pipeline("p", destination=dest_url, dataset_name="ds", pipelines_dir=pdir)
+
+    @resource(name="a")
+    def a(cursor=incremental("id", initial_value=0, row_order="asc")):
+        yield [{"id": i} for i in range(cursor.start_value + 1, 6)]
+
+    @resource(name="b")
+    def b(cursor=incremental("id", initial_value=0, row_order="asc")):
+        for start in range(cursor.start_value + 1, 11, 3):
+            yield [{"id": i} for i in range(start, min(start + 3, 11))]
+
+    evaluations: list[int] = []
+
+    @source(name="s")
+    def refreshing():
+        evaluations.append(1)
+        if len(evaluations) == 2:  # the run's own evaluation, after its restore and before its transaction
+            info = pl().run(plain().with_resources("b"), checkpoint_every=checkpoint_every)
+            assert info.checkpoints == (3 if checkpoint_every else 0)
+        return a, b
+
+    @source(name="s")
+    def plain():
+        return a, b
+
+    pl().run(plain().with_resources("a"))
+    with pytest.raises(StateConflictError, match=r"refresh='drop_sources'.*sources\.s\.resources\.b"):
+        pl().run(refreshing().with_resources("a"), refresh="drop_sources")
+    slots = pl().state["sources"]["s"]["resources"]
+    assert slots["b"]["incremental"]["id"]["last_value"] == 10
+    assert total_distinct(dest_url, "b") == (10, 10)  # nothing of the refresh was written
+    assert total_distinct(dest_url, "a") == (5, 5)
+
+    pl().run(plain().with_resources("a"), refresh="drop_sources")  # the retry
+    slots = pl().state["sources"]["s"]["resources"]
+    assert "b" not in slots and total_distinct(dest_url, "b") == (0, 0)
+    assert total_distinct(dest_url, "a") == (5, 5)
+    pl().run(plain().with_resources("b"))
+    assert total_distinct(dest_url, "b") == (10, 10)
