@@ -35,7 +35,7 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
-from airflow_state_provider.exceptions import ConfigurationError
+from airflow_state_provider.exceptions import ConfigurationError, StateConflictError
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, from_data
 from airflow_state_provider.extract.source import Source
@@ -112,6 +112,8 @@ class _Run:
         self.incrementals: dict[tuple[str, str], list[Incremental]] = {}
         #: groups already told in the log why their rows wait for the final commit
         self.deferred: set[tuple[str, str]] = set()
+        #: ``refresh``: its mode and the slots it wiped (and whose tables it dropped or emptied)
+        self.refreshed: tuple[str, Callable[[model.Slot], bool]] | None = None
 
     def pinned(self, slot: model.Slot) -> bool:
         """Slots running code may hold references into: its sources' keys and its resources' slots."""
@@ -387,6 +389,8 @@ class Pipeline:
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
             refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
+            if refresh is not None:
+                run.refreshed = (refresh, _refresh_scope(refresh, groups))
             if refresh_tables and checkpoint_every:
                 # the refreshed tables and state must land together: everything waits for the end
                 log.info(
@@ -655,7 +659,7 @@ class Pipeline:
             local_only=not self.restore_from_destination,
             on_load_id=loader.restamp,
             # interval runs move their cursors past the interval, on the newest state, under the lock
-            adjust=context.record_intervals if final else None,
+            adjust=partial(_final_adjust, run) if final else None,
         )
         if committed is None:
             conn.rollback()
@@ -999,6 +1003,39 @@ def _blocker(group: _Group, run: _Run) -> str | None:
         if _without(mine, "incremental") != _without(before, "incremental"):
             return f"the code of resource {name!r} wrote its state since the last commit"
     return None
+
+
+def _refresh_scope(refresh: str, groups: list[_Group]) -> Callable[[model.Slot], bool]:
+    """The slots ``refresh`` wipes: every slot of the sources run (``drop_sources``), else the slots of
+    the resources run."""
+    if refresh == "drop_sources":
+        keys = {g.source_key for g in groups}
+        return lambda slot: len(slot) > 2 and slot[0] == "sources" and slot[1] in keys
+    names = {(g.source_key, n) for g in groups for n in g.selected}
+    return lambda slot: len(slot) == 4 and (slot[1], slot[3]) in names
+
+
+def _final_adjust(run: _Run, doc: dict) -> None:
+    """``commit``'s ``adjust`` for a final commit: refuse a refresh that would keep what another writer
+    committed into the refreshed scope after this run restored (its rows are in the tables this run
+    dropped or emptied), then record the data intervals."""
+    if run.refreshed is not None:
+        mode, scope = run.refreshed
+        merged, ours = model.slot_map(doc), model.slot_map(run.working)
+        changed = sorted(
+            slot
+            for slot in merged.keys() | ours.keys()
+            if scope(slot) and merged.get(slot, {}) != ours.get(slot, {})
+        )
+        if changed:
+            raise StateConflictError(
+                f"pipeline {run.pipeline.pipeline_name!r}: refresh={mode!r} dropped or emptied the tables "
+                f"and state of {', '.join(model.slot_path(s) for s in changed)}, but a concurrent commit "
+                f"(state version {doc.get('_state_version')}) wrote there after this run restored: keeping "
+                "it would leave state whose rows were dropped. Nothing was committed. Retry the task (it "
+                "restores the newest state and refreshes again)."
+            )
+    context.record_intervals(doc)
 
 
 def _reset_replace_slots(groups: list[_Group], state: dict) -> None:
