@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from airflow_state_provider import operations
 from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination import tables as destination_tables
 from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.loader import Loader
@@ -423,13 +424,13 @@ class Pipeline:
 
     def _refresh_tables(self, conn: sa.Connection, refresh: str | None, tables: list[str]) -> bool:
         """Drop or empty the refreshed tables inside the load transaction; True if any existed."""
-        existing = operations.existing_tables(conn, self.dataset_name, tables)
+        existing = destination_tables.existing_tables(conn, self.dataset_name, tables)
         if refresh == "drop_data":
-            operations.truncate_tables(conn, self.dataset_name, existing)
+            destination_tables.truncate_tables(conn, self.dataset_name, existing)
         else:
             # all at once or none (no deadlock with a load writing to some of them), bounded wait
             self.dialect.lock_tables(conn, self.dataset_name, existing, self.pipeline_name)
-            operations.drop_tables(conn, self.dataset_name, existing)
+            destination_tables.drop_tables(conn, self.dataset_name, existing)
         if existing:
             log.info(
                 "refresh=%s: %s tables %s of dataset %r (committed with this load)",
@@ -1002,7 +1003,7 @@ def _refresh_state(
     """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
 
     A resource run now drops its ``table_name``; one known only from the state, the tables the
-    resource-to-table map records for it (:func:`operations.resource_tables`)."""
+    resource-to-table map records for it (:func:`.destination.tables.resource_tables`)."""
     if refresh is None:
         return []
     engine = pipeline.engine
@@ -1016,7 +1017,9 @@ def _refresh_state(
             unknown = [name for name in wiped.get("resources") or {} if name not in known]
             if unknown:
                 with engine.connect() as conn:
-                    recorded = operations.resource_tables(pipeline, conn, unknown)
+                    recorded = destination_tables.resource_tables(
+                        conn, pipeline.dataset_name, pipeline.pipeline_name, unknown
+                    )
                 tables += [t for name in unknown for t in recorded[name]]
     else:
         for group in groups:
@@ -1025,7 +1028,7 @@ def _refresh_state(
                 res = _find(group, name)
                 tables.append(res.table_name if res is not None else name)
                 slots.pop(name, None)
-    return list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    return list(dict.fromkeys(destination_tables.table_name_of(t, engine) for t in tables))
 
 
 def _filter(item: Any, incrementals: list[Incremental]) -> tuple[Any, bool]:

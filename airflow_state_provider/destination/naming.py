@@ -16,6 +16,8 @@ import math
 import re
 from functools import lru_cache
 
+from airflow_state_provider.exceptions import InvalidIdentifierError
+
 PATH_SEPARATOR = "__"
 
 # ``\d`` is deliberately the Unicode class, as in dlt: non-ASCII digits survive normalization.
@@ -27,10 +29,6 @@ _CAMEL_LOWER_UPPER = re.compile("([a-z0-9])([A-Z])")
 _REDUCED_ALPHABET = str.maketrans("+-*@|", "x_xal")
 _TAG_ALPHABET = bytes.maketrans(b"/+", b"ab")
 _TAG_COLLISION_PROBABILITY = 0.001
-
-
-class InvalidIdentifierError(ValueError):
-    """A name that normalizes to an empty identifier."""
 
 
 @lru_cache(maxsize=4096)

@@ -352,6 +352,31 @@ class StateStore:
         s = self.state_table
         return sorted(conn.execute(sa.select(s.c.pipeline_name).distinct()).scalars())
 
+    def newest_per_pipeline(self, conn: sa.Connection) -> list[sa.Row]:
+        """Every pipeline with committed state in this dataset, by name: rows of ``pipeline_name``,
+        ``version``, ``load_id`` and ``created_at`` of its newest committed version, and ``versions``
+        (how many are retained). Reads only key columns, never the state documents."""
+        s, loads = self.state_table, self.loads_table
+        newest = (
+            sa.select(
+                s.c.pipeline_name,
+                sa.func.max(s.c._dlt_load_id).label("load_id"),
+                sa.func.count().label("versions"),
+            )
+            .select_from(s.join(loads, loads.c.load_id == s.c._dlt_load_id))
+            .where(loads.c.status == 0)
+            .group_by(s.c.pipeline_name)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                newest.c.pipeline_name, s.c.version, newest.c.load_id, s.c.created_at, newest.c.versions
+            )
+            .join(s, (s.c.pipeline_name == newest.c.pipeline_name) & (s.c._dlt_load_id == newest.c.load_id))
+            .order_by(newest.c.pipeline_name)
+        )
+        return list(conn.execute(query))
+
     # -- writing (inside the caller's load transaction) -------------------------------------------
     def lock(self, conn: sa.Connection) -> None:
         """Serialize commits of this pipeline until the transaction ends."""

@@ -71,7 +71,8 @@ from jsonpath_ng.ext import parse as _parse_jsonpath
 from airflow_state_provider.exceptions import (
     IncrementalCursorPathMissing,
     IncrementalCursorTypeError,
-    PipelineStateError,
+    IncrementalNoIntervalError,
+    IncrementalPrimaryKeyMissing,
 )
 
 __all__ = [
@@ -110,21 +111,10 @@ _EPOCH_ORDINAL = _EPOCH.toordinal()
 _NS_PER_DAY = 86_400 * 10**9
 
 
-class IncrementalNoIntervalError(PipelineStateError):
-    """``allow_external_schedulers`` without a range, when the run asked to raise in that case."""
-
-
 def _zero_length(interval: tuple[Any, Any]) -> bool:
     """True when the interval's start is not before its end (compared as instants)."""
     start_key, end_key = _cursor_key(interval[0]), _cursor_key(interval[1])
     return start_key[0] == end_key[0] == "timestamp" and end_key[1] <= start_key[1]
-
-
-class IncrementalPrimaryKeyMissing(PipelineStateError, KeyError):
-    """A row lacks a primary key column needed for boundary deduplication."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
 
 
 # ---------------------------------------------------------------------------------------------------------

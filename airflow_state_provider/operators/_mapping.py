@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from airflow_state_provider.exceptions import PipelineStateError
+from airflow_state_provider.exceptions import MappedSlotConflictError
 
 #: operator arguments that choose the pipeline or the destination: mapping them separates the state
 LOCATING_ARGS = frozenset({"pipeline_name", "dataset_name", "destination_conn_id"})
@@ -37,10 +37,6 @@ NON_KEY_ARGS = frozenset(
 _PLAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]|_(?!_))*")
 _MAX_PLAIN = 40
 STATE_KEY_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]|_(?!_)){0,99}")
-
-
-class MappedSlotConflictError(PipelineStateError):
-    """Two mapped instances of one task would read and write the same state slot."""
 
 
 class _NotKeyable(Exception):

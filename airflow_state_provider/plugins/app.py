@@ -26,6 +26,7 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from airflow_state_provider import operations
+from airflow_state_provider.cli import VALUE_TYPES
 from airflow_state_provider.destination.audit import AUDIT_TABLE
 from airflow_state_provider.exceptions import PipelineStateError
 from airflow_state_provider.plugins import browser, service
@@ -325,7 +326,7 @@ def ui_pipeline(
         base=base,
         can_edit=can_access_connection(user, conn_id, "PUT"),
         csrf=csrf_token(request),
-        value_types=operations.VALUE_TYPES,
+        value_types=VALUE_TYPES,
         audit_table=AUDIT_TABLE,
     )
 

@@ -17,21 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.cli import parse_value
 from airflow_state_provider.destination.audit import Writer, writing_as
 from airflow_state_provider.destination.engine import mask_url, scrub, url_secrets
+from airflow_state_provider.exceptions import BrowserError
 from airflow_state_provider.hooks.pipeline_state import CONN_TYPE_DIALECTS, PipelineStateHook
 from airflow_state_provider.pipeline import Pipeline
 
 STATE_CONN_TYPES = frozenset({PipelineStateHook.conn_type, *CONN_TYPE_DIALECTS})
 ACTIONS = ("rollback", "set", "drop")
-
-
-class BrowserError(Exception):
-    """A request the browser cannot serve; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def connection_ids() -> list[str]:
@@ -138,7 +132,7 @@ def plan_edit(pipeline: Pipeline, action: str, params: dict[str, Any]) -> operat
             if not create:
                 raise
             current = None
-        value = operations.parse_value(
+        value = parse_value(
             str(params.get("value", "")), current=current, value_type=str(params.get("value_type") or "auto")
         )
         return operations.plan_set(pipeline, path, value, create=create, expect_version=expect, base=base)
