@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
@@ -37,7 +37,7 @@ from airflow_state_provider.destination.store import (
     new_load_id,
 )
 from airflow_state_provider.extract.incremental import Incremental
-from airflow_state_provider.extract.resource import Resource, from_data
+from airflow_state_provider.extract.resource import Resource, WriteDisposition, from_data
 from airflow_state_provider.extract.source import Source
 from airflow_state_provider.local_state import LocalStateFile
 from airflow_state_provider.state import context, model
@@ -48,7 +48,8 @@ log = logging.getLogger("airflow_state_provider.pipeline")
 READ_ONLY = {"asp_read_only": True}
 
 #: ``Pipeline.run(refresh=...)`` modes, dlt's names and semantics.
-REFRESH_MODES = ("drop_sources", "drop_resources", "drop_data")
+RefreshMode = Literal["drop_sources", "drop_resources", "drop_data"]
+REFRESH_MODES: tuple[RefreshMode, ...] = get_args(RefreshMode)
 
 DESTINATION_TYPES = {
     "sqlite": "dlt.destinations.sqlalchemy",
@@ -59,18 +60,31 @@ DESTINATION_TYPES = {
 
 @dataclass
 class LoadInfo:
-    """What a run committed. Small and JSON-friendly: ``asdict()`` is what an operator may push to XCom."""
+    """What a run committed, returned by :meth:`Pipeline.run`. Small and JSON-friendly: ``asdict()`` is
+    what an operator may push to XCom."""
 
+    #: the pipeline that ran
     pipeline_name: str
+    #: the dataset (schema; on SQLite an attached database) the rows and state went to, as the database
+    #: names it (normalized like dlt; with ``dev_mode`` suffixed with the run's UTC timestamp)
     dataset_name: str
+    #: the ``_dlt_loads.load_id`` of the final commit (dlt's format, seconds since the epoch as text);
+    #: ``None`` when nothing was committed (no rows and no state change)
     load_id: str | None
+    #: rows written per table of this run (final commit and checkpoints together), by table name
     row_counts: dict[str, int] = field(default_factory=dict)
+    #: the newest committed state version (``_state_version``) after the run; unchanged when the run
+    #: changed no state
     state_version: int = 0
+    #: True when the run committed a new state version
     state_changed: bool = False
+    #: dotted state paths the run changed (leaves or the smallest changed sub-trees), sorted
     changed_paths: list[str] = field(default_factory=list)
+    #: how many checkpoints committed before the final commit (``checkpoint_every``)
     checkpoints: int = 0
 
     def asdict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serializable)."""
         return asdict(self)
 
 
@@ -324,13 +338,13 @@ class Pipeline:
         self,
         data: Any,
         *,
-        write_disposition: str | None = None,
+        write_disposition: WriteDisposition | None = None,
         table_name: str | None = None,
         primary_key: str | Sequence[str] | None = None,
         merge_key: str | Sequence[str] | None = None,
         checkpoint_every: int | None = None,
         read_only_sources: dict[str, str] | None = None,
-        refresh: str | None = None,
+        refresh: RefreshMode | None = None,
     ) -> LoadInfo:
         """Restore, extract, load and commit ``data`` (a source, resource, list of them, or rows).
 
@@ -347,6 +361,27 @@ class Pipeline:
         ``"drop_resources"`` drops the tables and wipes the state of the resources run;
         ``"drop_data"`` empties those tables and wipes those resources' state. A resource's tables are
         its ``table_name`` and, for resources known only from the state, the table named like it.
+
+        ``write_disposition``, ``table_name``, ``primary_key`` and ``merge_key`` override the hints of
+        every resource run (``table_name`` also names the table of plain rows); ``checkpoint_every`` is
+        a number of rows.
+
+        Returns:
+            :class:`LoadInfo`: the load id, rows written per table, the committed state version and
+            the state paths that changed.
+
+        Raises:
+            ValueError: a bad argument (``refresh``, ``checkpoint_every``, a hint), before anything runs.
+            StateConflictError: a concurrent commit changed a state slot this run changed too; nothing
+                of the run was committed (retry: it restores the newest state).
+            LockTimeoutError: a lock wait exceeded ``lock_timeout``; nothing was committed (retryable).
+            SchemaConflictError, InvalidRowError: a row that does not fit its table; nothing committed.
+            StateTooLargeError, StateNotSerializableError: the state cannot be stored.
+            MissingLoadsError, StateCorruptError: the committed state cannot be restored safely.
+            IncrementalCursorPathMissing, IncrementalCursorTypeError, IncrementalPrimaryKeyMissing:
+                rows an incremental cannot filter.
+            Any exception the resources raise, after the transaction is rolled back (rows committed by
+            earlier checkpoints stay, with their state).
         """
         if refresh not in (None, *REFRESH_MODES):
             raise ValueError(
