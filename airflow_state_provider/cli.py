@@ -35,13 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination.engine import create_engine, mask_url, scrub, url_secrets
-from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError
+from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError, printable
 from airflow_state_provider.state import codec
 
 if TYPE_CHECKING:
@@ -66,7 +66,8 @@ class _Arg:
 # -- values typed on the command line (also what the UI plugin's edit form sends) ---------------
 
 #: ``value_type`` choices of :func:`parse_value` (``--type``).
-VALUE_TYPES = ("auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes")
+ValueType = Literal["auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes"]
+VALUE_TYPES: tuple[ValueType, ...] = get_args(ValueType)
 
 
 def parse_value(text: str, *, current: Any = None, value_type: str = "auto") -> Any:
@@ -363,7 +364,7 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _error(message: str, code: int) -> int:
-    print(f"{PROG}: error: {_as_flags(message)}", file=sys.stderr)
+    print(printable(f"{PROG}: error: {_as_flags(message)}"), file=sys.stderr)
     return code
 
 

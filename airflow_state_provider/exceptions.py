@@ -33,11 +33,23 @@ so code can act on them without parsing the message::
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that has no UTF-8 form (a lone surrogate, e.g. from a key read
+    with ``surrogateescape``) written as its escape (``\\ud800``), so it prints and logs anywhere."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class PipelineStateError(Exception):
     """Base class of every error this provider raises on purpose.
 
     The keyword arguments are the context the message names; each becomes an attribute of the same
-    name (``None`` when not given).
+    name (``None`` when not given). String arguments pass through :func:`printable`: a message quoting
+    a bad key or value (a lone surrogate) renders on any console and in any task log instead of failing
+    to print.
     """
 
     def __init__(
@@ -49,7 +61,7 @@ class PipelineStateError(Exception):
         table: str | None = None,
         column: str | None = None,
     ) -> None:
-        super().__init__(*args)
+        super().__init__(*(printable(a) if isinstance(a, str) else a for a in args))
         #: the pipeline involved
         self.pipeline_name = pipeline_name
         #: the state path involved (dotted or JSONPath, as given)

@@ -20,7 +20,7 @@ import copy
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -31,11 +31,22 @@ import sqlalchemy as sa
 
 from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.engine import mask_url
-from airflow_state_provider.destination.store import LOADS_TABLE, STATE_TABLE, StoredState
-from airflow_state_provider.destination.tables import drop_tables, existing_tables, resource_tables
+from airflow_state_provider.destination.store import (
+    LOADS_TABLE,
+    STATE_TABLE,
+    RecordedTable,
+    StoredState,
+    recorded_resource_tables,
+)
+from airflow_state_provider.destination.tables import (
+    drop_tables,
+    existing_tables,
+    table_name_of,
+)
 from airflow_state_provider.exceptions import (
     ConcurrentEditError,
     InvalidIdentifierError,
+    PipelineStateError,
     StateCorruptError,
     StateOperationError,
     StatePathError,
@@ -51,8 +62,22 @@ log = logging.getLogger("airflow_state_provider.operations")
 
 #: Keys that every commit writes; editing them would break versioning or dlt's restore.
 PROTECTED_KEYS = (*model.VERSION_KEYS, model.LOCAL_KEY, "pipeline_name")
+#: Top-level keys the product (and dlt) owns, each with why an edit is refused: ``set`` accepts only
+#: paths under ``sources``.
+OWNED_KEYS = {
+    **dict.fromkeys(PROTECTED_KEYS, "is written by every commit"),
+    "dataset_name": "is replaced by the pipeline's configured dataset at every restore (give the dataset "
+    "with --dataset or the connection's extra dataset_name)",
+    "default_schema_name": "names the source under which resources run without a source keep their "
+    "state; a new name would make them start over from an empty state (it follows the pipeline name, "
+    "as dlt's default schema does)",
+    "schema_names": "lists the schemas dlt restores with the state; only the pipeline writes it",
+    "destination_type": "records the destination the state belongs to; only the pipeline writes it",
+    "destination_name": "records the destination the state belongs to; only the pipeline writes it",
+}
 
 __all__ = [
+    "OWNED_KEYS",
     "PROTECTED_KEYS",
     "Change",
     "ConcurrentEditError",
@@ -60,8 +85,10 @@ __all__ = [
     "EditResult",
     "PipelineSummary",
     "StateOperationError",
+    "Target",
     "VersionInfo",
     "apply",
+    "check_not_shared",
     "check_structure",
     "diff",
     "get_value",
@@ -72,7 +99,9 @@ __all__ = [
     "plan_drop",
     "plan_rollback",
     "plan_set",
+    "resource_tables",
     "sync_local",
+    "table_name_of",
     "to_plain",
     "where",
 ]
@@ -252,7 +281,8 @@ def plan_set(
 ) -> EditPlan:
     """Plan setting the value at state ``path`` (dotted keys or a JSONPath to one value, see
     :func:`get_value`) to ``value``. The path must exist unless ``create`` (missing dict keys are then
-    added); version bookkeeping, ``_local`` and ``pipeline_name`` cannot be set. Raises
+    added). The top-level keys the pipeline owns (:data:`OWNED_KEYS`: version bookkeeping, ``_local``,
+    ``pipeline_name``, ``dataset_name``, ``default_schema_name``...) cannot be set. Raises
     :class:`StatePathError` (a bad path) or :class:`StateOperationError` (a value that cannot be stored,
     or a result without dlt's layout) naming the pipeline; nothing is written by planning."""
     name = pipeline.pipeline_name
@@ -263,10 +293,12 @@ def plan_set(
     base = _base(pipeline, base, expect_version)
     state = copy.deepcopy(base.state)
     with _naming_pipeline(name):
-        steps = paths.locate(state, path, create=create)
-        if steps and steps[0] in PROTECTED_KEYS:
+        steps = paths.locate(state, path, create=True)  # the owned-key check comes before "not found"
+        if steps and steps[0] in OWNED_KEYS:
             raise StatePathError(
-                f"{steps[0]!r} is written by every commit and cannot be set", state_path=path
+                f"state path {path!r} cannot be set: {steps[0]!r} {OWNED_KEYS[str(steps[0])]}. "
+                "Nothing was written.",
+                state_path=path,
             )
         paths.set(state, path, value, create=create)
     codec.typed_dumps(state)  # a value outside the supported types fails here, naming its path
@@ -289,6 +321,112 @@ def check_structure(state: dict, *, pipeline_name: str, action: str) -> None:
 # -- drop ------------------------------------------------------------------------------------------
 
 
+#: a resource of a source (None: of any source) whose tables an operation drops or empties
+Target = tuple[str | None, str]
+
+
+def _matches(row: RecordedTable, pipeline_name: str, target: Target, rows: list[RecordedTable]) -> bool:
+    source, name = target
+    if row.pipeline_name != pipeline_name or row.resource_name != name:
+        return False
+    if source is None or row.source_name == source:
+        return True
+    # a row written before the map recorded sources stands for the resource in any source, unless a
+    # later row names the source that loads that table
+    return row.source_name is None and not any(
+        o.pipeline_name == pipeline_name
+        and o.resource_name == name
+        and o.table_name == row.table_name
+        and o.source_name is not None
+        for o in rows
+    )
+
+
+def resource_tables(
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    targets: Iterable[Target],
+    *,
+    hints: dict[str, str] | None = None,
+    recorded: list[RecordedTable] | None = None,
+) -> dict[Target, list[str]]:
+    """The tables each ``(source, resource)`` of ``targets`` loaded, from the resource-to-table map
+    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`), keyed by source: a resource
+    of another source with the same name keeps its tables.
+
+    A ``hints`` entry (a :class:`Resource`'s ``table_name``) that differs from the resource name
+    wins. A resource the map does not know (loaded before the map existed, or by dlt) is taken to
+    load the table named like it, unless the map records that table as another resource's.
+    """
+    if recorded is None:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+    mine = [r for r in recorded if r.pipeline_name == pipeline.pipeline_name]
+    out: dict[Target, list[str]] = {}
+    for target in dict.fromkeys(targets):
+        name = target[1]
+        hint = (hints or {}).get(name, name)
+        if hint != name:
+            out[target] = [_table_name_of(hint, pipeline)]
+            continue
+        tables = [r.table_name for r in mine if _matches(r, pipeline.pipeline_name, target, mine)]
+        if tables:
+            out[target] = list(dict.fromkeys(tables))
+        else:
+            guess = _table_name_of(name, pipeline)
+            claimed = any(r.table_name == guess and r.resource_name != name for r in mine)
+            out[target] = [] if claimed else [guess]
+    return out
+
+
+def check_not_shared(
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    tables: Sequence[str],
+    targets: Iterable[Target],
+    *,
+    action: str,
+    whole_sources: Iterable[str] = (),
+    advice: str,
+    error: type[PipelineStateError] | None = None,
+    recorded: list[RecordedTable] | None = None,
+) -> None:
+    """Refuse (``error``, default :class:`StateOperationError`) to drop or empty ``tables`` when the
+    resource-to-table map records one of them as loaded by a resource outside ``targets`` (another
+    source, another pipeline in the dataset): its rows would vanish while its state says they were
+    loaded. ``whole_sources`` covers every resource of those sources of this pipeline."""
+    if recorded is None:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+    targets = list(targets)
+    names = {n for _, n in targets}
+    sources = set(whole_sources)
+    me = pipeline.pipeline_name
+
+    def covered(row: RecordedTable) -> bool:
+        if row.pipeline_name != me:
+            return False
+        if row.source_name in sources or any(_matches(row, me, t, recorded) for t in targets):
+            return True
+        return row.source_name is None and row.resource_name in names
+
+    for table in tables:
+        others = [r for r in recorded if r.table_name == table and not covered(r)]
+        if others:
+            mine = sorted({f"{n!r}" + (f" of source {s!r}" if s else "") for s, n in targets})
+            raise (error or StateOperationError)(
+                f"pipeline {me!r}: {action} would drop or empty table {pipeline.dataset_name}.{table} of "
+                f"resource {', '.join(mine) or '(none)'}, but {'; '.join(o.describe() for o in others)} "
+                "also loads it: its rows would vanish while its state says they were loaded. "
+                f"{advice} Nothing was written."
+            )
+
+
+def _table_name_of(name: str, pipeline: Pipeline) -> str:
+    try:
+        return table_name_of(name, pipeline.engine)
+    except InvalidIdentifierError as exc:
+        raise StateOperationError(str(exc), pipeline_name=pipeline.pipeline_name, resource=name) from None
+
+
 def plan_drop(
     pipeline: Pipeline,
     resources: Sequence[str | Resource] = (),
@@ -304,14 +442,16 @@ def plan_drop(
 
     ``resources`` are names, ``re:<regex>`` patterns matched against resource names, or
     :class:`Resource` objects (their ``table_name`` is the table dropped). A matched resource loses its
-    state slot and, unless ``state_only``, its table: the table named like the resource (normalized as
-    the loader does), if it exists. ``drop_all`` matches every resource. ``state_paths`` are paths
-    relative to each source's state, JSONPath (``ids[1]``, ``ids[0:2]``, ``ids[?(@ > 2)]``, ``*``,
-    ``a["x.y"]``) or dotted keys; ``resources`` itself is never deleted. ``sources`` limits all of it to
-    those source keys (default: every source in the state). Nothing else in the document changes.
+    state slot and, unless ``state_only``, its tables: those the resource-to-table map records for it in
+    its source, else the table named like the resource (normalized as the loader does), if it exists.
+    ``drop_all`` matches every resource. ``state_paths`` are paths relative to each source's state,
+    JSONPath (``ids[1]``, ``ids[0:2]``, ``ids[?(@ > 2)]``, ``*``, ``a["x.y"]``) or dotted keys;
+    ``resources`` itself is never deleted. ``sources`` limits all of it to those source keys (default:
+    every source in the state). Nothing else in the document changes.
 
-    Raises :class:`StateOperationError` naming the pipeline and the resource, source or state path when
-    one is unknown or selects nothing; nothing is written by planning.
+    Raises :class:`StateOperationError` naming the pipeline and the resource, source, table or state
+    path when one is unknown, selects nothing, or is a table another resource loads too; nothing is
+    written by planning.
     """
     name = pipeline.pipeline_name
     if not (resources or state_paths or drop_all):
@@ -325,11 +465,14 @@ def plan_drop(
     selected = _select_sources(all_sources, sources, name)
     names, patterns = _resource_selectors(resources, name)
     matched, pattern_hits = _drop_slots(all_sources, selected, names, patterns, drop_all=drop_all)
+    # a named resource, in each selected source (any source when the state has none): the map knows
+    # which source loaded which table
+    targets = [*matched, *((s, n) for n in names for s in (selected or [None]))]
     tables: list[str] = []
-    if not state_only and (names or matched):
-        tables = _tables_to_drop(pipeline, names, matched, selected, all_sources)
-    elif state_only:
-        _check_found(pipeline, names, matched, selected, all_sources, table_of=None)
+    table_of: dict[Target, list[str]] = {}
+    if not state_only and targets:
+        tables, table_of = _tables_to_drop(pipeline, targets, names, selected if drop_all else ())
+    _check_found(pipeline, names, matched, selected, all_sources, table_of, tables, state_only=state_only)
     warnings = [f"resource pattern {p!r} matched no resource" for p, _ in patterns if p not in pattern_hits]
     for state_path in state_paths:
         _drop_state_path(all_sources, selected, state_path, name)
@@ -367,9 +510,10 @@ def _drop_slots(
     patterns: list[tuple[str, re.Pattern]],
     *,
     drop_all: bool,
-) -> tuple[dict[str, None], set[str]]:
-    """Delete the matched resource slots in place; the resources matched and the patterns that hit."""
-    matched: dict[str, None] = {}
+) -> tuple[dict[Target, None], set[str]]:
+    """Delete the matched resource slots in place; the ``(source, resource)`` matched and the patterns
+    that hit."""
+    matched: dict[Target, None] = {}
     pattern_hits: set[str] = set()
     for source_key in selected:
         slots = all_sources[source_key].get("resources") or {}
@@ -378,48 +522,53 @@ def _drop_slots(
             pattern_hits.update(hits)
             if drop_all or resource_name in names or hits:
                 del slots[resource_name]
-                matched[resource_name] = None
+                matched[(source_key, resource_name)] = None
     return matched, pattern_hits
 
 
 def _tables_to_drop(
-    pipeline: Pipeline,
-    names: dict[str, str],
-    matched: dict[str, None],
-    selected: list[str],
-    all_sources: dict,
-) -> list[str]:
-    """The existing tables of the named and matched resources (an unknown name raises)."""
-    try:
-        with pipeline.engine.connect() as conn:
-            table_of = resource_tables(
-                conn, pipeline.dataset_name, pipeline.pipeline_name, [*names, *matched], hints=names
-            )
-            tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
-    except InvalidIdentifierError as exc:
-        raise StateOperationError(str(exc), pipeline_name=pipeline.pipeline_name) from None
-    _check_found(pipeline, names, matched, selected, all_sources, table_of=(table_of, tables))
-    return tables
+    pipeline: Pipeline, targets: list[Target], names: dict[str, str], whole_sources: Sequence[str]
+) -> tuple[list[str], dict[Target, list[str]]]:
+    """The existing tables of ``targets``, and each target's tables; refuses a table another resource
+    loads too (:func:`check_not_shared`)."""
+    with pipeline.engine.connect() as conn:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+        table_of = resource_tables(pipeline, conn, targets, hints=names, recorded=recorded)
+        tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
+        check_not_shared(
+            pipeline,
+            conn,
+            tables,
+            table_of,
+            action="drop",
+            whole_sources=whole_sources,
+            advice="Drop the resources that load it together (name each, with --source for each of "
+            "their sources), or drop only the state (--state-only).",
+            recorded=recorded,
+        )
+    return tables, table_of
 
 
 def _check_found(
     pipeline: Pipeline,
     names: dict[str, str],
-    matched: dict[str, None],
+    matched: dict[Target, None],
     selected: list[str],
     all_sources: dict,
+    table_of: dict[Target, list[str]],
+    tables: list[str],
     *,
-    table_of: tuple[dict[str, list[str]], list[str]] | None,
+    state_only: bool,
 ) -> None:
-    """Raise for a named resource with neither a state slot nor (unless ``table_of`` is None) a table."""
+    """Raise for a named resource with neither a state slot nor (unless ``state_only``) a table."""
     name = pipeline.pipeline_name
-    recorded, existing = table_of if table_of is not None else ({}, [])
     for resource_name in names:
-        if resource_name in matched or set(recorded.get(resource_name, ())) & set(existing):
+        guesses = {t: None for (_, n), ts in table_of.items() if n == resource_name for t in ts}
+        if any(n == resource_name for _, n in matched) or set(guesses) & set(tables):
             continue
         known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
-        guessed = ", ".join(map(repr, recorded.get(resource_name, ()))) or "recorded"
-        table_note = "" if table_of is None else f" and no table {guessed}"
+        guessed = ", ".join(map(repr, guesses)) or "recorded"
+        table_note = "" if state_only else f" and no table {guessed}"
         raise StateOperationError(
             f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
             f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "

@@ -1,5 +1,6 @@
-"""Data tables by resource: which tables a resource loaded, and dropping or emptying them inside the
-caller's transaction (what ``drop`` and ``refresh`` do)."""
+"""Data tables: the table a resource name loads into, and dropping or emptying tables inside the
+caller's transaction (what ``drop`` and ``refresh`` do). Which tables a resource loaded is
+:func:`airflow_state_provider.operations.resource_tables` (it reads the resource-to-table map)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from airflow_state_provider.destination import naming
-from airflow_state_provider.destination.store import recorded_resource_tables
+from airflow_state_provider.destination.store import forget_tables
 
 
 def table_name_of(name: str, engine: sa.Engine) -> str:
@@ -20,37 +21,6 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
     return naming.normalize_path(name, max_length)
 
 
-def resource_tables(
-    conn: sa.Connection,
-    dataset: str,
-    pipeline_name: str,
-    resources: Iterable[str],
-    *,
-    hints: dict[str, str] | None = None,
-) -> dict[str, list[str]]:
-    """Resource name -> the tables it loaded in ``dataset``, from the resource-to-table map
-    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`).
-
-    A ``hints`` entry (a resource's ``table_name``) that differs from the resource name wins. A
-    resource the map does not know (loaded before the map existed, or by dlt) is taken to load the
-    table named like it, unless the map records that table as another resource's (then: no table).
-    """
-    engine = conn.engine
-    recorded = recorded_resource_tables(conn, dataset, pipeline_name)
-    claimed = {t: r for r, tables in recorded.items() for t in tables}
-    out: dict[str, list[str]] = {}
-    for name in dict.fromkeys(resources):
-        hint = (hints or {}).get(name, name)
-        if hint != name:
-            out[name] = [table_name_of(hint, engine)]
-        elif name in recorded:
-            out[name] = list(recorded[name])
-        else:
-            guess = table_name_of(name, engine)
-            out[name] = [] if claimed.get(guess, name) != name else [guess]
-    return out
-
-
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
     """Those of ``names`` that are tables in ``dataset``, in the given order, without repeats."""
     inspector = sa.inspect(conn)
@@ -58,9 +28,12 @@ def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> 
 
 
 def drop_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
-    """``DROP TABLE IF EXISTS`` each of ``names`` inside the caller's transaction."""
+    """``DROP TABLE IF EXISTS`` each of ``names`` inside the caller's transaction, and the tables' rows
+    in the resource-to-table map (no resource's rows are in them any more)."""
+    names = list(names)
     for name in names:
         conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=dataset), if_exists=True))
+    forget_tables(conn, dataset, names)
 
 
 def truncate_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from airflow_state_provider import operations
 from airflow_state_provider.destination.audit import AUDIT_TABLE
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.dialects.sqlite import dataset_file
 from airflow_state_provider.destination.store import STATE_TABLE, StoredState
 from airflow_state_provider.exceptions import StateCorruptError
 from airflow_state_provider.pipeline import Pipeline
@@ -55,6 +56,29 @@ def datasets(engine: sa.Engine) -> list[str]:
     ).bindparams(t=STATE_TABLE)
     with engine.connect() as conn:
         return sorted(conn.execute(query).scalars())
+
+
+def has_state(engine: sa.Engine, dataset: str) -> bool:
+    """Whether ``dataset`` (its name as stored: normalized) holds a ``_dlt_pipeline_state`` table.
+
+    Looks without creating anything: opening a pipeline on SQLite attaches ``<file>__<dataset>``,
+    which creates that file, so a read of a misspelled dataset would leave files behind.
+    """
+    if engine.dialect.name == "sqlite":
+        path = dataset_file(engine.url.database, dataset)
+        if path == ":memory:" or not os.path.isfile(path):
+            return False
+        probe = sa.create_engine(f"sqlite:///{path}", poolclass=sa.NullPool)
+        try:
+            with probe.connect() as conn:
+                return sa.inspect(conn).has_table(STATE_TABLE)
+        finally:
+            probe.dispose()
+    query = sa.text(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = :s AND table_name = :t"
+    ).bindparams(s=dataset, t=STATE_TABLE)
+    with engine.connect() as conn:
+        return conn.execute(query).first() is not None
 
 
 @dataclass

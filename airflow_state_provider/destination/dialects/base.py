@@ -106,6 +106,15 @@ class Dialect:
     max_decimal_precision: int | None = 38
     #: significant digits a stored decimal keeps exactly (None: all of its precision)
     decimal_significant_digits: int | None = None
+    #: dlt's ``create_indexes`` default: new tables get a UNIQUE index on ``_dlt_id``
+    create_indexes = True
+
+    def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
+        """The first of ``values`` (a batch of one column of loader kind ``kind``: "decimal",
+        "double"...) the database would not store as it is, with why; None if it keeps them all. The
+        loader refuses such a batch (:class:`SchemaConflictError`) instead of letting the database
+        change the value silently."""
+        return None
 
     def __init__(
         self, engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None

@@ -73,6 +73,8 @@ def _release_after_commit(do_commit: Callable[[Any], None]) -> Callable[[Any], N
 
 class DuckDBDialect(Dialect):
     name = "duckdb"
+    #: no UNIQUE ``_dlt_id`` index by default, as dlt's duckdb destination: it makes bulk inserts ~2.5x slower
+    create_indexes = False
 
     def __init__(self, engine: sa.Engine, **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)

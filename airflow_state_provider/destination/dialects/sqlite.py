@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,6 +62,23 @@ class SQLiteDialect(Dialect):
     max_decimal_precision = None
     #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
     decimal_significant_digits = 15
+
+    def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
+        # a NUMERIC column keeps a decimal as REAL: one outside REAL's range would read back as 0 or
+        # inf, a subnormal one with fewer digits; a REAL column stores NaN as NULL
+        if kind == "decimal":
+            for v in values:
+                if v is not None and v.is_finite() and Decimal(format(float(v), ".15g")) != v:
+                    kept = format(float(v), ".15g")
+                    return v, (
+                        f"sqlite keeps decimals as REAL (15 significant digits, magnitudes from about "
+                        f"1E-307 to 1E+308), so it would read back as {kept}"
+                    )
+        elif kind == "double":
+            for v in values:
+                if v is not None and v != v:
+                    return v, "sqlite stores NaN as NULL"
+        return None
 
     def prepare(self, dataset: str) -> None:
         engine = self.engine
