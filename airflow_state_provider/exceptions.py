@@ -25,7 +25,8 @@ so code can act on them without parsing the message::
     ├── IncrementalCursorTypeError (TypeError)
     ├── IncrementalNoIntervalError          no range from the scheduler, and the run asked to raise
     ├── MappedSlotConflictError             mapped task instances sharing one state slot
-    └── BrowserError                        a state-browser request that cannot be served (``status``)
+    ├── BrowserError                        a state-browser request that cannot be served (``status``)
+    └── FormError (ValueError)              a state-browser form that does not validate (``lines``)
 
 :data:`PERMANENT_ERRORS` lists the types an Airflow task fails on without retrying.
 """
@@ -174,6 +175,15 @@ class BrowserError(PipelineStateError):
     def __init__(self, message: str, status: int = 400, **context: str | None) -> None:
         super().__init__(message, **context)
         self.status = status
+
+
+class FormError(PipelineStateError, ValueError):
+    """A submitted state-browser form that does not validate; ``lines`` name the fields."""
+
+    def __init__(self, lines: list[str] | str, **context: str | None) -> None:
+        lines = [lines] if isinstance(lines, str) else lines  # a str: unpickling passes the message
+        super().__init__("; ".join(lines), **context)
+        self.lines = lines
 
 
 #: Errors that fail the same way on every try: an Airflow task ends on them without retrying.

@@ -467,7 +467,8 @@ def plan_drop(
     matched, pattern_hits = _drop_slots(all_sources, selected, names, patterns, drop_all=drop_all)
     # a named resource, in each selected source (any source when the state has none): the map knows
     # which source loaded which table
-    targets = [*matched, *((s, n) for n in names for s in (selected or [None]))]
+    in_sources: list[str | None] = [*selected] or [None]
+    targets: list[Target] = [*matched, *((s, n) for n in names for s in in_sources)]
     tables: list[str] = []
     table_of: dict[Target, list[str]] = {}
     if not state_only and targets:

@@ -299,7 +299,9 @@ class StateStore:
             f"(newest version {version}, load {load_id}) but {why}, so none of them counts as committed. "
             "Refusing to start over silently (that would reload everything). If the load records were "
             f"deleted, restore {LOADS_TABLE} (a row per load id with status 0) from a backup or re-insert "
-            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}."
+            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}.",
+            pipeline_name=self.pipeline_name,
+            table=LOADS_TABLE,
         )
 
     def ensure_tables(self, engine: sa.Engine) -> None:
@@ -383,13 +385,18 @@ class StateStore:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: {problem[0] or 'the document'} {problem[1]}. "
                 "Roll back to an earlier version (airflow-state rollback) or fix the path "
-                "(airflow-state set)."
+                "(airflow-state set).",
+                pipeline_name=self.pipeline_name,
+                state_path=problem[0],
+                table=STATE_TABLE,
             )
         stored_hash = row.version_hash
         if stored_hash and codec.state_version_hash(state) != stored_hash:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: the content does not match its version_hash. "
-                "Roll back to an earlier version (airflow-state rollback) or drop the state."
+                "Roll back to an earlier version (airflow-state rollback) or drop the state.",
+                pipeline_name=self.pipeline_name,
+                table=STATE_TABLE,
             )
         return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
 
@@ -531,7 +538,8 @@ class StateStore:
             raise StateTooLargeError(
                 f"pipeline {self.pipeline_name!r}: the state is {size} bytes, over the limit of "
                 f"{self.max_state_bytes} (max_state_bytes). Biggest paths: {biggest_paths(state)}. "
-                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed."
+                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed.",
+                pipeline_name=self.pipeline_name,
             )
         if size > self.warn_state_bytes:
             log.warning(

@@ -215,7 +215,9 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
         raise StateConflictError(
             f"pipeline {pipeline_name!r}: state slot(s) {paths} were changed by this run and by a "
             f"concurrent commit (state version {theirs.get('_state_version')}). Nothing was committed. "
-            "Retry the task (it restores the newest state), or give each slot a single writer task."
+            "Retry the task (it restores the newest state), or give each slot a single writer task.",
+            pipeline_name=pipeline_name,
+            state_path=paths,
         )
     return _build(merged_slots, theirs, ours)
 
