@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--json", type=Path, default=ROOT / "benchmarks" / "last_run.json", help="where the raw results go"
     )
     parser.add_argument(
-        "--render", type=Path, metavar="JSON", help="only write the report again from saved results"
+        "--render",
+        type=Path,
+        action="append",
+        metavar="JSON",
+        help="only write the report again from saved results (repeat to join the parts of a split run)",
     )
     parser.add_argument(
         "--workdir", type=Path, help="where databases and pipelines dirs go (default: a tmp dir)"
@@ -68,8 +72,8 @@ def _warm_up() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        info, measures, plans = saved.load(args.render)
-        args.output.write_text(render(info, measures, plans), encoding="utf-8")
+        info, measures, plans = saved.load_parts(args.render)
+        args.output.write_text(render(info, _ordered(measures), plans), encoding="utf-8")
         _log(f"wrote {args.output} from {args.render}")
         return 0
     sizes = cases.SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]

@@ -323,7 +323,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_health(base_url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_for_health(base_url: str, server: subprocess.Popen, timeout: float = 600) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout

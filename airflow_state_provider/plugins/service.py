@@ -133,7 +133,12 @@ def plan_edit(pipeline: Pipeline, edit: EditBody) -> operations.EditPlan:
             if not edit.create:
                 raise
             current = None
-        value = parse_value(edit.value, current=current, value_type=edit.value_type)
+        try:
+            value = parse_value(edit.value, current=current, value_type=edit.value_type)
+        except RecursionError:  # the JSON decoder's own limit, deeper than any storable state
+            raise operations.StateOperationError(
+                f"pipeline {pipeline.pipeline_name!r}: the value for {edit.path!r} is nested too deeply"
+            ) from None
         return operations.plan_set(
             pipeline, edit.path, value, create=edit.create, expect_version=expect, base=base
         )
