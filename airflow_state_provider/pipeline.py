@@ -107,6 +107,9 @@ class _Run:
         #: the newest committed document this run knows, and the load id of its state row
         self.committed = copy.deepcopy(restored.state) if restored else pipeline._fresh_state()
         self.known_load_id = restored.load_id if restored else None
+        #: the merge base kept an older value of a slot than the committed document (a pinned slot that
+        #: another writer changed): every later commit must merge, or it would write that value back
+        self.diverged = False
         self.has_committed = restored is not None
         #: the document user code and incrementals write (``current.*``)
         self.working = copy.deepcopy(self.committed)
@@ -687,7 +690,7 @@ class Pipeline:
             self.store,
             run.working if ours is None else ours,
             base=run.base,
-            known_load_id=run.known_load_id,
+            known_load_id=None if run.diverged else run.known_load_id,
             load_id=loader.load_id,
             wrote_data=rows > 0 or bool(loader.tables_written) or not final,
             new_version=run.force_commit or (not run.has_committed and rows > 0),
@@ -736,6 +739,7 @@ class Pipeline:
         # continue from the committed document: a later commit must not write back what other writers
         # changed meanwhile (their slots come in; ours stay ours)
         run.base = model.rebase(run.working, run.base, committed.state, run.pinned)
+        run.diverged = model.slot_map(run.base) != model.slot_map(committed.state)
         run.committed = committed.state
         run.known_load_id = committed.state_load_id
         run.has_committed = run.has_committed or committed.state_changed
