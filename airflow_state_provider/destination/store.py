@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.audit import AuditLog
 from airflow_state_provider.destination.dialects import Dialect
 from airflow_state_provider.destination.engine import check_supported
@@ -193,7 +192,7 @@ class StateStore:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
         check_supported(dialect.engine)
-        naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
+        dialect.check_dataset_name(dataset)
         self.dialect = dialect
         self.dataset = dataset
         self.pipeline_name = pipeline_name

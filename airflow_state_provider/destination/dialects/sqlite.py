@@ -18,12 +18,14 @@ import datetime as dt
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings
+from airflow_state_provider.destination import column_types
+from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings, driver_connection
 
 _PREPARED_ATTR = "_asp_sqlite_datasets"
 _prepare_lock = threading.Lock()
@@ -61,8 +63,18 @@ class SQLiteDialect(Dialect):
     max_decimal_precision = None
     #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
     decimal_significant_digits = 15
+    json_as_text = True
+
+    @classmethod
+    def json_column_type(cls) -> sa.types.TypeEngine:
+        """``TEXT``: SQLite has no JSON type (its JSON functions read text), as dlt creates."""
+        return sa.Text()
 
     def prepare(self, dataset: str) -> None:
+        """Attach ``dataset``'s file (``<stem>__<dataset><suffix>``, created if missing) on every
+        connection of the engine, in WAL mode; the first call registers the engine's connection setup
+        (busy timeout of ``lock_timeout`` seconds, per-dataset write lock, "database is locked" as
+        :class:`LockTimeoutError`)."""
         engine = self.engine
         with _prepare_lock:
             datasets: set[str] | None = getattr(engine, _PREPARED_ATTR, None)
@@ -81,10 +93,33 @@ class SQLiteDialect(Dialect):
         # connections opened before this dataset was known attach it now
         engine.dispose()
 
+    def prepare_existing(self) -> None:
+        """Attach every dataset file found next to the main file."""
+        for dataset in existing_datasets(self.engine.url.database):
+            self.prepare(dataset)
+
+    @classmethod
+    def datasets_with_table(cls, engine: sa.Engine, table: str) -> list[str]:
+        """The dataset files next to the main file whose database holds ``table`` (each is opened
+        read-only for the look, without attaching it to the engine)."""
+        database = engine.url.database
+        found = []
+        for dataset in existing_datasets(database):
+            uri = "file:" + urllib.parse.quote(dataset_file(database, dataset)) + "?mode=ro"
+            probe = sqlite3.connect(uri, uri=True)
+            try:
+                query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+                if probe.execute(query, (table,)).fetchone():
+                    found.append(dataset)
+            finally:
+                probe.close()
+        return found
+
     def create_dataset(self, conn: sa.Connection, dataset: str) -> None:
         """Attached on connect already; nothing to create."""
 
     def has_dataset(self, conn: sa.Connection, dataset: str) -> bool:
+        """Always True: :meth:`prepare` attached (and so created) the dataset's file."""
         return True
 
     def insert_rows(
@@ -110,7 +145,7 @@ class SQLiteDialect(Dialect):
             ", ".join(prep.quote_identifier(c) for c in columns),
             ", ".join(["?"] * len(columns)),
         )
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = driver_connection(conn).cursor()
         try:
             cursor.executemany(statement, rows)
         finally:
@@ -136,7 +171,7 @@ class _Converted(list):
 
 
 def _utc_text(value: dt.datetime | str) -> str:
-    if value.__class__ is str:
+    if isinstance(value, str):
         return value  # converted already
     if value.tzinfo is dt.UTC:
         return value.isoformat(" ", "microseconds")  # ends in +00:00
@@ -146,23 +181,28 @@ def _utc_text(value: dt.datetime | str) -> str:
 
 
 def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
-    if isinstance(t, sa.DateTime):
-        return _utc_text
-    if isinstance(t, (sa.Date, sa.Time)):
-        return _isoformat
-    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
-        return str
-    return None
+    return _FIXES.get(column_types.lookup(t).kind)
 
 
 def _isoformat(value: dt.date | dt.time | str) -> str:
-    if value.__class__ is str:
+    if isinstance(value, str):
         return value  # converted already
     return value.isoformat()
 
 
-def _on_connect(datasets: set[str], database: str | None, settings: EngineLockSettings):
-    def attach(dbapi_conn, _record) -> None:
+#: values in the text formats SQLAlchemy reads back, per column kind
+_FIXES: dict[str, Callable[[Any], Any]] = {
+    column_types.TIMESTAMP: _utc_text,
+    column_types.DATE: _isoformat,
+    column_types.TIME: _isoformat,
+    column_types.DECIMAL: str,
+}
+
+
+def _on_connect(
+    datasets: set[str], database: str | None, settings: EngineLockSettings
+) -> Callable[[Any, Any], None]:
+    def attach(dbapi_conn: Any, _record: Any) -> None:
         # let SQLAlchemy's "begin" event emit the BEGIN instead of pysqlite's own
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -177,7 +217,7 @@ def _on_connect(datasets: set[str], database: str | None, settings: EngineLockSe
     return attach
 
 
-def _on_begin(datasets: set[str]):
+def _on_begin(datasets: set[str]) -> Callable[[sa.Connection], None]:
     def begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
         if conn.get_execution_options().get("asp_read_only", False):
@@ -189,7 +229,9 @@ def _on_begin(datasets: set[str]):
     return begin
 
 
-def _lock_timeouts(datasets: set[str], database: str | None, settings: EngineLockSettings):
+def _lock_timeouts(
+    datasets: set[str], database: str | None, settings: EngineLockSettings
+) -> Callable[[Any], None]:
     def convert(context: Any) -> None:
         """SQLite's "database is locked" after the busy timeout becomes :class:`LockTimeoutError`."""
         orig = context.original_exception
