@@ -271,7 +271,7 @@ def api_task_instance(
 # -- HTML pages ----------------------------------------------------------------------------------------
 
 
-def _html(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _html(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:
     return HTMLResponse(render(name, root=_root(request), **context), status_code=status)
 
 
