@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination.engine import create_engine, mask_url, scrub, url_secrets
-from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError
+from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError, printable
 from airflow_state_provider.state import codec
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _error(message: str, code: int) -> int:
-    print(f"{PROG}: error: {_as_flags(message)}", file=sys.stderr)
+    print(printable(f"{PROG}: error: {_as_flags(message)}"), file=sys.stderr)
     return code
 
 

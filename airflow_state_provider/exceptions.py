@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that has no UTF-8 form (a lone surrogate, e.g. from a key read
+    with ``surrogateescape``) written as its escape (``\\ud800``), so it prints and logs anywhere."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class PipelineStateError(Exception):
-    """Base class of every error this provider raises on purpose."""
+    """Base class of every error this provider raises on purpose.
+
+    String arguments pass through :func:`printable`: a message quoting a bad key or value (a lone
+    surrogate) renders on any console and in any task log instead of failing to print.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(printable(a) if isinstance(a, str) else a for a in args))
 
 
 class StateConflictError(PipelineStateError):

@@ -38,7 +38,9 @@ from airflow_state_provider.destination.engine import mask_url
 from airflow_state_provider.destination.store import (
     LOADS_TABLE,
     STATE_TABLE,
+    RecordedTable,
     StoredState,
+    forget_tables,
     recorded_resource_tables,
 )
 from airflow_state_provider.exceptions import ConcurrentEditError, PipelineStateError, StateCorruptError
@@ -52,6 +54,19 @@ log = logging.getLogger("airflow_state_provider.operations")
 
 #: Keys that every commit writes; editing them would break versioning or dlt's restore.
 PROTECTED_KEYS = (*model.VERSION_KEYS, model.LOCAL_KEY, "pipeline_name")
+#: Top-level keys the product (and dlt) owns, each with why an edit is refused: ``set`` accepts only
+#: paths under ``sources``.
+OWNED_KEYS = {
+    **dict.fromkeys(PROTECTED_KEYS, "is written by every commit"),
+    "dataset_name": "is replaced by the pipeline's configured dataset at every restore (give the dataset "
+    "with --dataset or the connection's extra dataset_name)",
+    "default_schema_name": "names the source under which resources run without a source keep their "
+    "state; a new name would make them start over from an empty state (it follows the pipeline name, "
+    "as dlt's default schema does)",
+    "schema_names": "lists the schemas dlt restores with the state; only the pipeline writes it",
+    "destination_type": "records the destination the state belongs to; only the pipeline writes it",
+    "destination_name": "records the destination the state belongs to; only the pipeline writes it",
+}
 #: ``value_type`` choices of :func:`parse_value`.
 VALUE_TYPES = ("auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes")
 
@@ -419,15 +434,18 @@ def plan_set(
     expect_version: int | None = None,
     base: StoredState | None = None,
 ) -> EditPlan:
-    """Plan setting the value at ``path``. The path must exist unless ``create``; version bookkeeping,
-    ``_local`` and ``pipeline_name`` cannot be set."""
+    """Plan setting the value at ``path``. The path must exist unless ``create``. The top-level keys the
+    pipeline owns (:data:`OWNED_KEYS`: version bookkeeping, ``_local``, ``pipeline_name``,
+    ``dataset_name``, ``default_schema_name``...) cannot be set: :class:`StateOperationError` names
+    the path and why."""
     name = pipeline.pipeline_name
     parts = _split_path(path, pipeline_name=name)
     if not parts:
         raise StateOperationError(f"pipeline {name!r}: set needs a state path")
-    if parts[0] in PROTECTED_KEYS:
+    if parts[0] in OWNED_KEYS:
         raise StateOperationError(
-            f"pipeline {name!r}: {parts[0]!r} is written by every commit and cannot be set"
+            f"pipeline {name!r}: state path {path!r} cannot be set: {parts[0]!r} {OWNED_KEYS[parts[0]]}. "
+            "Nothing was written."
         )
     base = _base(pipeline, base, expect_version)
     state = copy.deepcopy(base.state)
@@ -462,29 +480,103 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
         raise StateOperationError(str(exc)) from None
 
 
+#: a resource of a source (None: of any source) whose tables an operation drops or empties
+Target = tuple[str | None, str]
+
+
+def _matches(row: RecordedTable, pipeline_name: str, target: Target, rows: list[RecordedTable]) -> bool:
+    source, name = target
+    if row.pipeline_name != pipeline_name or row.resource_name != name:
+        return False
+    if source is None or row.source_name == source:
+        return True
+    # a row written before the map recorded sources stands for the resource in any source, unless a
+    # later row names the source that loads that table
+    return row.source_name is None and not any(
+        o.pipeline_name == pipeline_name
+        and o.resource_name == name
+        and o.table_name == row.table_name
+        and o.source_name is not None
+        for o in rows
+    )
+
+
 def resource_tables(
-    pipeline: Pipeline, conn: sa.Connection, resources: Iterable[str], *, hints: dict[str, str] | None = None
-) -> dict[str, list[str]]:
-    """The tables each of ``resources`` loaded, from the resource-to-table map
-    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`).
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    targets: Iterable[Target],
+    *,
+    hints: dict[str, str] | None = None,
+    recorded: list[RecordedTable] | None = None,
+) -> dict[Target, list[str]]:
+    """The tables each ``(source, resource)`` of ``targets`` loaded, from the resource-to-table map
+    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`), keyed by source: a resource
+    of another source with the same name keeps its tables.
 
     A ``hints`` entry (a :class:`Resource`'s ``table_name``) that differs from the resource name
     wins. A resource the map does not know (loaded before the map existed, or by dlt) is taken to
     load the table named like it, unless the map records that table as another resource's.
     """
-    recorded = recorded_resource_tables(conn, pipeline.dataset_name, pipeline.pipeline_name)
-    claimed = {t: r for r, tables in recorded.items() for t in tables}
-    out: dict[str, list[str]] = {}
-    for name in dict.fromkeys(resources):
+    if recorded is None:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+    mine = [r for r in recorded if r.pipeline_name == pipeline.pipeline_name]
+    out: dict[Target, list[str]] = {}
+    for target in dict.fromkeys(targets):
+        name = target[1]
         hint = (hints or {}).get(name, name)
         if hint != name:
-            out[name] = [table_name_of(hint, pipeline.engine)]
-        elif name in recorded:
-            out[name] = list(recorded[name])
+            out[target] = [table_name_of(hint, pipeline.engine)]
+            continue
+        tables = [r.table_name for r in mine if _matches(r, pipeline.pipeline_name, target, mine)]
+        if tables:
+            out[target] = list(dict.fromkeys(tables))
         else:
             guess = table_name_of(name, pipeline.engine)
-            out[name] = [] if claimed.get(guess, name) != name else [guess]
+            claimed = any(r.table_name == guess and r.resource_name != name for r in mine)
+            out[target] = [] if claimed else [guess]
     return out
+
+
+def check_not_shared(
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    tables: Sequence[str],
+    targets: Iterable[Target],
+    *,
+    action: str,
+    whole_sources: Iterable[str] = (),
+    advice: str,
+    error: type[PipelineStateError] | None = None,
+    recorded: list[RecordedTable] | None = None,
+) -> None:
+    """Refuse (``error``, default :class:`StateOperationError`) to drop or empty ``tables`` when the
+    resource-to-table map records one of them as loaded by a resource outside ``targets`` (another
+    source, another pipeline in the dataset): its rows would vanish while its state says they were
+    loaded. ``whole_sources`` covers every resource of those sources of this pipeline."""
+    if recorded is None:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+    targets = list(targets)
+    names = {n for _, n in targets}
+    sources = set(whole_sources)
+    me = pipeline.pipeline_name
+
+    def covered(row: RecordedTable) -> bool:
+        if row.pipeline_name != me:
+            return False
+        if row.source_name in sources or any(_matches(row, me, t, recorded) for t in targets):
+            return True
+        return row.source_name is None and row.resource_name in names
+
+    for table in tables:
+        others = [r for r in recorded if r.table_name == table and not covered(r)]
+        if others:
+            mine = sorted({f"{n!r}" + (f" of source {s!r}" if s else "") for s, n in targets})
+            raise (error or StateOperationError)(
+                f"pipeline {me!r}: {action} would drop or empty table {pipeline.dataset_name}.{table} of "
+                f"resource {', '.join(mine) or '(none)'}, but {'; '.join(o.describe() for o in others)} "
+                "also loads it: its rows would vanish while its state says they were loaded. "
+                f"{advice} Nothing was written."
+            )
 
 
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
@@ -494,9 +586,12 @@ def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> 
 
 
 def drop_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
-    """``DROP TABLE`` inside the caller's transaction."""
+    """``DROP TABLE`` inside the caller's transaction, and the tables' rows in the resource-to-table
+    map (no resource's rows are in them any more)."""
+    names = list(names)
     for name in names:
         conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=dataset), if_exists=True))
+    forget_tables(conn, dataset, names)
 
 
 def truncate_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
@@ -549,7 +644,7 @@ def plan_drop(
         else:
             names[item] = item
 
-    matched: dict[str, None] = {}
+    matched: dict[Target, None] = {}
     pattern_hits: set[str] = set()
     for source_key in selected:
         slots = all_sources[source_key].get("resources") or {}
@@ -558,18 +653,35 @@ def plan_drop(
             pattern_hits.update(hits)
             if drop_all or resource_name in names or hits:
                 del slots[resource_name]
-                matched[resource_name] = None
+                matched[(source_key, resource_name)] = None
+    # a named resource, in each selected source (any source when the state has none): the map knows
+    # which source loaded which table
+    targets = [*matched, *((s, n) for n in names for s in (selected or [None]))]
 
     tables: list[str] = []
-    table_of: dict[str, list[str]] = {}
-    if not state_only and (names or matched):
+    table_of: dict[Target, list[str]] = {}
+    if not state_only and targets:
         with pipeline.engine.connect() as conn:
-            table_of = resource_tables(pipeline, conn, [*names, *matched], hints=names)
+            recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+            table_of = resource_tables(pipeline, conn, targets, hints=names, recorded=recorded)
             tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
+            check_not_shared(
+                pipeline,
+                conn,
+                tables,
+                table_of,
+                action="drop",
+                whole_sources=selected if drop_all else (),
+                advice="Drop the resources that load it together (name each, with --source for each of "
+                "their sources), or drop only the state (--state-only).",
+                recorded=recorded,
+            )
     for resource_name in names:
-        if resource_name not in matched and not set(table_of.get(resource_name, ())) & set(tables):
+        found = {t for (_, n), ts in table_of.items() if n == resource_name for t in ts} & set(tables)
+        if not any(n == resource_name for _, n in matched) and not found:
             known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
-            guessed = ", ".join(map(repr, table_of.get(resource_name, ()))) or "recorded"
+            guesses = {t: None for (_, n), ts in table_of.items() if n == resource_name for t in ts}
+            guessed = ", ".join(map(repr, guesses)) or "recorded"
             table_note = "" if state_only else f" and no table {guessed}"
             raise StateOperationError(
                 f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "

@@ -35,6 +35,7 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
+from airflow_state_provider.exceptions import ConfigurationError, StateConflictError
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, from_data
 from airflow_state_provider.extract.source import Source
@@ -111,6 +112,8 @@ class _Run:
         self.incrementals: dict[tuple[str, str], list[Incremental]] = {}
         #: groups already told in the log why their rows wait for the final commit
         self.deferred: set[tuple[str, str]] = set()
+        #: ``refresh``: its mode and the slots it wiped (and whose tables it dropped or emptied)
+        self.refreshed: tuple[str, Callable[[model.Slot], bool]] | None = None
 
     def pinned(self, slot: model.Slot) -> bool:
         """Slots running code may hold references into: its sources' keys and its resources' slots."""
@@ -163,7 +166,12 @@ class Pipeline:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
         batch_size: int = 10_000,
         lock_timeout: float | None = None,
+        create_indexes: bool | None = None,
     ) -> None:
+        """``create_indexes`` is dlt's destination option of that name: whether a table this pipeline
+        creates gets a UNIQUE index on ``_dlt_id``. None (default) follows dlt's default per database:
+        yes on PostgreSQL and SQLite, no on DuckDB. ``False`` loads faster (no index to maintain); the
+        ids stay unique by construction. Tables that already exist keep what they have."""
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
         _check_pipeline_name(pipeline_name)
@@ -184,6 +192,7 @@ class Pipeline:
         # dev mode starts fresh because its dataset is new; its state rows go there, as in dlt
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
+        self.create_indexes = create_indexes
         self.engine = _engine_from(destination)
         #: the configured name, as the state document records it (dlt keeps it unnormalized there)
         self.configured_dataset_name = dataset
@@ -380,6 +389,8 @@ class Pipeline:
             groups = self._plan(items, hints, catalog)
             _reset_replace_slots(groups, run.working)
             refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
+            if refresh is not None:
+                run.refreshed = (refresh, _refresh_scope(refresh, groups))
             if refresh_tables and checkpoint_every:
                 # the refreshed tables and state must land together: everything waits for the end
                 log.info(
@@ -398,6 +409,7 @@ class Pipeline:
                         run.load_id,
                         pipeline_name=self.pipeline_name,
                         batch_size=self.batch_size,
+                        create_indexes=self.create_indexes,
                         stage=bool(run.checkpoint_every),
                     )
                     if refresh_tables:
@@ -463,12 +475,25 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            self._check_names(source_key, resources)
             if suffix := context.current_slot_suffix():
                 resources, selected = _with_slot_suffix(resources, selected, suffix, source_key)
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
         return groups
+
+    def _check_names(self, source_key: str, resources: dict[str, Resource]) -> None:
+        """Source and resource names are state keys (and are logged): they must be valid Unicode."""
+        for what, name in (("source", source_key), *(("resource", n) for n in resources)):
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigurationError(
+                    f"pipeline {self.pipeline_name!r}: {what} name {name!r} is not valid Unicode (an "
+                    "unpaired surrogate); it would be a state key. Rename the "
+                    f"{what}. Nothing was loaded."
+                ) from None
 
     # -- extraction -------------------------------------------------------------------------------
     def _bind(self, res: Resource, source_key: str) -> tuple[Any, list[Incremental]]:
@@ -500,7 +525,7 @@ class Pipeline:
             res = _find(group, name)
             if res is not None and res.write_disposition == "replace":
                 # a replace resource that yields nothing still empties its table (dlt semantics)
-                self._write(loader, res, [])
+                self._write(loader, res, [], group.source_key)
         with context.scope(group.source_key, group.root.name):
             arguments, incrementals = self._bind(group.root, group.source_key)
             children = {child.name: child for kids in group.children.values() for child in kids}
@@ -538,7 +563,7 @@ class Pipeline:
         """Load an item of ``res`` (if selected) and feed it to the transformers below it."""
         if res.name in group.selected:
             rows = item if isinstance(item, list) else [item]
-            self._write(loader, res, rows)
+            self._write(loader, res, rows, group.source_key)
             run.rows_since_commit += len(rows)
         for kid in group.children.get(res.name, ()):
             child = children[kid.name]
@@ -555,7 +580,7 @@ class Pipeline:
                         break
 
     @staticmethod
-    def _write(loader: Loader, res: Resource, rows: list[Any]) -> None:
+    def _write(loader: Loader, res: Resource, rows: list[Any], source_key: str) -> None:
         loader.write(
             res.table_name,
             rows,
@@ -563,6 +588,7 @@ class Pipeline:
             primary_key=res.primary_key,
             merge_key=res.merge_key,
             resource_name=res.name,
+            source_name=source_key,
         )
 
     # -- commit -----------------------------------------------------------------------------------
@@ -633,7 +659,7 @@ class Pipeline:
             local_only=not self.restore_from_destination,
             on_load_id=loader.restamp,
             # interval runs move their cursors past the interval, on the newest state, under the lock
-            adjust=context.record_intervals if final else None,
+            adjust=partial(_final_adjust, run) if final else None,
         )
         if committed is None:
             conn.rollback()
@@ -979,6 +1005,39 @@ def _blocker(group: _Group, run: _Run) -> str | None:
     return None
 
 
+def _refresh_scope(refresh: str, groups: list[_Group]) -> Callable[[model.Slot], bool]:
+    """The slots ``refresh`` wipes: every slot of the sources run (``drop_sources``), else the slots of
+    the resources run."""
+    if refresh == "drop_sources":
+        keys = {g.source_key for g in groups}
+        return lambda slot: len(slot) > 2 and slot[0] == "sources" and slot[1] in keys
+    names = {(g.source_key, n) for g in groups for n in g.selected}
+    return lambda slot: len(slot) == 4 and (slot[1], slot[3]) in names
+
+
+def _final_adjust(run: _Run, doc: dict) -> None:
+    """``commit``'s ``adjust`` for a final commit: refuse a refresh that would keep what another writer
+    committed into the refreshed scope after this run restored (its rows are in the tables this run
+    dropped or emptied), then record the data intervals."""
+    if run.refreshed is not None:
+        mode, scope = run.refreshed
+        merged, ours = model.slot_map(doc), model.slot_map(run.working)
+        changed = sorted(
+            slot
+            for slot in merged.keys() | ours.keys()
+            if scope(slot) and merged.get(slot, {}) != ours.get(slot, {})
+        )
+        if changed:
+            raise StateConflictError(
+                f"pipeline {run.pipeline.pipeline_name!r}: refresh={mode!r} dropped or emptied the tables "
+                f"and state of {', '.join(model.slot_path(s) for s in changed)}, but a concurrent commit "
+                f"(state version {doc.get('_state_version')}) wrote there after this run restored: keeping "
+                "it would leave state whose rows were dropped. Nothing was committed. Retry the task (it "
+                "restores the newest state and refreshes again)."
+            )
+    context.record_intervals(doc)
+
+
 def _reset_replace_slots(groups: list[_Group], state: dict) -> None:
     """dlt semantics: a ``replace`` resource starts every run with empty resource state.
 
@@ -1008,24 +1067,45 @@ def _refresh_state(
     engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
+    targets: list[operations.Target] = []
+    whole: list[str] = []
     if refresh == "drop_sources":
         for source_key in dict.fromkeys(g.source_key for g in groups):
+            whole.append(source_key)
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
+            targets += [(source_key, name) for name in known]
             wiped = sources.pop(source_key, None) or {}
             unknown = [name for name in wiped.get("resources") or {} if name not in known]
             if unknown:
                 with engine.connect() as conn:
-                    recorded = operations.resource_tables(pipeline, conn, unknown)
-                tables += [t for name in unknown for t in recorded[name]]
+                    recorded = operations.resource_tables(pipeline, conn, [(source_key, n) for n in unknown])
+                tables += [t for ts in recorded.values() for t in ts]
+                targets += recorded
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})
             for name in sorted(group.selected):
                 res = _find(group, name)
                 tables.append(res.table_name if res is not None else name)
+                targets.append((group.source_key, name))
                 slots.pop(name, None)
-    return list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    tables = list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    if tables:
+        with engine.connect() as conn:
+            operations.check_not_shared(
+                pipeline,
+                conn,
+                operations.existing_tables(conn, pipeline.dataset_name, tables),
+                targets,
+                action=f"refresh={refresh!r}",
+                whole_sources=whole,
+                advice="Run every resource that loads it with this refresh (or refresh='drop_sources' of "
+                "a source holding all of them), or drop the other resources' tables first "
+                "(airflow-state drop).",
+                error=ConfigurationError,
+            )
+    return tables
 
 
 def _filter(item: Any, incrementals: list[Incremental]) -> tuple[Any, bool]:

@@ -55,8 +55,10 @@ from airflow_state_provider.destination.column_types import (
 from airflow_state_provider.destination.dialects.base import Dialect
 from airflow_state_provider.destination.store import (
     RESOURCE_TABLES,
+    has_source_column,
     recorded_resource_tables,
     resource_tables_table,
+    upgrade_resource_tables,
 )
 from airflow_state_provider.exceptions import InvalidRowError, PipelineStateError, SchemaConflictError
 
@@ -167,6 +169,14 @@ def _parse_timestamp(value: str) -> dt.datetime:
     return _aware(dt.datetime.fromisoformat(value))
 
 
+def _exact_float(value: int) -> float:
+    """An integer for a double column, refused when the double would round it (beyond 2**53)."""
+    f = float(value)
+    if int(f) != value:
+        raise ValueError(f"a double keeps it as {int(f)}; store it in an integer or decimal column")
+    return f
+
+
 def _wall_time(value: dt.time) -> dt.time:
     return value if value.tzinfo is None else value.replace(tzinfo=None)
 
@@ -179,7 +189,7 @@ def _enum_text(value: Any) -> str:
 _ACCEPTS: dict[str, dict[str, Callable[[Any], Any] | None]] = {
     BOOL: {BOOL: None},
     BIGINT: {BIGINT: None},
-    DOUBLE: {DOUBLE: None, BIGINT: float},
+    DOUBLE: {DOUBLE: None, BIGINT: _exact_float},
     DECIMAL: {DECIMAL: None, BIGINT: Decimal, DOUBLE: lambda v: Decimal(repr(v))},
     TEXT: {TEXT: None, UUID: str, JSON: dump_json},
     JSON: {JSON: dump_json, TEXT: dump_json, BIGINT: dump_json, DOUBLE: dump_json, BOOL: dump_json},
@@ -332,6 +342,7 @@ class Loader:
         pipeline_name: str,
         batch_size: int = 10_000,
         stage: bool = False,
+        create_indexes: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -346,11 +357,13 @@ class Loader:
         self.stage = stage
         self.pipeline_name = pipeline_name
         self.batch_size = batch_size
+        #: a UNIQUE index on ``_dlt_id`` of the tables this loader creates (None: the dialect's default)
+        self.create_indexes = dialect.create_indexes if create_indexes is None else create_indexes
         #: normalized names of the tables this loader created, changed or wrote rows to
         self.tables_written: set[str] = set()
-        #: (resource, table) pairs loaded, and those already in the resource-to-table map
-        self._resource_tables: set[tuple[str, str]] = set()
-        self._recorded: set[tuple[str, str]] | None = None
+        #: (source, resource, table) triples loaded, and those already in the resource-to-table map
+        self._resource_tables: set[tuple[str | None, str, str]] = set()
+        self._recorded: set[tuple[str | None, str, str]] | None = None
         self._tables: dict[str, _TableState] = {}
         self._table_names: dict[str, str] = {}
         self._chunk: dict[str, None] = {}  # tables written since the last finish(), in order
@@ -368,15 +381,18 @@ class Loader:
         primary_key: str | Sequence[str] | None = None,
         merge_key: str | Sequence[str] | None = None,
         resource_name: str | None = None,
+        source_name: str | None = None,
     ) -> None:
         """Buffer ``rows`` for ``table_name``, writing a batch whenever ``batch_size`` rows are buffered.
 
         The first write of a table fixes its disposition and keys. ``merge`` needs a primary key.
+        ``resource_name`` and ``source_name`` (its source's key in the state) go to the
+        resource-to-table map.
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
         if resource_name is not None:
-            self._resource_tables.add((resource_name, state.name))
+            self._resource_tables.add((source_name, resource_name, state.name))
         state.writers.add(resource_name or table_name)
         flatten, batch_size = self._flatten, self.batch_size
         plain = state.plain_keys.issuperset
@@ -429,31 +445,42 @@ class Loader:
 
     def _record_resource_tables(self) -> None:
         """Add the new (resource, table) pairs to the resource-to-table map, in this transaction."""
+        if not self._resource_tables:
+            return  # nothing loaded (a run with no new rows): no catalog lookups
         if self._recorded is not None and self._resource_tables <= self._recorded:
             return
         self._ensure_dataset()
         table = resource_tables_table(sa.MetaData(), self.dataset)
         if self._recorded is None:
             exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
-            if not exists and self.dialect.lock_table_ddl(self.conn, self.dataset, RESOURCE_TABLES):
-                # only a first load takes the lock: another may have created the table meanwhile
+            current = exists and has_source_column(self.conn, self.dataset)
+            if not current and self.dialect.lock_table_ddl(self.conn, self.dataset, RESOURCE_TABLES):
+                # only a first load (or the first after an upgrade) takes the lock: another may have
+                # created or upgraded the table meanwhile
                 exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
             if not exists:
                 self.conn.execute(sa.schema.CreateTable(table))
-            known = recorded_resource_tables(self.conn, self.dataset, self.pipeline_name)
-            self._recorded = {(r, t) for r, tables in known.items() for t in tables}
-        new = sorted(self._resource_tables - self._recorded)
+            elif not current:
+                upgrade_resource_tables(self.conn, self.dataset)
+            known = recorded_resource_tables(self.conn, self.dataset)
+            self._recorded = {
+                (k.source_name, k.resource_name, k.table_name)
+                for k in known
+                if k.pipeline_name == self.pipeline_name
+            }
+        new = sorted(self._resource_tables - self._recorded, key=lambda k: tuple(x or "" for x in k))
         if new:
             self.conn.execute(
                 sa.insert(table),
                 [
                     {
                         "pipeline_name": self.pipeline_name,
+                        "source_name": s,
                         "resource_name": r,
                         "table_name": t,
                         "_dlt_load_id": self.load_id,
                     }
-                    for r, t in new
+                    for s, r, t in new
                 ],
             )
             self._recorded.update(new)
@@ -648,7 +675,7 @@ class Loader:
             columns = [_column(n, self._new_type(state, n, k)) for n, k in new.items()]
             columns += [
                 _column(C_LOAD_ID, sa.Text(), nullable=False),
-                _column(C_ID, sa.Text(), nullable=False, unique=self.dialect.unique_dlt_id),
+                _column(C_ID, sa.Text(), nullable=False, unique=self.create_indexes),
             ]
             state.table = _table(state.name, columns, self.dataset)
             self.conn.execute(sa.schema.CreateTable(state.table))
@@ -729,6 +756,9 @@ class Loader:
             converted = self._convert(state, name, kind, kinds, column)
             if kind == DECIMAL:
                 self._check_decimals(state, name, converted, new=name in new)
+            problem = self.dialect.stored_value_problem(kind, converted)
+            if problem is not None:
+                raise self._conflict(state, name, kind, kind, problem[0], reason=problem[1])
             values.append(converted)
         if state.disposition == "merge":
             self._check_keys(state, columns, values)

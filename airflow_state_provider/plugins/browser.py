@@ -34,6 +34,15 @@ def datasets(engine: sa.Engine) -> list[str]:
     return dialect_class(engine).datasets_with_table(engine, STATE_TABLE)
 
 
+def has_state(engine: sa.Engine, dataset: str) -> bool:
+    """Whether ``dataset`` (its name as stored: normalized) holds a ``_dlt_pipeline_state`` table.
+
+    Looks without creating anything: opening a pipeline on SQLite attaches ``<file>__<dataset>``,
+    which creates that file, so a read of a misspelled dataset would leave files behind.
+    """
+    return dialect_class(engine).dataset_has_table(engine, dataset, STATE_TABLE)
+
+
 @dataclass
 class PipelineSummary:
     """A pipeline of a dataset: its newest committed state version and newest load."""

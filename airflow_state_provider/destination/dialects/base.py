@@ -116,8 +116,8 @@ class Dialect:
     max_decimal_precision: int | None = 38
     #: significant digits a stored decimal keeps exactly (None: all of its precision)
     decimal_significant_digits: int | None = None
-    #: ``_dlt_id`` gets a UNIQUE constraint (dlt leaves it out where the index slows bulk inserts)
-    unique_dlt_id = True
+    #: dlt's ``create_indexes`` default: new tables get a UNIQUE index on ``_dlt_id``
+    create_indexes = True
     #: text columns hold a NUL character (PostgreSQL's refuse it)
     text_holds_nul = True
     #: a merge indexes its staging table on the merge keys (else the database scans it per target row)
@@ -148,6 +148,16 @@ class Dialect:
         ).bindparams(t=table)
         with engine.connect() as conn:
             return sorted(conn.execute(query).scalars())
+
+    @classmethod
+    def dataset_has_table(cls, engine: sa.Engine, dataset: str, table: str) -> bool:
+        """Whether ``dataset`` holds a table named ``table``, looked up without creating anything (on
+        SQLite, attaching a dataset would create its file)."""
+        query = sa.text(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = :s AND table_name = :t"
+        ).bindparams(s=dataset, t=table)
+        with engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def prepare_existing(self) -> None:
         """Make every existing dataset readable as ``<dataset>.<table>`` on the engine's connections
@@ -187,6 +197,13 @@ class Dialect:
         if not inspector.has_table(table, schema=dataset):
             return None
         return {c["name"]: c["type"] for c in inspector.get_columns(table, schema=dataset)}
+
+    def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
+        """The first of ``values`` (a batch of one column of loader kind ``kind``: "decimal",
+        "double"...) the database would not store as it is, with why; None if it keeps them all. The
+        loader refuses such a batch (:class:`SchemaConflictError`) instead of letting the database
+        change the value silently."""
+        return None
 
     def __init__(
         self, engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None

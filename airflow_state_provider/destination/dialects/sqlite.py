@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,6 +71,23 @@ class SQLiteDialect(Dialect):
         """``TEXT``: SQLite has no JSON type (its JSON functions read text), as dlt creates."""
         return sa.Text()
 
+    def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
+        # a NUMERIC column keeps a decimal as REAL: one outside REAL's range would read back as 0 or
+        # inf, a subnormal one with fewer digits; a REAL column stores NaN as NULL
+        if kind == "decimal":
+            for v in values:
+                if v is not None and v.is_finite() and Decimal(format(float(v), ".15g")) != v:
+                    kept = format(float(v), ".15g")
+                    return v, (
+                        f"sqlite keeps decimals as REAL (15 significant digits, magnitudes from about "
+                        f"1E-307 to 1E+308), so it would read back as {kept}"
+                    )
+        elif kind == "double":
+            for v in values:
+                if v is not None and v != v:
+                    return v, "sqlite stores NaN as NULL"
+        return None
+
     def prepare(self, dataset: str) -> None:
         """Attach ``dataset``'s file (``<stem>__<dataset><suffix>``, created if missing) on every
         connection of the engine, in WAL mode; the first call registers the engine's connection setup
@@ -103,17 +121,20 @@ class SQLiteDialect(Dialect):
         """The dataset files next to the main file whose database holds ``table`` (each is opened
         read-only for the look, without attaching it to the engine)."""
         database = engine.url.database
-        found = []
-        for dataset in existing_datasets(database):
-            uri = "file:" + urllib.parse.quote(dataset_file(database, dataset)) + "?mode=ro"
-            probe = sqlite3.connect(uri, uri=True)
-            try:
-                query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-                if probe.execute(query, (table,)).fetchone():
-                    found.append(dataset)
-            finally:
-                probe.close()
-        return found
+        return [d for d in existing_datasets(database) if cls.dataset_has_table(engine, d, table)]
+
+    @classmethod
+    def dataset_has_table(cls, engine: sa.Engine, dataset: str, table: str) -> bool:
+        """Looks into the dataset's file, opened read-only (a missing file is no table)."""
+        path = dataset_file(engine.url.database, dataset)
+        if path == ":memory:" or not os.path.isfile(path):
+            return False
+        probe = sqlite3.connect("file:" + urllib.parse.quote(path) + "?mode=ro", uri=True)
+        try:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return probe.execute(query, (table,)).fetchone() is not None
+        finally:
+            probe.close()
 
     def create_dataset(self, conn: sa.Connection, dataset: str) -> None:
         """Attached on connect already; nothing to create."""
