@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,7 +19,8 @@ DEFAULT_LOCK_TIMEOUT = 300.0
 #: execution option naming what a statement waits for, for the :class:`LockTimeoutError` message
 WAITING_FOR = "asp_waiting_for"
 
-_ENGINE_ATTR = "_asp_lock_settings"
+#: per engine, kept beside it rather than set on it (the engine may be the caller's)
+_lock_settings: weakref.WeakKeyDictionary[sa.Engine, EngineLockSettings] = weakref.WeakKeyDictionary()
 _settings_guard = threading.Lock()
 
 
@@ -63,10 +65,9 @@ class EngineLockSettings:
 def engine_lock_settings(engine: sa.Engine) -> EngineLockSettings:
     """The :class:`EngineLockSettings` of ``engine`` (created with the default timeout)."""
     with _settings_guard:
-        settings = getattr(engine, _ENGINE_ATTR, None)
+        settings = _lock_settings.get(engine)
         if settings is None:
-            settings = EngineLockSettings(engine)
-            setattr(engine, _ENGINE_ATTR, settings)
+            settings = _lock_settings[engine] = EngineLockSettings(engine)
         return settings
 
 

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,8 @@ import sqlalchemy as sa
 from airflow_state_provider.destination import column_types
 from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings, driver_connection
 
-_PREPARED_ATTR = "_asp_sqlite_datasets"
+#: per engine, the datasets its connections attach (kept beside the engine, not set on it)
+_prepared: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
 _prepare_lock = threading.Lock()
 #: ``sqlite3.Error.sqlite_errorcode`` of a lock wait that ran out of busy timeout
 _SQLITE_BUSY = 5
@@ -95,10 +97,9 @@ class SQLiteDialect(Dialect):
         :class:`LockTimeoutError`)."""
         engine = self.engine
         with _prepare_lock:
-            datasets: set[str] | None = getattr(engine, _PREPARED_ATTR, None)
+            datasets = _prepared.get(engine)
             if datasets is None:
-                datasets = set()
-                setattr(engine, _PREPARED_ATTR, datasets)
+                datasets = _prepared[engine] = set()
                 settings = self.lock_settings
                 sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database, settings))
                 sa.event.listen(engine, "begin", _on_begin(datasets))
