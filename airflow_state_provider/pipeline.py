@@ -26,7 +26,7 @@ from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
 from airflow_state_provider.destination import tables as destination_tables
 from airflow_state_provider.destination.commit import Committed, commit
-from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.dialects import dialect_class, dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
     DEFAULT_MAX_STATE_BYTES,
@@ -836,7 +836,7 @@ def _check_pipeline_name(name: str) -> None:
 
 def _physical_dataset_name(dataset: str, engine: sa.Engine) -> str:
     """dlt's normalized dataset name (``MyData`` -> ``my_data``), with dlt's warning when it changes."""
-    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
+    max_length = dialect_class(engine).identifier_length(engine)
     try:
         physical = naming.normalize_dataset_name(dataset, max_length)
     except naming.InvalidIdentifierError as e:

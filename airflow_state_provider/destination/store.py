@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.audit import AuditLog
-from airflow_state_provider.destination.dialects import Dialect
+from airflow_state_provider.destination.dialects import Dialect, dialect_class
 from airflow_state_provider.destination.engine import check_supported
 from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
 from airflow_state_provider.state import codec
@@ -111,9 +110,8 @@ class RecordedTable:
 
 def has_source_column(conn: sa.Connection, dataset: str) -> bool:
     """Whether the map (which must exist) has ``source_name`` (see :func:`upgrade_resource_tables`)."""
-    from airflow_state_provider.destination.loader import existing_columns  # the loader imports us
-
-    return "source_name" in (existing_columns(conn, dataset, RESOURCE_TABLES) or {})
+    columns = dialect_class(conn).existing_columns(conn, dataset, RESOURCE_TABLES)
+    return "source_name" in (columns or {})
 
 
 def upgrade_resource_tables(conn: sa.Connection, dataset: str) -> None:
@@ -260,7 +258,7 @@ class StateStore:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
         check_supported(dialect.engine)
-        naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
+        dialect.check_dataset_name(dataset)
         self.dialect = dialect
         self.dataset = dataset
         self.pipeline_name = pipeline_name

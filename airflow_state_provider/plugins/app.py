@@ -47,6 +47,7 @@ from airflow_state_provider.plugins.models import (
 )
 from airflow_state_provider.plugins.security import (
     CSRF_FIELD,
+    Access,
     CurrentUser,
     can_access_connection,
     check_csrf,
@@ -167,7 +168,7 @@ class OpenPipeline:
 
 
 def _open_pipeline(
-    request: Request, conn_id: str, dataset: str, pipeline_name: str, user: Any, method: str
+    request: Request, conn_id: str, dataset: str, pipeline_name: str, user: Any, method: Access
 ) -> Iterator[OpenPipeline]:
     """Check ``method`` permission, open the connection and hand the pipeline to the endpoint; any
     failure of the endpoint other than an HTTP answer becomes a scrubbed :class:`BrowserError`."""
@@ -341,7 +342,7 @@ def api_task_instance(
 # -- HTML pages ----------------------------------------------------------------------------------------
 
 
-def _html(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _html(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:
     return HTMLResponse(render(name, root=_root(request), **context), status_code=status)
 
 
