@@ -17,15 +17,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination import tables as destination_tables
 from airflow_state_provider.destination.commit import Committed, commit
-from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.dialects import dialect_class, dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
     DEFAULT_MAX_STATE_BYTES,
@@ -37,7 +38,7 @@ from airflow_state_provider.destination.store import (
 )
 from airflow_state_provider.exceptions import ConfigurationError, StateConflictError
 from airflow_state_provider.extract.incremental import Incremental
-from airflow_state_provider.extract.resource import Resource, from_data
+from airflow_state_provider.extract.resource import Resource, WriteDisposition, from_data
 from airflow_state_provider.extract.source import Source
 from airflow_state_provider.local_state import LocalStateFile
 from airflow_state_provider.state import context, model
@@ -48,7 +49,8 @@ log = logging.getLogger("airflow_state_provider.pipeline")
 READ_ONLY = {"asp_read_only": True}
 
 #: ``Pipeline.run(refresh=...)`` modes, dlt's names and semantics.
-REFRESH_MODES = ("drop_sources", "drop_resources", "drop_data")
+RefreshMode = Literal["drop_sources", "drop_resources", "drop_data"]
+REFRESH_MODES: tuple[RefreshMode, ...] = get_args(RefreshMode)
 
 DESTINATION_TYPES = {
     "sqlite": "dlt.destinations.sqlalchemy",
@@ -59,18 +61,31 @@ DESTINATION_TYPES = {
 
 @dataclass
 class LoadInfo:
-    """What a run committed. Small and JSON-friendly: ``asdict()`` is what an operator may push to XCom."""
+    """What a run committed, returned by :meth:`Pipeline.run`. Small and JSON-friendly: ``asdict()`` is
+    what an operator may push to XCom."""
 
+    #: the pipeline that ran
     pipeline_name: str
+    #: the dataset (schema; on SQLite an attached database) the rows and state went to, as the database
+    #: names it (normalized like dlt; with ``dev_mode`` suffixed with the run's UTC timestamp)
     dataset_name: str
+    #: the ``_dlt_loads.load_id`` of the final commit (dlt's format, seconds since the epoch as text);
+    #: ``None`` when nothing was committed (no rows and no state change)
     load_id: str | None
+    #: rows written per table of this run (final commit and checkpoints together), by table name
     row_counts: dict[str, int] = field(default_factory=dict)
+    #: the newest committed state version (``_state_version``) after the run; unchanged when the run
+    #: changed no state
     state_version: int = 0
+    #: True when the run committed a new state version
     state_changed: bool = False
+    #: dotted state paths the run changed (leaves or the smallest changed sub-trees), sorted
     changed_paths: list[str] = field(default_factory=list)
+    #: how many checkpoints committed before the final commit (``checkpoint_every``)
     checkpoints: int = 0
 
     def asdict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serializable)."""
         return asdict(self)
 
 
@@ -92,6 +107,9 @@ class _Run:
         #: the newest committed document this run knows, and the load id of its state row
         self.committed = copy.deepcopy(restored.state) if restored else pipeline._fresh_state()
         self.known_load_id = restored.load_id if restored else None
+        #: the merge base kept an older value of a slot than the committed document (a pinned slot that
+        #: another writer changed): every later commit must merge, or it would write that value back
+        self.diverged = False
         self.has_committed = restored is not None
         #: the document user code and incrementals write (``current.*``)
         self.working = copy.deepcopy(self.committed)
@@ -332,13 +350,13 @@ class Pipeline:
         self,
         data: Any,
         *,
-        write_disposition: str | None = None,
+        write_disposition: WriteDisposition | None = None,
         table_name: str | None = None,
         primary_key: str | Sequence[str] | None = None,
         merge_key: str | Sequence[str] | None = None,
         checkpoint_every: int | None = None,
         read_only_sources: dict[str, str] | None = None,
-        refresh: str | None = None,
+        refresh: RefreshMode | None = None,
     ) -> LoadInfo:
         """Restore, extract, load and commit ``data`` (a source, resource, list of them, or rows).
 
@@ -355,6 +373,27 @@ class Pipeline:
         ``"drop_resources"`` drops the tables and wipes the state of the resources run;
         ``"drop_data"`` empties those tables and wipes those resources' state. A resource's tables are
         its ``table_name`` and, for resources known only from the state, the table named like it.
+
+        ``write_disposition``, ``table_name``, ``primary_key`` and ``merge_key`` override the hints of
+        every resource run (``table_name`` also names the table of plain rows); ``checkpoint_every`` is
+        a number of rows.
+
+        Returns:
+            :class:`LoadInfo`: the load id, rows written per table, the committed state version and
+            the state paths that changed.
+
+        Raises:
+            ValueError: a bad argument (``refresh``, ``checkpoint_every``, a hint), before anything runs.
+            StateConflictError: a concurrent commit changed a state slot this run changed too; nothing
+                of the run was committed (retry: it restores the newest state).
+            LockTimeoutError: a lock wait exceeded ``lock_timeout``; nothing was committed (retryable).
+            SchemaConflictError, InvalidRowError: a row that does not fit its table; nothing committed.
+            StateTooLargeError, StateNotSerializableError: the state cannot be stored.
+            MissingLoadsError, StateCorruptError: the committed state cannot be restored safely.
+            IncrementalCursorPathMissing, IncrementalCursorTypeError, IncrementalPrimaryKeyMissing:
+                rows an incremental cannot filter.
+            Any exception the resources raise, after the transaction is rolled back (rows committed by
+            earlier checkpoints stay, with their state).
         """
         if refresh not in (None, *REFRESH_MODES):
             raise ValueError(
@@ -435,13 +474,13 @@ class Pipeline:
 
     def _refresh_tables(self, conn: sa.Connection, refresh: str | None, tables: list[str]) -> bool:
         """Drop or empty the refreshed tables inside the load transaction; True if any existed."""
-        existing = operations.existing_tables(conn, self.dataset_name, tables)
+        existing = destination_tables.existing_tables(conn, self.dataset_name, tables)
         if refresh == "drop_data":
-            operations.truncate_tables(conn, self.dataset_name, existing)
+            destination_tables.truncate_tables(conn, self.dataset_name, existing)
         else:
             # all at once or none (no deadlock with a load writing to some of them), bounded wait
             self.dialect.lock_tables(conn, self.dataset_name, existing, self.pipeline_name)
-            operations.drop_tables(conn, self.dataset_name, existing)
+            destination_tables.drop_tables(conn, self.dataset_name, existing)
         if existing:
             log.info(
                 "refresh=%s: %s tables %s of dataset %r (committed with this load)",
@@ -651,7 +690,7 @@ class Pipeline:
             self.store,
             run.working if ours is None else ours,
             base=run.base,
-            known_load_id=run.known_load_id,
+            known_load_id=None if run.diverged else run.known_load_id,
             load_id=loader.load_id,
             wrote_data=rows > 0 or bool(loader.tables_written) or not final,
             new_version=run.force_commit or (not run.has_committed and rows > 0),
@@ -700,6 +739,7 @@ class Pipeline:
         # continue from the committed document: a later commit must not write back what other writers
         # changed meanwhile (their slots come in; ours stay ours)
         run.base = model.rebase(run.working, run.base, committed.state, run.pinned)
+        run.diverged = model.slot_map(run.base) != model.slot_map(committed.state)
         run.committed = committed.state
         run.known_load_id = committed.state_load_id
         run.has_committed = run.has_committed or committed.state_changed
@@ -796,7 +836,7 @@ def _check_pipeline_name(name: str) -> None:
 
 def _physical_dataset_name(dataset: str, engine: sa.Engine) -> str:
     """dlt's normalized dataset name (``MyData`` -> ``my_data``), with dlt's warning when it changes."""
-    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
+    max_length = dialect_class(engine).identifier_length(engine)
     try:
         physical = naming.normalize_dataset_name(dataset, max_length)
     except naming.InvalidIdentifierError as e:
@@ -1061,7 +1101,7 @@ def _refresh_state(
     """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
 
     A resource run now drops its ``table_name``; one known only from the state, the tables the
-    resource-to-table map records for it (:func:`operations.resource_tables`)."""
+    resource-to-table map records for it (:func:`.operations.resource_tables`)."""
     if refresh is None:
         return []
     engine = pipeline.engine
@@ -1090,13 +1130,13 @@ def _refresh_state(
                 tables.append(res.table_name if res is not None else name)
                 targets.append((group.source_key, name))
                 slots.pop(name, None)
-    tables = list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    tables = list(dict.fromkeys(destination_tables.table_name_of(t, engine) for t in tables))
     if tables:
         with engine.connect() as conn:
             operations.check_not_shared(
                 pipeline,
                 conn,
-                operations.existing_tables(conn, pipeline.dataset_name, tables),
+                destination_tables.existing_tables(conn, pipeline.dataset_name, tables),
                 targets,
                 action=f"refresh={refresh!r}",
                 whole_sources=whole,

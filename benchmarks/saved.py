@@ -39,7 +39,7 @@ def load_parts(paths: list[Path]) -> tuple[RunInfo, list[Measure], dict[str, dic
     info = RunInfo(
         first.sizes,
         " ; ".join(p[0].command for p in parts),
-        min(p[0].started for p in parts),
+        first.started,
         sum(p[0].seconds for p in parts),
         first.postgres_version,
         first.environment,

@@ -581,3 +581,66 @@ def test_checkpoint_that_runs_out_of_lock_timeout_keeps_the_earlier_ones(dialect
     info = p.run(events(), checkpoint_every=10)
     assert info.checkpoints >= 7
     assert rows_of(url, "SELECT id FROM events ORDER BY id") == [(i,) for i in range(1, 101)]
+
+
+# -- decompose_source(mode="parallel"): the state writer task commits between a reader's checkpoints -------
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgresql"])
+def test_parallel_state_writer_commits_between_a_readers_checkpoints(dialect, tmp_path, request):
+    """As ``decompose_source(mode="parallel")`` runs them: the writer task of source ``s`` (``agents``,
+    which keeps a list in the source state, written before the ``yield``) commits twice while the task
+    of ``tickets`` (source state read-only, an ascending cursor, checkpoints) is loading, and ``tickets``
+    fails once after its checkpoints. Neither undoes the other: the source list names exactly the agent
+    rows, and the tickets load once. (SQLite: the reader holds the write lock, the writer waits; the
+    model test covers that interleaving.)"""
+    from tests.conftest import make_url
+
+    if dialect == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    url = make_url(dialect, tmp_path, request)
+    pdir = tmp_path / "pipelines"
+
+    def pl() -> Pipeline:
+        return Pipeline("p", destination=url, dataset_name="ds", pipelines_dir=pdir)
+
+    @resource(name="agents")
+    def agents():
+        seen = current.source_state().setdefault("agents", [])
+        new = [len(seen) + 1, len(seen) + 2]
+        seen.extend(new)
+        yield [{"id": i} for i in new]
+
+    failed: list[int] = []
+    writes: list[int] = []
+
+    @resource(name="tickets")
+    def tickets(cursor=incremental("id", initial_value=0, row_order="asc")):
+        for start in range(cursor.start_value + 1, 61, 10):
+            if start in (21, 41) and len(writes) < 2:
+                writes.append(start)
+                pl().run(src().with_resources("agents"))  # the writer task, committing meanwhile
+            if start == 51 and not failed:
+                failed.append(start)
+                raise Boom("tickets fails after its checkpoints")
+            yield [{"id": i} for i in range(start, start + 10)]
+
+    @source(name="s")
+    def src():
+        return agents, tickets
+
+    pl().run(src().with_resources("agents"))
+    for _ in range(10):  # Airflow's retries
+        try:
+            pl().run(src().with_resources("tickets"), checkpoint_every=10, read_only_sources={"s": "agents"})
+            break
+        except Boom:
+            pass
+        except StateConflictError:
+            assert dialect == "duckdb"  # its snapshot cannot merge with the writer's commit
+    state = pl().state["sources"]["s"]
+    agent_ids = [r[0] for r in rows_of(url, "SELECT id FROM agents ORDER BY id")]
+    assert state["agents"] == agent_ids == list(range(1, len(agent_ids) + 1))
+    assert len(agent_ids) == 6 and failed and len(writes) == 2
+    assert state["resources"]["tickets"]["incremental"]["id"]["last_value"] == 60
+    assert rows_of(url, "SELECT id FROM tickets ORDER BY id") == [(i,) for i in range(1, 61)]

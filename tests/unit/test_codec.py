@@ -21,11 +21,7 @@ from dlt.common import versioned_state as dlt_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_state_provider.exceptions import (
-    StateCorruptError,
-    StateNotSerializableError,
-    printable,
-)
+from airflow_state_provider.exceptions import StateCorruptError, StateNotSerializableError, printable
 from airflow_state_provider.state import codec
 from airflow_state_provider.state.codec import (
     DEFAULT_MAX_DECODED_BYTES,
@@ -584,7 +580,7 @@ def test_non_serializable_value_names_its_path_type_and_remedy(
         with pytest.raises(StateNotSerializableError) as info:
             encode(state)
         message = str(info.value)
-        # messages escape what has no UTF-8 form (the surrogate key) so they print anywhere
+        # a lone surrogate in the path is shown escaped, so the message prints anywhere
         assert f"State value at '{printable(path)}' cannot be stored" in message
         assert what in message
         assert hint in message

@@ -21,7 +21,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from airflow_state_provider.destination.dialects.base import WAITING_FOR, Dialect, EngineLockSettings
+from airflow_state_provider.destination import column_types
+from airflow_state_provider.destination.dialects.base import (
+    WAITING_FOR,
+    Dialect,
+    EngineLockSettings,
+    driver_connection,
+)
 from airflow_state_provider.exceptions import LockTimeoutError, PipelineStateError
 
 #: SQLSTATE of "canceling statement due to lock timeout"
@@ -37,8 +43,18 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 class PostgresDialect(Dialect):
     name = "postgresql"
     max_decimal_precision = 1000
+    text_holds_nul = False
+    json_as_text = True
+
+    @classmethod
+    def json_column_type(cls) -> sa.types.TypeEngine:
+        """``jsonb``, as dlt creates."""
+        return postgresql.JSONB()
 
     def install(self, engine: sa.Engine) -> None:
+        """Every connection gets ``lock_timeout`` (milliseconds of the dialect's seconds) in its startup
+        options and begins its transactions at READ COMMITTED; SQLSTATE 55P03 (lock timeout) is raised
+        as :class:`LockTimeoutError` naming what was waited for."""
         sa.event.listen(engine, "do_connect", _startup_options(self.lock_settings))
         sa.event.listen(engine, "connect", _read_committed)
         sa.event.listen(engine, "handle_error", _lock_timeouts(self.lock_settings))
@@ -67,6 +83,8 @@ class PostgresDialect(Dialect):
             )
 
     def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
+        """A transaction-scoped advisory lock per (dataset, table); always True. Waits at most
+        ``lock_timeout`` seconds, then :class:`LockTimeoutError`."""
         # two transactions creating one table: the second would fail on the catalog's unique index
         what = f"the DDL lock of table {dataset}.{table}"
         self._advisory_lock(conn, advisory_key(dataset, table, "ddl"), what, None, None)
@@ -120,6 +138,7 @@ class PostgresDialect(Dialect):
         ).one()[2]
 
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        """``search_path`` = ``dataset``, then ``public``, for the session (committed at once)."""
         conn.execute(
             sa.text("SELECT set_config('search_path', :p, false)"), {"p": _quoted(dataset) + ", public"}
         )
@@ -149,7 +168,7 @@ class PostgresDialect(Dialect):
         from psycopg import sql
 
         types = [table.c[c].type for c in columns]
-        copy_types = [_copy_type(t) for t in types]
+        copy_types = [column_types.copy_type(t) for t in types]
         data = list(data)
         for i, t in enumerate(types):
             fix = _fix_for(t)
@@ -172,9 +191,7 @@ class PostgresDialect(Dialect):
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(" (FORMAT BINARY)" if binary else ""),
         )
-        stream = _CopyStream(
-            conn.connection.driver_connection, statement, copy_types if binary else None, key
-        )
+        stream = _CopyStream(driver_connection(conn), statement, copy_types if binary else None, key)
         if not binary:  # text COPY: the server parses every value; its errors belong to this batch
             with contextlib.closing(stream):
                 stream.write(rows)
@@ -295,47 +312,9 @@ def _utc_wall_time(value: dt.datetime) -> dt.datetime:
 
 
 def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
-    if isinstance(t, sa.DateTime) and not t.timezone:
+    row = column_types.lookup(t)
+    if row.kind == column_types.TIMESTAMP and row.timezone is not True:
         return _utc_wall_time
-    return None
-
-
-def _copy_type(t: sa.types.TypeEngine) -> str | None:
-    """The binary COPY type of a column, or None if binary COPY should not guess."""
-    if isinstance(t, sa.Boolean):
-        return "bool"
-    if isinstance(t, sa.BigInteger):
-        return "int8"
-    if isinstance(t, sa.SmallInteger):
-        return "int2"
-    if isinstance(t, sa.Integer):
-        return "int4"
-    if isinstance(t, sa.Double):
-        return "float8"
-    if isinstance(t, sa.REAL):
-        return "float4"
-    if isinstance(t, sa.Float):
-        return None
-    if isinstance(t, sa.Numeric):
-        return "numeric"
-    if isinstance(t, postgresql.JSONB):
-        return "jsonb"
-    if isinstance(t, sa.JSON):
-        return "json"
-    if isinstance(t, sa.Uuid):
-        return "uuid"
-    if isinstance(t, sa.Enum):
-        return None
-    if isinstance(t, sa.String):
-        return "text"
-    if isinstance(t, sa.DateTime):
-        return "timestamptz" if t.timezone else "timestamp"
-    if isinstance(t, sa.Date):
-        return "date"
-    if isinstance(t, sa.Time):
-        return None if t.timezone else "time"
-    if isinstance(t, sa.LargeBinary):
-        return "bytea"
     return None
 
 
