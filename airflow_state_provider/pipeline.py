@@ -426,6 +426,7 @@ class Pipeline:
         with context.run_context(ctx):
             catalog: dict[str, dict[str, Resource]] = {}
             groups = self._plan(items, hints, catalog)
+            _check_replace_not_shared(groups, self)
             _reset_replace_slots(groups, run.working)
             refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
             if refresh is not None:
@@ -1076,6 +1077,50 @@ def _final_adjust(run: _Run, doc: dict) -> None:
                 "restores the newest state and refreshes again)."
             )
     context.record_intervals(doc)
+
+
+def _check_replace_not_shared(groups: list[_Group], pipeline: Pipeline) -> None:
+    """Refuse (:class:`ConfigurationError`, before anything is written) a ``replace`` resource whose
+    table another resource loads: in this run, or recorded in the resource-to-table map for this or
+    another pipeline of the dataset. Replacing the table would empty that resource's rows while its
+    state (an incremental cursor) says they were loaded, so its next runs would never load them again.
+    """
+    replaced: dict[str, list[operations.Target]] = {}
+    loaders: dict[str, list[operations.Target]] = {}
+    for group in groups:
+        extracted = [group.root, *(kid for kids in group.children.values() for kid in kids)]
+        for res in extracted:
+            table = destination_tables.table_name_of(res.table_name, pipeline.engine)
+            owner = (group.source_key, res.name)
+            (replaced if res.write_disposition == "replace" else loaders).setdefault(table, []).append(owner)
+    if not replaced:
+        return
+    advice = (
+        "Give the replace resource a table of its own (table_name=...), or load the table with one "
+        "write disposition from one resource."
+    )
+    for table, owners in replaced.items():
+        if table in loaders:
+            names = ", ".join(sorted({f"{n!r} of source {s!r}" for s, n in owners}))
+            others = ", ".join(sorted({f"{n!r} of source {s!r}" for s, n in loaders[table]}))
+            raise ConfigurationError(
+                f"pipeline {pipeline.pipeline_name!r}: resource {names} has write_disposition='replace' on "
+                f"table {pipeline.dataset_name}.{table}, which resource {others} also loads in this run: "
+                f"replacing it would lose that resource's rows while its state says they were loaded. "
+                f"{advice} Nothing was written."
+            )
+    with pipeline.engine.connect() as conn:
+        existing = destination_tables.existing_tables(conn, pipeline.dataset_name, list(replaced))
+        for table in existing:
+            operations.check_not_shared(
+                pipeline,
+                conn,
+                [table],
+                replaced[table],
+                action="write_disposition='replace'",
+                advice=f"{advice} To take the table over, drop the other first (airflow-state drop).",
+                error=ConfigurationError,
+            )
 
 
 def _reset_replace_slots(groups: list[_Group], state: dict) -> None:

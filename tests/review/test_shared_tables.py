@@ -25,11 +25,6 @@ def snapshot_rows():
     yield {"id": 100, "ts": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replace on a table another resource/pipeline loads empties it for both: the incremental "
-    "resource's rows vanish while its cursor says they are loaded (drop/refresh are refused, replace is not)",
-)
 @pytest.mark.parametrize("shared_by", ["pipeline", "resource"])
 def test_replace_of_a_table_another_resource_loads_never_loses_its_rows(dest_url, tmp_path, shared_by):
     rows = [{"id": i, "ts": i} for i in range(1, 4)]
@@ -55,3 +50,15 @@ def test_replace_of_a_table_another_resource_loads_never_loses_its_rows(dest_url
     again()
     ids = {r[0] for r in query(dest_url, f'SELECT id FROM "{DATASET}".events')}
     assert {1, 2, 3, 4} <= ids, f"rows 1-3 lost while the cursor says they were loaded: {sorted(ids)}"
+
+
+def test_replace_of_a_table_another_pipeline_loads_is_refused_naming_both(dest_url, tmp_path):
+    from airflow_state_provider.exceptions import ConfigurationError
+
+    new_pipeline(dest_url, tmp_path, name="a").run(orders_resource([{"id": 1, "ts": 1}]))
+    with pytest.raises(ConfigurationError) as failure:
+        new_pipeline(dest_url, tmp_path, name="b").run(snapshot_rows)
+    message = str(failure.value)
+    assert "'snapshot'" in message and "'orders'" in message and "'a'" in message, message
+    assert "replace" in message and "Nothing was written" in message, message
+    assert query(dest_url, f'SELECT id FROM "{DATASET}".events') == [(1,)]
