@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider.exceptions import UnsupportedDestinationError
+from airflow_state_provider.exceptions import ConfigurationError, UnsupportedDestinationError
 
 #: SQLAlchemy backend names the provider supports: each has a commit lock and transactional DDL
 SUPPORTED_DIALECTS = ("sqlite", "duckdb", "postgresql")
@@ -97,6 +97,7 @@ def check_supported(engine_or_url: sa.Engine | sa.URL | str) -> None:
     """
     if isinstance(engine_or_url, sa.Engine):
         name, shown = engine_or_url.dialect.name, mask_url(engine_or_url.url)
+        check_transactional(engine_or_url)
     else:
         parsed = _as_url(engine_or_url)
         if parsed is None:
@@ -107,6 +108,28 @@ def check_supported(engine_or_url: sa.Engine | sa.URL | str) -> None:
             f"destination {shown}: the {name!r} database is not supported; supported: "
             f"{', '.join(SUPPORTED_DIALECTS)}. Only these have a commit lock and transactional DDL, which "
             "the one-transaction commit of data and state needs."
+        )
+
+
+def check_transactional(engine: sa.Engine) -> None:
+    """Raise :class:`ConfigurationError` for an engine whose connections autocommit.
+
+    ``create_engine(..., isolation_level="AUTOCOMMIT")`` or ``engine.execution_options(isolation_level=
+    "AUTOCOMMIT")`` makes every statement commit by itself: a load that fails half-way would leave rows
+    committed without their state (PostgreSQL reports such a session as ``read committed``, so the
+    commit's own isolation check cannot see it; DuckDB's driver cannot switch it at all).
+    """
+    # SQLAlchemy keeps create_engine's isolation_level on the dialect (no public accessor)
+    levels = (
+        engine.get_execution_options().get("isolation_level"),
+        getattr(engine.dialect, "_on_connect_isolation_level", None),
+    )
+    if any(str(level).upper() == "AUTOCOMMIT" for level in levels if level is not None):
+        raise ConfigurationError(
+            f"destination {mask_url(engine.url)}: the engine's isolation_level is 'AUTOCOMMIT', so every "
+            "statement commits by itself and a failed load would leave part of its rows committed without "
+            "their state. Create the engine without isolation_level='AUTOCOMMIT' (or pass the URL and let "
+            "the pipeline create the engine); use a separate engine for autocommit work."
         )
 
 

@@ -37,29 +37,17 @@ def run(engine: sa.Engine, tmp_path, data) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="PostgreSQL, an AUTOCOMMIT engine: a load that fails with SchemaConflictError ('Nothing of this "
-    "load is committed') leaves the rows of its first table committed without state; "
-    "the retry loads them again",
-)
 def test_an_autocommit_engine_never_commits_part_of_a_failed_load(postgres_url, tmp_path):
     engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    run(engine, tmp_path, shop(1, 1))
+    run(sa.create_engine(postgres_url), tmp_path, shop(1, 1))  # the autocommit engine is refused up front
     try:
         run(engine, tmp_path, shop(2, "text"))  # table b's column x is bigint: SchemaConflictError
     except Exception as exc:
-        assert "Nothing" in str(exc)
+        assert "Nothing" in str(exc) or "isolation_level" in str(exc), repr(exc)
     # refusing the engine up front (naming isolation_level) would also leave a == [1]
     assert query(postgres_url, f'SELECT id FROM "{DATASET}".a ORDER BY id') == [(1,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DuckDB, an AUTOCOMMIT engine: every run fails with a bare AttributeError "
-    "('DuckDBPyConnection' object has no attribute 'set_isolation_level'), "
-    "naming neither the engine option nor a fix",
-)
 def test_duckdb_autocommit_engine_is_refused_with_a_clear_error(tmp_path):
     url = f"duckdb:///{tmp_path / 'w.duckdb'}"
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
@@ -67,3 +55,17 @@ def test_duckdb_autocommit_engine_is_refused_with_a_clear_error(tmp_path):
         run(engine, tmp_path, shop(1, 1))
     assert "isolation" in str(failure.value).lower(), repr(failure.value)
     assert not isinstance(failure.value, AttributeError)
+
+
+@pytest.mark.parametrize("how", ["create_engine", "execution_options"])
+def test_an_autocommit_engine_is_refused_on_every_database_naming_the_option(dest_url, tmp_path, how):
+    from airflow_state_provider.exceptions import ConfigurationError
+
+    if how == "create_engine":
+        engine = sa.create_engine(dest_url, isolation_level="AUTOCOMMIT")
+    else:
+        engine = sa.create_engine(dest_url).execution_options(isolation_level="AUTOCOMMIT")
+    with pytest.raises(ConfigurationError, match="isolation_level"):
+        run(engine, tmp_path, shop(1, 1))
+    inspector = sa.inspect(sa.create_engine(dest_url))
+    assert DATASET not in inspector.get_schema_names() or not inspector.get_table_names(schema=DATASET)
