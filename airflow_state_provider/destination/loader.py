@@ -177,6 +177,14 @@ def _exact_float(value: int) -> float:
     return f
 
 
+def _raw_value(raw: Sequence[Any], converted: Sequence[Any], value: Any) -> Any:
+    """The value the resource gave for ``value``, one of ``converted`` (``raw`` converted one by one)."""
+    for given, stored in zip(raw, converted, strict=True):
+        if stored is value:
+            return given
+    return value
+
+
 def _wall_time(value: dt.time) -> dt.time:
     return value if value.tzinfo is None else value.replace(tzinfo=None)
 
@@ -755,10 +763,11 @@ class Loader:
                 kind = new[name] = kind_of_sa_type(new_column_type(inferred, self.dialect.json_column_type))
             converted = self._convert(state, name, kind, kinds, column)
             if kind == DECIMAL:
-                self._check_decimals(state, name, converted, new=name in new)
+                self._check_decimals(state, name, converted, column, new=name in new)
             problem = self.dialect.stored_value_problem(kind, converted)
             if problem is not None:
-                raise self._conflict(state, name, kind, kind, problem[0], reason=problem[1])
+                raw = _raw_value(column, converted, problem[0])
+                raise self._conflict(state, name, kind, type(raw).__name__, raw, reason=problem[1])
             values.append(converted)
         if state.disposition == "merge":
             self._check_keys(state, columns, values)
@@ -929,22 +938,28 @@ class Loader:
             return sa.Numeric(*sized)
         return new_column_type(kind, self.dialect.json_column_type)
 
-    def _check_decimals(self, state: _TableState, column: str, values: Sequence[Any], *, new: bool) -> None:
+    def _check_decimals(
+        self, state: _TableState, column: str, values: Sequence[Any], raw: Sequence[Any], *, new: bool
+    ) -> None:
         """Decimals are stored exactly or refused: each value must fit the column's precision and scale
-        (a new column is sized to fit them, from dlt's (38, 9) up) and the database's limits."""
+        (a new column is sized to fit them, from dlt's (38, 9) up) and the database's limits. ``raw``:
+        the values as the resource gave them (an error names the type and value it gave)."""
         extent = _DecimalExtent()
         for v in values:
             if v is None:
                 continue
             if not v.is_finite():
-                raise self._conflict(state, column, DECIMAL, "decimal that is not a finite number", v)
+                given = _raw_value(raw, values, v)
+                found = f"{type(given).__name__} that is not a finite number"
+                raise self._conflict(state, column, DECIMAL, found, given)
             extent.add(v)
         limit = self.dialect.decimal_significant_digits
         if limit is not None and extent.significant > limit:
             why = f"it has {extent.significant} significant digits; {self.dialect.name} keeps {limit} exactly"
-            raise self._conflict(state, column, DECIMAL, "decimal", extent.worst["significant"], reason=why)
+            given = _raw_value(raw, values, extent.worst["significant"])
+            raise self._conflict(state, column, DECIMAL, type(given).__name__, given, reason=why)
         if new:
-            state.decimal_types[column] = self._new_decimal_type(state, column, extent)
+            state.decimal_types[column] = self._new_decimal_type(state, column, extent, raw, values)
             return
         assert state.table is not None
         column_type = state.table.c[column].type
@@ -960,9 +975,19 @@ class Loader:
             why = f"it has {extent.int_digits} integer digits, over the {precision - scale} the column allows"
         else:
             return
-        raise self._conflict(state, column, f"numeric({precision}, {scale})", "decimal", found, reason=why)
+        given = _raw_value(raw, values, found)
+        raise self._conflict(
+            state, column, f"numeric({precision}, {scale})", type(given).__name__, given, reason=why
+        )
 
-    def _new_decimal_type(self, state: _TableState, column: str, extent: _DecimalExtent) -> tuple[int, int]:
+    def _new_decimal_type(
+        self,
+        state: _TableState,
+        column: str,
+        extent: _DecimalExtent,
+        raw: Sequence[Any],
+        values: Sequence[Any],
+    ) -> tuple[int, int]:
         """(precision, scale) of a new decimal column holding values of ``extent``, from dlt's (38, 9) up;
         :class:`SchemaConflictError` if the database's largest precision is too small."""
         int_digits, frac_digits = extent.int_digits, extent.frac_digits
@@ -971,12 +996,13 @@ class Loader:
         maximum = self.dialect.max_decimal_precision
         if maximum is not None and precision > maximum:
             bad = extent.worst["int"] if int_digits + DECIMAL_PRECISION[1] > maximum else extent.worst["frac"]
+            given = _raw_value(raw, values, bad)
             raise self._conflict(
                 state,
                 column,
                 DECIMAL,
-                "decimal",
-                bad,
+                type(given).__name__,
+                given,
                 reason=f"{int_digits} integer and {frac_digits} fractional digits need a precision of "
                 f"{precision}, over {self.dialect.name}'s maximum of {maximum}",
             )

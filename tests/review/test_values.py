@@ -62,11 +62,6 @@ def test_a_time_with_an_offset_is_stored_exactly_or_refused(dest_url, tmp_path):
     assert stored.tzinfo is not None or stored == dt.time(8, 0), text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite: a string in a JSON column is stored as its bare text, so the string '[1,2]' is stored "
-    "exactly like the list [1,2], and the string 'null' like JSON null (DuckDB/PostgreSQL store '\"[1,2]\"')",
-)
 def test_sqlite_json_column_keeps_a_string_apart_from_json(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
 
@@ -79,3 +74,32 @@ def test_sqlite_json_column_keeps_a_string_apart_from_json(tmp_path):
     assert json.loads(stored[1]) == [1, 2]
     assert json.loads(stored[2]) == "[1,2]"
     assert json.loads(stored[3]) == "null"
+
+
+def test_sqlite_json_column_refuses_a_bare_integer_it_would_keep_as_real(tmp_path):
+    from airflow_state_provider.exceptions import SchemaConflictError
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+
+    @resource(name="docs")
+    def docs():
+        yield [{"id": 1, "body": [1, 2]}, {"id": 2, "body": 2**64}]
+
+    with pytest.raises(SchemaConflictError, match="body") as failure:
+        new_pipeline(url, tmp_path).run(docs)
+    assert str(2**64) in str(failure.value)
+
+
+def test_a_float_a_decimal_column_refuses_is_named_as_a_float(dest_url, tmp_path):
+    from decimal import Decimal
+
+    from airflow_state_provider.exceptions import SchemaConflictError
+
+    @resource(name="prices")
+    def prices(value):
+        yield {"id": 1, "amount": value}
+
+    new_pipeline(dest_url, tmp_path).run(prices(Decimal("1.5")))
+    with pytest.raises(SchemaConflictError, match="amount") as failure:
+        new_pipeline(dest_url, tmp_path).run(prices(1e-10))
+    assert "value of type float (1e-10)" in str(failure.value), str(failure.value)

@@ -85,7 +85,7 @@ def test_check_dataset_name(engine: sa.Engine, dialect: Dialect):
 
 def test_json_column_type_holds_json(engine: sa.Engine, dialect: Dialect):
     json_type = dialect.json_column_type()
-    expected = {"postgresql": postgresql.JSONB, "duckdb": sa.JSON, "sqlite": sa.Text}
+    expected = {"postgresql": postgresql.JSONB, "duckdb": sa.JSON, "sqlite": sa.JSON}
     assert isinstance(json_type, expected[engine.dialect.name])
     table = sa.Table("j", sa.MetaData(), sa.Column("v", json_type), schema=DS)
     with engine.begin() as conn:

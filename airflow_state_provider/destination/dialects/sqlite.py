@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sqlite3
 import threading
 import urllib.parse
@@ -60,6 +61,9 @@ def existing_datasets(database: str | None) -> list[str]:
     return names
 
 
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
 class SQLiteDialect(Dialect):
     name = "sqlite"
     creates_schemas = False
@@ -70,8 +74,10 @@ class SQLiteDialect(Dialect):
 
     @classmethod
     def json_column_type(cls) -> sa.types.TypeEngine:
-        """``TEXT``: SQLite has no JSON type (its JSON functions read text), as dlt creates."""
-        return sa.Text()
+        """``JSON``, as dlt's SQLAlchemy destination creates: a declared type that reflects as JSON, so
+        the column keeps JSON text (a string value is stored as a JSON string, ``'"[1,2]"'``) apart
+        from a text column (SQLite has no JSON type; its JSON functions read the text)."""
+        return sa.JSON()
 
     def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
         # a NUMERIC column keeps a decimal as REAL: one outside REAL's range would read back as 0 or
@@ -88,6 +94,11 @@ class SQLiteDialect(Dialect):
             for v in values:
                 if v is not None and v != v:
                     return v, "sqlite stores NaN as NULL"
+        elif kind == "json":
+            # a JSON column has NUMERIC affinity: a bare integer beyond 64 bits would be kept as REAL
+            for v in values:
+                if v is not None and _INTEGER_TEXT.fullmatch(v) and not -(2**63) <= int(v) < 2**63:
+                    return v, "sqlite keeps a bare integer beyond 64 bits in a JSON column as REAL"
         return None
 
     def prepare(self, dataset: str) -> None:
