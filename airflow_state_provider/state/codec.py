@@ -57,7 +57,9 @@ _MARKER_UTF8_LEAD = b"\xef\x80"
 # A JSON string opening with a marker. Also matches escaped quotes and keys, which only costs a re-check.
 _MARKED_STRING_START = re.compile(b'"\xef\x80[\xa6-\xad]')
 
-_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# Without OPT_NON_STR_KEYS orjson fails on a non-str dict key, which is then refused by path (it would come
+# back as a str); only str subclasses (StrEnum), equal to their str, are retried with the option.
+_DUMPS_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 # orjson serializes at most 254 nested containers (depths 0..253).
 _MAX_NESTING = 254
 _INT_MIN = -(2**63)
@@ -79,9 +81,10 @@ _ALLOWED = (
 def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
     """Serialize ``obj`` to dlt's typed JSON: compact, raw UTF-8, typed values behind their PUA prefix.
 
-    Tuples become lists; non-string dict keys become strings and enums their value (as orjson and dlt
-    do). NaN and infinities are refused: orjson and dlt would write them as ``null``, and the value
-    would come back as ``None``.
+    Tuples become lists and enums their value (as orjson and dlt do). A dict key that is not a str
+    (int, float, bool, None, tuple, datetime, ...) is refused: dlt would write it as a string, so
+    ``key in seen`` would be False after a restore. NaN and infinities are refused: orjson and dlt
+    would write them as ``null``, and the value would come back as ``None``.
 
     Raises:
         StateNotSerializableError: a value (or dict key) cannot be stored, or a string starts with a
@@ -100,9 +103,12 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
         out = orjson.dumps(prepared, default=encode_typed, option=option)
     except orjson.JSONEncodeError as exc:
         problem = _find_problem(obj, check_markers=False)
-        if problem is None:  # pragma: no cover - orjson failed on something the walker accepts
+        if problem is not None:
+            raise _not_serializable(*problem) from exc
+        try:  # keys that are str subclasses (a StrEnum member): equal to the str they are written as
+            out = orjson.dumps(prepared, default=encode_typed, option=option | orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:  # pragma: no cover - orjson failed on something the walker accepts
             raise StateNotSerializableError(f"State cannot be serialized: {exc}. {_ALLOWED}.") from exc
-        raise _not_serializable(*problem) from exc
     if _MARKER_UTF8_LEAD in out and (len(_MARKED_STRING_START.findall(out)) > typed_count[0] + uuid_count):
         problem = _find_problem(obj, check_markers=True)
         if problem is not None:
@@ -315,11 +321,12 @@ def _string_problem(value: str, path: str, *, check_markers: bool) -> tuple[str,
 def _key_problem(key: Any, path: str) -> tuple[str, str, str] | None:
     if isinstance(key, str):
         return _string_problem(key, path, check_markers=False)
-    if isinstance(key, int) and not isinstance(key, bool) and not _INT_MIN <= key <= _INT_MAX:
-        return path, "a dict key that is an int outside the 64-bit range", "use str keys"
-    if key is None or isinstance(key, (int, float, Enum, datetime, date, time, UUID)):
-        return None
-    return path, f"a dict key of type {type(key).__qualname__}", "use str keys"
+    return (
+        path,
+        f"a dict key of type {type(key).__qualname__} ({key!r})",
+        "state is JSON, so the key would come back as a str and `key in ...` would miss it after a "
+        "restore (the work it marks would run again): use str keys, e.g. d[str(key)]",
+    )
 
 
 def _join(path: str, key: Any) -> str:
