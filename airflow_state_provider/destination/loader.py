@@ -186,7 +186,16 @@ def _raw_value(raw: Sequence[Any], converted: Sequence[Any], value: Any) -> Any:
 
 
 def _wall_time(value: dt.time) -> dt.time:
-    return value if value.tzinfo is None else value.replace(tzinfo=None)
+    """A naive time as is; an aware one as its UTC time of day, naive (as dlt normalizes it, on the
+    date 1970-01-01 for a zone whose offset varies): the columns hold no offset, and dropping it
+    would store another instant (10:00+02:00 is 08:00 UTC, not 10:00)."""
+    if value.tzinfo is None:
+        return value
+    moment = dt.datetime.combine(_EPOCH_DAY, value).astimezone(dt.UTC)
+    return moment.time()
+
+
+_EPOCH_DAY = dt.date(1970, 1, 1)
 
 
 def _enum_text(value: Any) -> str:

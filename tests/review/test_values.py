@@ -40,11 +40,6 @@ def test_int_keys_in_state_survive_a_restore_so_nothing_loads_twice(tmp_path):
     assert ids == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a time with a UTC offset loses its offset in a data column: time(10, +02:00) reads back as "
-    "10:00 (a different instant), neither stored exactly nor refused",
-)
 def test_a_time_with_an_offset_is_stored_exactly_or_refused(dest_url, tmp_path):
     value = dt.time(10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
 
@@ -61,6 +56,28 @@ def test_a_time_with_an_offset_is_stored_exactly_or_refused(dest_url, tmp_path):
     stored = dt.time.fromisoformat(text)
     # 10:00+02:00 is 08:00 UTC; a naive 10:00 is neither
     assert stored.tzinfo is not None or stored == dt.time(8, 0), text
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (dt.time(10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))), dt.time(8, 0)),
+        (dt.time(1, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))), dt.time(23, 30)),
+        (dt.time(23, 0, 0, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))), dt.time(4, 0, 0, 5)),
+        ("10:00:00+02:00", dt.time(8, 0)),  # ISO text into an existing time column
+        (dt.time(10, 0), dt.time(10, 0)),
+    ],
+    ids=["plus2", "wraps", "minus5-micro", "iso-text", "naive"],
+)
+def test_times_with_an_offset_are_stored_as_their_utc_time_as_dlt_does(dest_url, tmp_path, given, expected):
+    @resource(name="slots")
+    def slots(value):
+        yield {"id": 1, "starts": value}
+
+    new_pipeline(dest_url, tmp_path).run(slots(dt.time(0, 0)))
+    new_pipeline(dest_url, tmp_path).run(slots(given))
+    texts = [r[0] for r in query(dest_url, f'SELECT CAST(starts AS TEXT) FROM "{DATASET}".slots')]
+    assert {dt.time.fromisoformat(t) for t in texts} == {dt.time(0, 0), expected}, texts
 
 
 def test_sqlite_json_column_keeps_a_string_apart_from_json(tmp_path):
