@@ -135,7 +135,7 @@ EXPECTED_TYPES = {
         "dec": "NUMERIC(38, 9)",
         "b": "BLOB",
         "u": "TEXT",
-        "tags": "TEXT",
+        "tags": "JSON",
         "_dlt_load_id": "TEXT",
         "_dlt_id": "TEXT",
     },
