@@ -427,6 +427,7 @@ class Pipeline:
             catalog: dict[str, dict[str, Resource]] = {}
             groups = self._plan(items, hints, catalog)
             _check_replace_not_shared(groups, self)
+            _check_moved_slots(groups, run.working, self)
             _reset_replace_slots(groups, run.working)
             refresh_tables = _refresh_state(refresh, groups, catalog, run.working, self)
             if refresh is not None:
@@ -1120,6 +1121,40 @@ def _check_replace_not_shared(groups: list[_Group], pipeline: Pipeline) -> None:
                 action="write_disposition='replace'",
                 advice=f"{advice} To take the table over, drop the other first (airflow-state drop).",
                 error=ConfigurationError,
+            )
+
+
+def _check_moved_slots(groups: list[_Group], state: dict, pipeline: Pipeline) -> None:
+    """Refuse (:class:`ConfigurationError`, before any resource runs) a resource whose state slot has a
+    suffix (``orders__region_eu``: a mapped task instance, or a ``state_key``) while that slot is new and
+    the slot without the suffix (``orders``, from the task's unmapped runs) holds state. Starting the
+    new slot from ``initial_value`` would load again the rows the old slot's cursor covers."""
+    suffix = context.current_slot_suffix()
+    if not suffix:
+        return
+    for group in groups:
+        slots = state.get("sources", {}).get(group.source_key, {}).get("resources", {})
+        extracted = [group.root, *(kid for kids in group.children.values() for kid in kids)]
+        for res in extracted:
+            old = res.name.removesuffix(suffix)
+            if (
+                res.write_disposition == "replace"
+                or old == res.name
+                or slots.get(res.name)
+                or not slots.get(old)
+            ):
+                continue
+            base = f"sources.{group.source_key}.resources"
+            name = pipeline.pipeline_name
+            raise ConfigurationError(
+                f"pipeline {name!r}: resource {old!r} now keeps its state in slot {base}.{res.name} (a "
+                f"mapped task instance or a state_key), which is new, while slot {base}.{old} (from runs "
+                f"without that suffix, e.g. before the task was mapped) holds state: starting from "
+                "initial_value would load again the rows its cursor covers. Move the old state into the "
+                f"new slot (airflow-state get {name} {base}.{old}, then airflow-state set {name} "
+                f"{base}.{res.name} '<that JSON>' --create), then remove the old slot (airflow-state drop "
+                f"{name} {old} --source {group.source_key} --state-only); or, if the instances should "
+                f"start over, just remove the old slot. Nothing was written."
             )
 
 

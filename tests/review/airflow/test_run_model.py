@@ -33,11 +33,6 @@ def url(airflow_db, warehouse, fresh_pipelines_dir, monkeypatch) -> str:
     return f"sqlite:///{warehouse}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mapping a task that ran unmapped moves its resource to a new slot (orders -> orders__region_eu) "
-    "that starts from initial_value without a word: the rows the unmapped runs loaded are appended again",
-)
 def test_mapping_a_task_that_ran_unmapped_does_not_reload_its_rows(url):
     run = load_dag("review_unmapped", REVIEW_DAGS).test(logical_date=None)
     assert run.state == "success"
@@ -46,5 +41,8 @@ def test_mapping_a_task_that_ran_unmapped_does_not_reload_its_rows(url):
 
     run = load_dag("review_mapped", REVIEW_DAGS).test(logical_date=None)
     ids = [r[0] for r in sql(url, "rv_orders_dataset", "SELECT id FROM orders ORDER BY id")]
-    # a run that refuses (naming the old slot) is acceptable; a green run loading eu's rows twice is not
-    assert run.state == "failed" or len(ids) == len(set(ids)), ids
+    # refused before any row is written, naming both slots: eu's rows are not appended again
+    assert run.state == "failed"
+    assert len(ids) == len(set(ids)) == 3, ids
+    slots = committed_state(url, "rv_orders", "rv_orders_dataset")["sources"]["rv_orders"]["resources"]
+    assert list(slots) == ["orders"]
