@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.audit import AuditLog
-from airflow_state_provider.destination.dialects import Dialect
+from airflow_state_provider.destination.dialects import Dialect, dialect_class
 from airflow_state_provider.destination.engine import check_supported
 from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
 from airflow_state_provider.state import codec
@@ -111,9 +110,8 @@ class RecordedTable:
 
 def has_source_column(conn: sa.Connection, dataset: str) -> bool:
     """Whether the map (which must exist) has ``source_name`` (see :func:`upgrade_resource_tables`)."""
-    from airflow_state_provider.destination.loader import existing_columns  # the loader imports us
-
-    return "source_name" in (existing_columns(conn, dataset, RESOURCE_TABLES) or {})
+    columns = dialect_class(conn).existing_columns(conn, dataset, RESOURCE_TABLES)
+    return "source_name" in (columns or {})
 
 
 def upgrade_resource_tables(conn: sa.Connection, dataset: str) -> None:
@@ -260,7 +258,7 @@ class StateStore:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
         check_supported(dialect.engine)
-        naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
+        dialect.check_dataset_name(dataset)
         self.dialect = dialect
         self.dataset = dataset
         self.pipeline_name = pipeline_name
@@ -299,7 +297,9 @@ class StateStore:
             f"(newest version {version}, load {load_id}) but {why}, so none of them counts as committed. "
             "Refusing to start over silently (that would reload everything). If the load records were "
             f"deleted, restore {LOADS_TABLE} (a row per load id with status 0) from a backup or re-insert "
-            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}."
+            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}.",
+            pipeline_name=self.pipeline_name,
+            table=LOADS_TABLE,
         )
 
     def ensure_tables(self, engine: sa.Engine) -> None:
@@ -383,13 +383,18 @@ class StateStore:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: {problem[0] or 'the document'} {problem[1]}. "
                 "Roll back to an earlier version (airflow-state rollback) or fix the path "
-                "(airflow-state set)."
+                "(airflow-state set).",
+                pipeline_name=self.pipeline_name,
+                state_path=problem[0],
+                table=STATE_TABLE,
             )
         stored_hash = row.version_hash
         if stored_hash and codec.state_version_hash(state) != stored_hash:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: the content does not match its version_hash. "
-                "Roll back to an earlier version (airflow-state rollback) or drop the state."
+                "Roll back to an earlier version (airflow-state rollback) or drop the state.",
+                pipeline_name=self.pipeline_name,
+                table=STATE_TABLE,
             )
         return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
 
@@ -431,6 +436,31 @@ class StateStore:
         """Names of the pipelines with committed state in this dataset (for error messages)."""
         s = self.state_table
         return sorted(conn.execute(sa.select(s.c.pipeline_name).distinct()).scalars())
+
+    def newest_per_pipeline(self, conn: sa.Connection) -> list[sa.Row]:
+        """Every pipeline with committed state in this dataset, by name: rows of ``pipeline_name``,
+        ``version``, ``load_id`` and ``created_at`` of its newest committed version, and ``versions``
+        (how many are retained). Reads only key columns, never the state documents."""
+        s, loads = self.state_table, self.loads_table
+        newest = (
+            sa.select(
+                s.c.pipeline_name,
+                sa.func.max(s.c._dlt_load_id).label("load_id"),
+                sa.func.count().label("versions"),
+            )
+            .select_from(s.join(loads, loads.c.load_id == s.c._dlt_load_id))
+            .where(loads.c.status == 0)
+            .group_by(s.c.pipeline_name)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                newest.c.pipeline_name, s.c.version, newest.c.load_id, s.c.created_at, newest.c.versions
+            )
+            .join(s, (s.c.pipeline_name == newest.c.pipeline_name) & (s.c._dlt_load_id == newest.c.load_id))
+            .order_by(newest.c.pipeline_name)
+        )
+        return list(conn.execute(query))
 
     # -- writing (inside the caller's load transaction) -------------------------------------------
     def lock(self, conn: sa.Connection) -> None:
@@ -506,7 +536,8 @@ class StateStore:
             raise StateTooLargeError(
                 f"pipeline {self.pipeline_name!r}: the state is {size} bytes, over the limit of "
                 f"{self.max_state_bytes} (max_state_bytes). Biggest paths: {biggest_paths(state)}. "
-                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed."
+                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed.",
+                pipeline_name=self.pipeline_name,
             )
         if size > self.warn_state_bytes:
             log.warning(

@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from airflow_state_provider import operations
+from airflow_state_provider.cli import VALUE_TYPES
 from airflow_state_provider.destination.audit import AUDIT_TABLE
 from airflow_state_provider.exceptions import PipelineStateError
 from airflow_state_provider.pipeline import Pipeline
@@ -46,6 +47,7 @@ from airflow_state_provider.plugins.models import (
 )
 from airflow_state_provider.plugins.security import (
     CSRF_FIELD,
+    Access,
     CurrentUser,
     can_access_connection,
     check_csrf,
@@ -166,7 +168,7 @@ class OpenPipeline:
 
 
 def _open_pipeline(
-    request: Request, conn_id: str, dataset: str, pipeline_name: str, user: Any, method: str
+    request: Request, conn_id: str, dataset: str, pipeline_name: str, user: Any, method: Access
 ) -> Iterator[OpenPipeline]:
     """Check ``method`` permission, open the connection and hand the pipeline to the endpoint; any
     failure of the endpoint other than an HTTP answer becomes a scrubbed :class:`BrowserError`."""
@@ -340,7 +342,7 @@ def api_task_instance(
 # -- HTML pages ----------------------------------------------------------------------------------------
 
 
-def _html(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _html(request: Request, name: str, status: int = 200, /, **context: Any) -> HTMLResponse:
     return HTMLResponse(render(name, root=_root(request), **context), status_code=status)
 
 
@@ -396,7 +398,7 @@ def ui_pipeline(
         base=p.href,
         can_edit=can_access_connection(p.user, p.conn_id, "PUT"),
         csrf=csrf_token(request),
-        value_types=operations.VALUE_TYPES,
+        value_types=VALUE_TYPES,
         audit_table=AUDIT_TABLE,
     )
 

@@ -12,15 +12,15 @@ is a 409 naming both versions.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from airflow_state_provider import operations
+from airflow_state_provider.cli import ValueType
+from airflow_state_provider.exceptions import FormError
 
 #: versions are BIGINT in the state table
 Version = Annotated[int, Field(ge=0, le=2**63 - 1)]
-ValueType = Literal[tuple(operations.VALUE_TYPES)]  # type: ignore[valid-type]
 
 
 class EditBody(BaseModel):
@@ -93,11 +93,3 @@ def error_lines(exc: ValidationError) -> list[str]:
         where = ".".join(str(part) for part in error["loc"]) or "body"
         lines.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return lines
-
-
-class FormError(ValueError):
-    """A submitted form that does not validate; ``lines`` name the fields."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("; ".join(lines))
-        self.lines = lines

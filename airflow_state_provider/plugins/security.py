@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
@@ -47,7 +47,11 @@ def user_name(user: Any) -> str:
     return str(user.get_name())
 
 
-def can_access_connection(user: Any, conn_id: str, method: str) -> bool:
+#: what a UI request does to a connection's state: read it or edit it
+Access = Literal["GET", "PUT"]
+
+
+def can_access_connection(user: Any, conn_id: str, method: Access) -> bool:
     """``method`` is ``GET`` (read the state) or ``PUT`` (edit it)."""
     return bool(
         get_auth_manager().is_authorized_connection(
@@ -56,7 +60,7 @@ def can_access_connection(user: Any, conn_id: str, method: str) -> bool:
     )
 
 
-def require_connection(user: Any, conn_id: str, method: str) -> None:
+def require_connection(user: Any, conn_id: str, method: Access) -> None:
     if not can_access_connection(user, conn_id, method):
         what = "read" if method == "GET" else "edit"
         raise HTTPException(

@@ -17,21 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.cli import parse_value
 from airflow_state_provider.destination.audit import Writer, writing_as
 from airflow_state_provider.destination.engine import mask_url, scrub, url_secrets
+from airflow_state_provider.exceptions import BrowserError
 from airflow_state_provider.hooks.pipeline_state import CONN_TYPE_DIALECTS, PipelineStateHook
 from airflow_state_provider.pipeline import Pipeline
 from airflow_state_provider.plugins.models import DropBody, EditBody, RollbackBody, SetBody
 
 STATE_CONN_TYPES = frozenset({PipelineStateHook.conn_type, *CONN_TYPE_DIALECTS})
-
-
-class BrowserError(Exception):
-    """A request the browser cannot serve; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def connection_ids() -> list[str]:
@@ -139,7 +133,12 @@ def plan_edit(pipeline: Pipeline, edit: EditBody) -> operations.EditPlan:
             if not edit.create:
                 raise
             current = None
-        value = operations.parse_value(edit.value, current=current, value_type=edit.value_type)
+        try:
+            value = parse_value(edit.value, current=current, value_type=edit.value_type)
+        except RecursionError:  # the JSON decoder's own limit, deeper than any storable state
+            raise operations.StateOperationError(
+                f"pipeline {pipeline.pipeline_name!r}: the value for {edit.path!r} is nested too deeply"
+            ) from None
         return operations.plan_set(
             pipeline, edit.path, value, create=edit.create, expect_version=expect, base=base
         )

@@ -288,6 +288,44 @@ def test_edit_bodies_are_validated_before_anything_is_written(ui: UIStack, actio
     assert ui.get(f"{PIPELINE}/versions")["versions"][0]["version"] == 2  # nothing written
 
 
+def test_hostile_requests_get_clear_errors_and_change_nothing(ui: UIStack):
+    """Found attacking the plugin: a misspelled dataset created SQLite files on a read, a deeply
+    nested value was a 502, out-of-range numbers reached the database."""
+    warehouse_dir = Path(ui.stack.warehouse_url.removeprefix("sqlite:///")).parent
+    base = "/pipeline-state/api/connections/pipeline_state_default/datasets"
+    with ui.client("viewer") as viewer:
+        for path in (f"{base}/ui_datx/pipelines/ui_events/versions", f"{base}/x/pipelines/y/incrementals"):
+            missing = viewer.get(path)
+            assert missing.status_code == 404 and "has no dataset" in missing.json()["detail"], path
+        assert viewer.get(PAGE.replace("/ui_data/", "/nope/")).status_code == 404
+    created = [p.name for p in warehouse_dir.iterdir() if re.search("__(ui_datx|x|nope)[.]", p.name)]
+    assert created == []  # a read creates no dataset file (it did: SQLite's ATTACH creates the file)
+    with ui.client("editor") as editor:
+        deep = "[" * 100_000 + "]" * 100_000
+        body = {
+            "path": "sources.ui_events.resources.events.deep",
+            "value": deep,
+            "create": True,
+            "dry_run": True,
+        }
+        answer = editor.post(f"{PIPELINE}/set", json=body)
+        assert answer.status_code == 400 and "nested too deeply" in answer.json()["detail"]
+        for path, params in (
+            (f"{PIPELINE}/versions/{2**63}", {}),
+            (f"{PIPELINE}/versions", {"limit": 501}),
+            (f"{PIPELINE}/diff", {"from": -1, "to": 2}),
+            ("/pipeline-state/api/task-instances", {**_ti(ui, 0), "map_index": 2**31}),
+        ):
+            assert editor.get(path, params=params).status_code == 422, (path, params)
+        page = editor.get(PAGE, params={"limit": 10**6})
+        assert (
+            page.status_code == 422
+            and "limit" in page.text
+            and page.headers["content-type"].startswith("text/html")
+        )
+    assert ui.get(f"{PIPELINE}/versions")["versions"][0]["version"] == 2
+
+
 def test_rollback_is_audited_and_the_next_run_continues_from_it(ui: UIStack):
     with ui.client("editor") as editor:
         preview = editor.post(f"{PIPELINE}/rollback", json={"version": 1, "dry_run": True}).json()
@@ -377,8 +415,28 @@ def test_chromium_browses_the_state(ui: UIStack):
             frame.get_by_text("State written by ui_events.events").wait_for()
             frame.get_by_text("version 3").first.wait_for()
             page.screenshot(path=str(ARTIFACTS / "task_instance.png"), full_page=True)
+
+            # an edit through the page's own forms, with the browser's real Origin, Sec-Fetch-Site
+            # and cookies, under the pages' Content-Security-Policy
+            newest = ui.get(f"{PIPELINE}/versions")["versions"][0]["version"]
+            page.goto(f"{base}/plugin/pipeline-state", wait_until="networkidle")
+            frame = page.frame_locator("iframe[title='Pipeline state']")
+            frame.get_by_role("link", name="ui_events").click()
+            form = frame.locator("form", has=frame.locator("legend", has_text="Set a value"))
+            form.locator("input[name=path]").fill("sources.ui_events.resources.events.checked_by")
+            form.locator("input[name=value]").fill('"chromium"')
+            form.locator("input[name=create]").check()
+            form.get_by_role("button", name="Preview").click()
+            frame.get_by_text(f"Planned against version {newest}").wait_for()
+            frame.get_by_role("button", name="Commit this change as a new version").click()
+            frame.get_by_text("UI edit by editor: set").first.wait_for()
         finally:
             browser.close()
+    latest = ui.get(f"{PIPELINE}/versions")["versions"][0]
+    assert (latest["version"], latest["changed_paths"]) == (
+        newest + 1,
+        ["sources.ui_events.resources.events.checked_by"],
+    )
     for name in ("pipeline.png", "diff.png", "task_instance.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
 

@@ -580,7 +580,7 @@ def test_non_serializable_value_names_its_path_type_and_remedy(
         with pytest.raises(StateNotSerializableError) as info:
             encode(state)
         message = str(info.value)
-        # a key with a lone surrogate is quoted escaped, so the message prints (issue 14 review)
+        # a lone surrogate in the path is shown escaped, so the message prints anywhere
         assert f"State value at '{printable(path)}' cannot be stored" in message
         assert what in message
         assert hint in message
