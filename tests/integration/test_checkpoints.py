@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from airflow_state_provider import Pipeline, current, incremental, resource, source
 from airflow_state_provider import operations as ops
 from airflow_state_provider.exceptions import StateConflictError
-from airflow_state_provider.state.context import external_interval
+from airflow_state_provider.state.context import external_interval, slot_suffix
 
 
 class Boom(RuntimeError):
@@ -421,3 +421,226 @@ def test_parallel_checkpointed_resources_keep_each_others_progress(dest_url, pip
             value = (slot.get("id") or {}).get("last_value") or 0
             assert value >= seen[name], f"version {info.version} moved {name} back"
             seen[name] = value
+
+
+# -- refresh while another writer commits into what it drops ----------------------------------------------
+
+
+@pytest.mark.parametrize("checkpoint_every", [None, 3])
+def test_refresh_refuses_a_concurrent_commit_into_what_it_dropped(dest_url, pipelines_dir, checkpoint_every):
+    """``refresh="drop_sources"`` of resource ``a`` while another task loads its sibling ``b`` for the
+    first time (checkpointed or not), after the refresh restored: the refresh drops ``b``'s table. It
+    used to keep ``b``'s new slot from the merge: the state said 10 rows, the table held none, and ``b``
+    never loaded them again. Now the refresh fails with nothing written, and its retry leaves state and
+    tables that agree."""
+    pdir = pipelines_dir / uuid.uuid4().hex
+
+    def pl() -> Pipeline:
+        return Pipeline("p", destination=dest_url, dataset_name="ds", pipelines_dir=pdir)
+
+    @resource(name="a")
+    def a(cursor=incremental("id", initial_value=0, row_order="asc")):
+        yield [{"id": i} for i in range(cursor.start_value + 1, 6)]
+
+    @resource(name="b")
+    def b(cursor=incremental("id", initial_value=0, row_order="asc")):
+        for start in range(cursor.start_value + 1, 11, 3):
+            yield [{"id": i} for i in range(start, min(start + 3, 11))]
+
+    evaluations: list[int] = []
+
+    @source(name="s")
+    def refreshing():
+        evaluations.append(1)
+        if len(evaluations) == 2:  # the run's own evaluation, after its restore and before its transaction
+            info = pl().run(plain().with_resources("b"), checkpoint_every=checkpoint_every)
+            assert info.checkpoints == (3 if checkpoint_every else 0)
+        return a, b
+
+    @source(name="s")
+    def plain():
+        return a, b
+
+    pl().run(plain().with_resources("a"))
+    with pytest.raises(StateConflictError, match=r"refresh='drop_sources'.*sources\.s\.resources\.b"):
+        pl().run(refreshing().with_resources("a"), refresh="drop_sources")
+    slots = pl().state["sources"]["s"]["resources"]
+    assert slots["b"]["incremental"]["id"]["last_value"] == 10
+    assert total_distinct(dest_url, "b") == (10, 10)  # nothing of the refresh was written
+    assert total_distinct(dest_url, "a") == (5, 5)
+
+    pl().run(plain().with_resources("a"), refresh="drop_sources")  # the retry
+    slots = pl().state["sources"]["s"]["resources"]
+    assert "b" not in slots and total_distinct(dest_url, "b") == (0, 0)
+    assert total_distinct(dest_url, "a") == (5, 5)
+    pl().run(plain().with_resources("b"))
+    assert total_distinct(dest_url, "b") == (10, 10)
+
+
+# -- mapped task instances: one table, a slot each (README "Running on Airflow 3") -------------------------
+
+
+@pytest.mark.parametrize("disposition", ["append", "merge"])
+def test_mapped_slots_checkpoint_into_one_table(dest_url, pipelines_dir, disposition):
+    """Two mapped instances of one resource (slots ``events__a``, ``events__b``, one table) load at once
+    with checkpoints; ``a`` fails after its checkpoints committed and is retried, as Airflow would."""
+    hints = {"write_disposition": "merge", "primary_key": "id"} if disposition == "merge" else {}
+
+    def make(offset: int, fail: bool):
+        @resource(name="events", **hints)
+        def events(cursor=incremental("id", initial_value=offset, row_order="asc")):
+            for start in range(cursor.start_value + 1, offset + 51, 5):
+                if fail and start > offset + 35:
+                    raise Boom("a fails after its checkpoints")
+                yield [{"id": i, "instance": offset} for i in range(start, start + 5)]
+
+        @source(name="s")
+        def src():
+            return events
+
+        return src()
+
+    errors: list[BaseException] = []
+    failures: list[str] = []
+
+    def task(suffix: str, offset: int, fail: bool) -> None:
+        for _ in range(20):  # Airflow's retries
+            try:
+                with slot_suffix(suffix):
+                    new_pipeline(dest_url, pipelines_dir).run(
+                        make(offset, fail and suffix not in failures), checkpoint_every=10
+                    )
+                return
+            except Boom:
+                failures.append(suffix)
+            except StateConflictError:
+                assert dest_url.startswith("duckdb")  # its snapshot cannot merge with the other's commit
+            except sa.exc.OperationalError as e:  # DuckDB: both first runs creating one catalog table
+                if not (dest_url.startswith("duckdb") and "write-write conflict" in str(e)):
+                    errors.append(e)
+                    return
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+                return
+
+    threads = [
+        threading.Thread(target=task, args=("__a", 0, True)),
+        threading.Thread(target=task, args=("__b", 1000, False)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and failures == ["__a"]
+    slots = new_pipeline(dest_url, pipelines_dir).state["sources"]["s"]["resources"]
+    assert slots["events__a"]["incremental"]["id"]["last_value"] == 50
+    assert slots["events__b"]["incremental"]["id"]["last_value"] == 1050
+    rows = rows_of(dest_url, "SELECT id, instance FROM events ORDER BY id")
+    assert rows == [(i, 0) for i in range(1, 51)] + [(i, 1000) for i in range(1001, 1051)]
+
+
+# -- a checkpoint that waits for the commit lock longer than lock_timeout -----------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgresql"])
+def test_checkpoint_that_runs_out_of_lock_timeout_keeps_the_earlier_ones(dialect, tmp_path, request):
+    """After two checkpoints, another writer stalls holding the pipeline's commit lock: the next
+    checkpoint waits ``lock_timeout`` and the run fails with ``LockTimeoutError``; the committed
+    checkpoints stay, and the retry loads the rest exactly once. (On SQLite the run itself holds the
+    write lock between checkpoints: no other writer can stall there.)"""
+    from airflow_state_provider.destination.dialects.postgresql import advisory_key
+    from airflow_state_provider.exceptions import LockTimeoutError
+    from tests.conftest import make_url
+
+    if dialect == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    url = make_url(dialect, tmp_path, request)
+    pdir = tmp_path / "pipelines"
+    p = Pipeline("p", destination=url, dataset_name="ds", pipelines_dir=pdir, lock_timeout=0.5)
+    stall: list[sa.Connection] = []
+
+    @resource(name="events")
+    def events(cursor=incremental("id", initial_value=0, row_order="asc")):
+        for start in range(cursor.start_value + 1, 101, 10):
+            if start == 31 and not stall:  # two checkpoints committed (rows 1-20)
+                conn = p.engine.connect()
+                conn.begin()
+                if dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key("ds", "p")})
+                else:
+                    p.dialect.lock_pipeline(conn, "ds", "p")
+                stall.append(conn)
+            yield [{"id": i} for i in range(start, start + 10)]
+
+    with pytest.raises(LockTimeoutError, match=r"pipeline 'p'.*0\.5 s"):
+        p.run(events(), checkpoint_every=10)
+    stall[0].rollback()
+    stall[0].close()
+    assert p.state["sources"]["p"]["resources"]["events"]["incremental"]["id"]["last_value"] == 20
+    assert rows_of(url, "SELECT id FROM events ORDER BY id") == [(i,) for i in range(1, 21)]
+    info = p.run(events(), checkpoint_every=10)
+    assert info.checkpoints >= 7
+    assert rows_of(url, "SELECT id FROM events ORDER BY id") == [(i,) for i in range(1, 101)]
+
+
+# -- decompose_source(mode="parallel"): the state writer task commits between a reader's checkpoints -------
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgresql"])
+def test_parallel_state_writer_commits_between_a_readers_checkpoints(dialect, tmp_path, request):
+    """As ``decompose_source(mode="parallel")`` runs them: the writer task of source ``s`` (``agents``,
+    which keeps a list in the source state, written before the ``yield``) commits twice while the task
+    of ``tickets`` (source state read-only, an ascending cursor, checkpoints) is loading, and ``tickets``
+    fails once after its checkpoints. Neither undoes the other: the source list names exactly the agent
+    rows, and the tickets load once. (SQLite: the reader holds the write lock, the writer waits; the
+    model test covers that interleaving.)"""
+    from tests.conftest import make_url
+
+    if dialect == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    url = make_url(dialect, tmp_path, request)
+    pdir = tmp_path / "pipelines"
+
+    def pl() -> Pipeline:
+        return Pipeline("p", destination=url, dataset_name="ds", pipelines_dir=pdir)
+
+    @resource(name="agents")
+    def agents():
+        seen = current.source_state().setdefault("agents", [])
+        new = [len(seen) + 1, len(seen) + 2]
+        seen.extend(new)
+        yield [{"id": i} for i in new]
+
+    failed: list[int] = []
+    writes: list[int] = []
+
+    @resource(name="tickets")
+    def tickets(cursor=incremental("id", initial_value=0, row_order="asc")):
+        for start in range(cursor.start_value + 1, 61, 10):
+            if start in (21, 41) and len(writes) < 2:
+                writes.append(start)
+                pl().run(src().with_resources("agents"))  # the writer task, committing meanwhile
+            if start == 51 and not failed:
+                failed.append(start)
+                raise Boom("tickets fails after its checkpoints")
+            yield [{"id": i} for i in range(start, start + 10)]
+
+    @source(name="s")
+    def src():
+        return agents, tickets
+
+    pl().run(src().with_resources("agents"))
+    for _ in range(10):  # Airflow's retries
+        try:
+            pl().run(src().with_resources("tickets"), checkpoint_every=10, read_only_sources={"s": "agents"})
+            break
+        except Boom:
+            pass
+        except StateConflictError:
+            assert dialect == "duckdb"  # its snapshot cannot merge with the writer's commit
+    state = pl().state["sources"]["s"]
+    agent_ids = [r[0] for r in rows_of(url, "SELECT id FROM agents ORDER BY id")]
+    assert state["agents"] == agent_ids == list(range(1, len(agent_ids) + 1))
+    assert len(agent_ids) == 6 and failed and len(writes) == 2
+    assert state["resources"]["tickets"]["incremental"]["id"]["last_value"] == 60
+    assert rows_of(url, "SELECT id FROM tickets ORDER BY id") == [(i,) for i in range(1, 61)]
