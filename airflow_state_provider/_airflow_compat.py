@@ -35,7 +35,7 @@ try:
     from airflow.sdk.bases.decorator import determine_kwargs
     from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTerminated
 except ImportError:  # Airflow 3.1
-    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.configuration import conf  # type: ignore[no-redef, assignment]
     from airflow.exceptions import AirflowFailException, AirflowTaskTerminated  # type: ignore[no-redef]
     from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 

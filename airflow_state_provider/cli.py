@@ -23,21 +23,25 @@ On Airflow 3.2+, which reads the provider info's ``cli`` key, the same commands 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import json
 import os
 import re
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination.engine import create_engine, mask_url, scrub, url_secrets
-from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError
+from airflow_state_provider.exceptions import PipelineStateError, StateCorruptError, printable
 from airflow_state_provider.state import codec
 
 if TYPE_CHECKING:
@@ -57,6 +61,83 @@ _MAX_VALUE_SHOWN = 100
 class _Arg:
     flags: tuple[str, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# -- values typed on the command line (also what the UI plugin's edit form sends) ---------------
+
+#: ``value_type`` choices of :func:`parse_value` (``--type``).
+ValueType = Literal["auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes"]
+VALUE_TYPES: tuple[ValueType, ...] = get_args(ValueType)
+
+
+def parse_value(text: str, *, current: Any = None, value_type: str = "auto") -> Any:
+    """The value ``set`` stores for the command-line text ``text``.
+
+    ``text`` is JSON. With ``value_type="auto"`` a value replacing a typed one (datetime, date, time,
+    Decimal, UUID, bytes) keeps that type: the JSON string (or, for Decimal, number) is parsed as it.
+    An explicit ``value_type`` does the same for new keys; ``"json"`` stores the JSON value as is.
+    Where a typed value is expected, text that is not valid JSON is taken as the string itself, so
+    ``2024-05-01T00:00:00+00:00`` needs no quotes. Raises :class:`StateOperationError` naming the
+    expected form when the text does not parse as the target type.
+    """
+    if value_type not in VALUE_TYPES:
+        raise operations.StateOperationError(
+            f"unknown value type {value_type!r}; use one of {', '.join(VALUE_TYPES)}"
+        )
+    target = value_type if value_type != "auto" else _typed_name(current)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if target == "json":
+            raise operations.StateOperationError(
+                f"{text!r} is not valid JSON ({exc.msg}); strings need JSON quotes, e.g. '\"text\"'"
+            ) from None
+        value = text
+    if target == "json" or value is None:
+        return value
+    return _coerce(value, target, auto=value_type == "auto")
+
+
+def _typed_name(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "datetime"
+    for kind, name in ((date, "date"), (time, "time"), (Decimal, "decimal"), (uuid.UUID, "uuid")):
+        if isinstance(value, kind):
+            return name
+    return "bytes" if isinstance(value, bytes) else "json"
+
+
+def _coerce(value: Any, target: str, *, auto: bool) -> Any:
+    why = "the current value is one" if auto else f"--type {target}"
+    try:
+        if target == "decimal" and isinstance(value, int | float) and not isinstance(value, bool):
+            return Decimal(str(value))
+        if not isinstance(value, str):
+            raise TypeError
+        if target == "datetime":
+            return datetime.fromisoformat(value)
+        if target == "date":
+            return date.fromisoformat(value)
+        if target == "time":
+            return time.fromisoformat(value)
+        if target == "decimal":
+            return Decimal(value)
+        if target == "uuid":
+            return uuid.UUID(value)
+        return base64.b64decode(value, validate=True)
+    except (TypeError, ValueError, InvalidOperation, binascii.Error):
+        form = {
+            "datetime": "an ISO 8601 timestamp such as 2024-05-01T00:00:00+00:00",
+            "date": "an ISO date such as 2024-05-01",
+            "time": "an ISO time such as 10:30:00",
+            "decimal": "a decimal number such as 10.25",
+            "uuid": "a UUID",
+            "bytes": "base64 text",
+        }[target]
+        hint = " (pass --type json to store the JSON value as it is)" if auto else ""
+        raise operations.StateOperationError(
+            f"expected {form} because {why} is a {target}, got {operations.to_plain(value)!r}{hint}"
+        ) from None
 
 
 def _arg(*flags: str, **kwargs: Any) -> _Arg:
@@ -150,7 +231,7 @@ _COMMANDS: dict[str, tuple[str, tuple[_Arg, ...]]] = {
             _arg(
                 "--type",
                 dest="value_type",
-                choices=operations.VALUE_TYPES,
+                choices=VALUE_TYPES,
                 default="auto",
                 help="store the value as this type (auto: the current value's type; json: as given)",
             ),
@@ -283,7 +364,7 @@ def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _error(message: str, code: int) -> int:
-    print(f"{PROG}: error: {_as_flags(message)}", file=sys.stderr)
+    print(printable(f"{PROG}: error: {_as_flags(message)}"), file=sys.stderr)
     return code
 
 
@@ -476,7 +557,7 @@ def _set(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
         if not args.create:
             raise
         current = None
-    value = operations.parse_value(args.value, current=current, value_type=args.value_type)
+    value = parse_value(args.value, current=current, value_type=args.value_type)
     plan = operations.plan_set(
         pipeline, args.path, value, create=args.create, expect_version=args.expect_version, base=base
     )

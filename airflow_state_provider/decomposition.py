@@ -14,7 +14,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from airflow_state_provider._airflow_compat import TaskGroup, chain
 from airflow_state_provider.extract.resource import Resource
@@ -23,7 +23,9 @@ from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
 from airflow_state_provider.operators.stateful_load import StatefulLoadOperator
 from airflow_state_provider.state import context, model
 
-MODES = ("none", "serialize", "parallel")
+#: ``decompose_source(mode=...)``: one task, one task per resource group in sequence, or side by side.
+DecomposeMode = Literal["none", "serialize", "parallel"]
+MODES: tuple[DecomposeMode, ...] = get_args(DecomposeMode)
 #: operator arguments that decompose_source sets itself
 _RESERVED = frozenset({"task_id", "data", "read_only_sources", "doc_md"})
 _INVALID_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -76,7 +78,7 @@ def decompose_source(
     pipeline_name: str,
     destination_conn_id: str = PipelineStateHook.default_conn_name,
     dataset_name: str | None = None,
-    mode: str = "serialize",
+    mode: DecomposeMode = "serialize",
     state_writer: str | None = None,
     **operator_kwargs: Any,
 ) -> TaskGroup:

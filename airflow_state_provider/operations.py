@@ -15,35 +15,45 @@ operations read and write that file (no history there, so no rollback).
 from __future__ import annotations
 
 import base64
-import binascii
+import contextlib
 import copy
-import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from jsonpath_ng import Fields, Index
-from jsonpath_ng.ext import parse as parse_jsonpath
 
-from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.engine import mask_url
 from airflow_state_provider.destination.store import (
     LOADS_TABLE,
     STATE_TABLE,
+    RecordedTable,
     StoredState,
     recorded_resource_tables,
 )
-from airflow_state_provider.exceptions import ConcurrentEditError, PipelineStateError, StateCorruptError
+from airflow_state_provider.destination.tables import (
+    drop_tables,
+    existing_tables,
+    table_name_of,
+)
+from airflow_state_provider.exceptions import (
+    ConcurrentEditError,
+    InvalidIdentifierError,
+    PipelineStateError,
+    StateCorruptError,
+    StateOperationError,
+    StatePathError,
+)
 from airflow_state_provider.extract.resource import Resource
-from airflow_state_provider.state import codec, model
+from airflow_state_provider.state import codec, model, paths
+from airflow_state_provider.state.model import Change, diff
 
 if TYPE_CHECKING:
     from airflow_state_provider.pipeline import Pipeline
@@ -52,28 +62,51 @@ log = logging.getLogger("airflow_state_provider.operations")
 
 #: Keys that every commit writes; editing them would break versioning or dlt's restore.
 PROTECTED_KEYS = (*model.VERSION_KEYS, model.LOCAL_KEY, "pipeline_name")
-#: ``value_type`` choices of :func:`parse_value`.
-VALUE_TYPES = ("auto", "json", "datetime", "date", "time", "decimal", "uuid", "bytes")
+#: Top-level keys the product (and dlt) owns, each with why an edit is refused: ``set`` accepts only
+#: paths under ``sources``.
+OWNED_KEYS = {
+    **dict.fromkeys(PROTECTED_KEYS, "is written by every commit"),
+    "dataset_name": "is replaced by the pipeline's configured dataset at every restore (give the dataset "
+    "with --dataset or the connection's extra dataset_name)",
+    "default_schema_name": "names the source under which resources run without a source keep their "
+    "state; a new name would make them start over from an empty state (it follows the pipeline name, "
+    "as dlt's default schema does)",
+    "schema_names": "lists the schemas dlt restores with the state; only the pipeline writes it",
+    "destination_type": "records the destination the state belongs to; only the pipeline writes it",
+    "destination_name": "records the destination the state belongs to; only the pipeline writes it",
+}
 
-_MISSING: Any = object()
-
-
-class StateOperationError(PipelineStateError, ValueError):
-    """Bad input to a state operation: an unknown pipeline, path, resource, source or version, or a
-    value that cannot be stored. Nothing was written."""
-
+__all__ = [
+    "OWNED_KEYS",
+    "PROTECTED_KEYS",
+    "Change",
+    "ConcurrentEditError",
+    "EditPlan",
+    "EditResult",
+    "PipelineSummary",
+    "StateOperationError",
+    "Target",
+    "VersionInfo",
+    "apply",
+    "check_not_shared",
+    "check_structure",
+    "diff",
+    "get_value",
+    "history",
+    "list_pipelines",
+    "newest",
+    "newest_row",
+    "plan_drop",
+    "plan_rollback",
+    "plan_set",
+    "resource_tables",
+    "sync_local",
+    "table_name_of",
+    "to_plain",
+    "where",
+]
 
 # -- results ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Change:
-    """One difference between two state documents: ``kind`` is ``added``, ``removed`` or ``changed``."""
-
-    path: str
-    kind: str
-    old: Any = None
-    new: Any = None
 
 
 @dataclass
@@ -144,32 +177,14 @@ def list_pipelines(pipeline: Pipeline) -> list[PipelineSummary]:
     Reads only the key columns of ``_dlt_pipeline_state`` and ``_dlt_loads``, never the state blobs.
     """
     store = pipeline.store
-    s, loads = store.state_table, store.loads_table
     with pipeline.engine.connect() as conn:
         if not store.tables_exist(conn):
             return []
-        newest = (
-            sa.select(
-                s.c.pipeline_name,
-                sa.func.max(s.c._dlt_load_id).label("load_id"),
-                sa.func.count().label("versions"),
-            )
-            .select_from(s.join(loads, loads.c.load_id == s.c._dlt_load_id))
-            .where(loads.c.status == 0)
-            .group_by(s.c.pipeline_name)
-            .subquery()
-        )
-        query = (
-            sa.select(
-                newest.c.pipeline_name, s.c.version, newest.c.load_id, s.c.created_at, newest.c.versions
-            )
-            .join(s, (s.c.pipeline_name == newest.c.pipeline_name) & (s.c._dlt_load_id == newest.c.load_id))
-            .order_by(newest.c.pipeline_name)
-        )
-        return [
-            PipelineSummary(r.pipeline_name, int(r.version), r.load_id, r.created_at, int(r.versions))
-            for r in conn.execute(query)
-        ]
+        rows = store.newest_per_pipeline(conn)
+    return [
+        PipelineSummary(r.pipeline_name, int(r.version), r.load_id, r.created_at, int(r.versions))
+        for r in rows
+    ]
 
 
 def where(pipeline: Pipeline) -> str:
@@ -216,89 +231,25 @@ def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
 
 
 def get_value(state: dict, path: str, *, pipeline_name: str) -> Any:
-    """The value at a dot-separated ``path`` (the whole document for an empty path).
-
-    A key that itself contains dots (e.g. the cursor path ``data.updated_at``) matches too: at each
-    level the longest key that fits the rest of the path wins. Digits index lists.
-    """
-    parts = _split_path(path, pipeline_name=pipeline_name)
-    if not parts:
-        return state
-    parent, key = _locate(state, parts, path, pipeline_name, create=False)
-    return parent[key]
+    """The value at state ``path`` (the whole document for ``""``), in either spelling of
+    :mod:`~airflow_state_provider.state.paths`: dotted keys (a key may contain dots, digits index lists)
+    or a JSONPath to one value (``ids[1]``, ``a["x.y"]``). Raises :class:`StatePathError` naming the
+    pipeline and the path when it is absent, malformed or selects several values."""
+    with _naming_pipeline(pipeline_name):
+        return paths.get(state, path)
 
 
-def _split_path(path: str, *, pipeline_name: str) -> list[str]:
-    if not path:
-        return []
-    parts = path.split(".")
-    if any(not p for p in parts):
-        raise StateOperationError(
-            f"pipeline {pipeline_name!r}: state path {path!r} has an empty key; write keys separated by "
-            "single dots, e.g. sources.<source>.resources.<resource>.incremental.<cursor>.last_value"
-        )
-    return parts
-
-
-def _locate(doc: Any, parts: list[str], path: str, pipeline_name: str, *, create: bool) -> tuple[Any, Any]:
-    """The container holding the path's last key, and that key. With ``create``, missing dict keys
-    along the way are created (the last one is left for the caller to assign)."""
-    node, i = doc, 0
-    walked: list[str] = []
-    while True:
-        rest = parts[i:]
-        if isinstance(node, dict):
-            key = next(
-                (".".join(rest[:j]) for j in range(len(rest), 0, -1) if ".".join(rest[:j]) in node), None
-            )
-            if key is None:
-                if not create:
-                    raise _not_found(path, walked, rest[0], node, pipeline_name)
-                for part in rest[:-1]:
-                    node[part] = {}
-                    node = node[part]
-                return node, rest[-1]
-            used = key.count(".") + 1
-        elif isinstance(node, list):
-            key = _list_index(node, rest[0], path, walked, pipeline_name)
-            used = 1
-        else:
-            shown = ".".join(walked) or "(the document)"
-            raise StateOperationError(
-                f"pipeline {pipeline_name!r}: state path {path!r} not found: {shown} is a "
-                f"{type(node).__name__}, not a dict or list"
-            )
-        if i + used == len(parts):
-            return node, key
-        node = node[key]
-        walked.append(str(key))
-        i += used
-
-
-def _list_index(node: list, part: str, path: str, walked: list[str], pipeline_name: str) -> int:
+@contextlib.contextmanager
+def _naming_pipeline(pipeline_name: str) -> Iterator[None]:
+    """Re-raise a :class:`StatePathError` with the pipeline named in its message and attributes."""
     try:
-        index = int(part)
-    except ValueError:
-        index = None
-    if index is None or not -len(node) <= index < len(node):
-        shown = ".".join(walked)
-        raise StateOperationError(
-            f"pipeline {pipeline_name!r}: state path {path!r} not found: {shown} is a list of "
-            f"{len(node)} item(s), {part!r} is not an index in it"
-        )
-    return index
-
-
-def _not_found(
-    path: str, walked: list[str], part: str, node: dict, pipeline_name: str
-) -> StateOperationError:
-    shown = ".".join(walked) or "the document"
-    keys = sorted(map(str, node))
-    listed = ", ".join(keys[:30]) + (", ..." if len(keys) > 30 else "")
-    return StateOperationError(
-        f"pipeline {pipeline_name!r}: state path {path!r} not found: {shown} has no key {part!r} "
-        f"(keys: {listed or 'none'})"
-    )
+        yield
+    except StatePathError as exc:
+        if exc.pipeline_name is not None:
+            raise
+        raise StatePathError(
+            f"pipeline {pipeline_name!r}: {exc}", pipeline_name=pipeline_name, state_path=exc.state_path
+        ) from None
 
 
 def to_plain(value: Any) -> Any:
@@ -316,98 +267,7 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def diff(old: dict, new: dict) -> list[Change]:
-    """Leaf-level differences between two documents (version bookkeeping and ``_local`` ignored)."""
-    out: list[Change] = []
-
-    def walk(a: Any, b: Any, path: list[str]) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(a.keys() | b.keys(), key=str):
-                walk(a.get(k, _MISSING), b.get(k, _MISSING), [*path, str(k)])
-            return
-        if type(a) is type(b) and a == b:  # 1 == 1.0 == True, but a type change is a change
-            return
-        dotted = ".".join(path)
-        if a is _MISSING:
-            out.append(Change(dotted, "added", new=b))
-        elif b is _MISSING:
-            out.append(Change(dotted, "removed", old=a))
-        else:
-            out.append(Change(dotted, "changed", old=a, new=b))
-
-    skip = {*model.VERSION_KEYS, model.LOCAL_KEY}
-    walk({k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}, [])
-    return out
-
-
 # -- set -------------------------------------------------------------------------------------------
-
-
-def parse_value(text: str, *, current: Any = _MISSING, value_type: str = "auto") -> Any:
-    """The value ``set`` stores for the command-line text ``text``.
-
-    ``text`` is JSON. With ``value_type="auto"`` a value replacing a typed one (datetime, date, time,
-    Decimal, UUID, bytes) keeps that type: the JSON string (or, for Decimal, number) is parsed as it.
-    An explicit ``value_type`` does the same for new keys; ``"json"`` stores the JSON value as is.
-    Where a typed value is expected, text that is not valid JSON is taken as the string itself, so
-    ``2024-05-01T00:00:00+00:00`` needs no quotes.
-    """
-    if value_type not in VALUE_TYPES:
-        raise StateOperationError(f"unknown value type {value_type!r}; use one of {', '.join(VALUE_TYPES)}")
-    target = value_type if value_type != "auto" else _typed_name(current)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if target == "json":
-            raise StateOperationError(
-                f"{text!r} is not valid JSON ({exc.msg}); strings need JSON quotes, e.g. '\"text\"'"
-            ) from None
-        value = text
-    if target == "json" or value is None:
-        return value
-    return _coerce(value, target, auto=value_type == "auto")
-
-
-def _typed_name(value: Any) -> str:
-    if isinstance(value, datetime):
-        return "datetime"
-    for kind, name in ((date, "date"), (time, "time"), (Decimal, "decimal"), (uuid.UUID, "uuid")):
-        if isinstance(value, kind):
-            return name
-    return "bytes" if isinstance(value, bytes) else "json"
-
-
-def _coerce(value: Any, target: str, *, auto: bool) -> Any:
-    why = "the current value is one" if auto else f"--type {target}"
-    try:
-        if target == "decimal" and isinstance(value, int | float) and not isinstance(value, bool):
-            return Decimal(str(value))
-        if not isinstance(value, str):
-            raise TypeError
-        if target == "datetime":
-            return datetime.fromisoformat(value)
-        if target == "date":
-            return date.fromisoformat(value)
-        if target == "time":
-            return time.fromisoformat(value)
-        if target == "decimal":
-            return Decimal(value)
-        if target == "uuid":
-            return uuid.UUID(value)
-        return base64.b64decode(value, validate=True)
-    except (TypeError, ValueError, InvalidOperation, binascii.Error):
-        form = {
-            "datetime": "an ISO 8601 timestamp such as 2024-05-01T00:00:00+00:00",
-            "date": "an ISO date such as 2024-05-01",
-            "time": "an ISO time such as 10:30:00",
-            "decimal": "a decimal number such as 10.25",
-            "uuid": "a UUID",
-            "bytes": "base64 text",
-        }[target]
-        hint = " (pass --type json to store the JSON value as it is)" if auto else ""
-        raise StateOperationError(
-            f"expected {form} because {why} is a {target}, got {to_plain(value)!r}{hint}"
-        ) from None
 
 
 def plan_set(
@@ -419,20 +279,28 @@ def plan_set(
     expect_version: int | None = None,
     base: StoredState | None = None,
 ) -> EditPlan:
-    """Plan setting the value at ``path``. The path must exist unless ``create``; version bookkeeping,
-    ``_local`` and ``pipeline_name`` cannot be set."""
+    """Plan setting the value at state ``path`` (dotted keys or a JSONPath to one value, see
+    :func:`get_value`) to ``value``. The path must exist unless ``create`` (missing dict keys are then
+    added). The top-level keys the pipeline owns (:data:`OWNED_KEYS`: version bookkeeping, ``_local``,
+    ``pipeline_name``, ``dataset_name``, ``default_schema_name``...) cannot be set. Raises
+    :class:`StatePathError` (a bad path) or :class:`StateOperationError` (a value that cannot be stored,
+    or a result without dlt's layout) naming the pipeline; nothing is written by planning."""
     name = pipeline.pipeline_name
-    parts = _split_path(path, pipeline_name=name)
-    if not parts:
-        raise StateOperationError(f"pipeline {name!r}: set needs a state path")
-    if parts[0] in PROTECTED_KEYS:
-        raise StateOperationError(
-            f"pipeline {name!r}: {parts[0]!r} is written by every commit and cannot be set"
+    if not path:
+        raise StatePathError(
+            f"pipeline {name!r}: set needs a state path", pipeline_name=name, state_path=path
         )
     base = _base(pipeline, base, expect_version)
     state = copy.deepcopy(base.state)
-    parent, key = _locate(state, parts, path, name, create=create)
-    parent[key] = value
+    with _naming_pipeline(name):
+        steps = paths.locate(state, path, create=True)  # the owned-key check comes before "not found"
+        if steps and steps[0] in OWNED_KEYS:
+            raise StatePathError(
+                f"state path {path!r} cannot be set: {steps[0]!r} {OWNED_KEYS[str(steps[0])]}. "
+                "Nothing was written.",
+                state_path=path,
+            )
+        paths.set(state, path, value, create=create)
     codec.typed_dumps(state)  # a value outside the supported types fails here, naming its path
     check_structure(state, pipeline_name=name, action=f"set {path}")
     return EditPlan(pipeline, "set", base, state, diff(base.state, state))
@@ -453,56 +321,110 @@ def check_structure(state: dict, *, pipeline_name: str, action: str) -> None:
 # -- drop ------------------------------------------------------------------------------------------
 
 
-def table_name_of(name: str, engine: sa.Engine) -> str:
-    """The table a resource (or table hint) ``name`` loads into, normalized as the loader does."""
-    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
-    try:
-        return naming.normalize_path(name, max_length)
-    except naming.InvalidIdentifierError as exc:
-        raise StateOperationError(str(exc)) from None
+#: a resource of a source (None: of any source) whose tables an operation drops or empties
+Target = tuple[str | None, str]
+
+
+def _matches(row: RecordedTable, pipeline_name: str, target: Target, rows: list[RecordedTable]) -> bool:
+    source, name = target
+    if row.pipeline_name != pipeline_name or row.resource_name != name:
+        return False
+    if source is None or row.source_name == source:
+        return True
+    # a row written before the map recorded sources stands for the resource in any source, unless a
+    # later row names the source that loads that table
+    return row.source_name is None and not any(
+        o.pipeline_name == pipeline_name
+        and o.resource_name == name
+        and o.table_name == row.table_name
+        and o.source_name is not None
+        for o in rows
+    )
 
 
 def resource_tables(
-    pipeline: Pipeline, conn: sa.Connection, resources: Iterable[str], *, hints: dict[str, str] | None = None
-) -> dict[str, list[str]]:
-    """The tables each of ``resources`` loaded, from the resource-to-table map
-    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`).
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    targets: Iterable[Target],
+    *,
+    hints: dict[str, str] | None = None,
+    recorded: list[RecordedTable] | None = None,
+) -> dict[Target, list[str]]:
+    """The tables each ``(source, resource)`` of ``targets`` loaded, from the resource-to-table map
+    (:data:`~airflow_state_provider.destination.store.RESOURCE_TABLES`), keyed by source: a resource
+    of another source with the same name keeps its tables.
 
     A ``hints`` entry (a :class:`Resource`'s ``table_name``) that differs from the resource name
     wins. A resource the map does not know (loaded before the map existed, or by dlt) is taken to
     load the table named like it, unless the map records that table as another resource's.
     """
-    recorded = recorded_resource_tables(conn, pipeline.dataset_name, pipeline.pipeline_name)
-    claimed = {t: r for r, tables in recorded.items() for t in tables}
-    out: dict[str, list[str]] = {}
-    for name in dict.fromkeys(resources):
+    if recorded is None:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+    mine = [r for r in recorded if r.pipeline_name == pipeline.pipeline_name]
+    out: dict[Target, list[str]] = {}
+    for target in dict.fromkeys(targets):
+        name = target[1]
         hint = (hints or {}).get(name, name)
         if hint != name:
-            out[name] = [table_name_of(hint, pipeline.engine)]
-        elif name in recorded:
-            out[name] = list(recorded[name])
+            out[target] = [_table_name_of(hint, pipeline)]
+            continue
+        tables = [r.table_name for r in mine if _matches(r, pipeline.pipeline_name, target, mine)]
+        if tables:
+            out[target] = list(dict.fromkeys(tables))
         else:
-            guess = table_name_of(name, pipeline.engine)
-            out[name] = [] if claimed.get(guess, name) != name else [guess]
+            guess = _table_name_of(name, pipeline)
+            claimed = any(r.table_name == guess and r.resource_name != name for r in mine)
+            out[target] = [] if claimed else [guess]
     return out
 
 
-def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
-    """Those of ``names`` that are tables in ``dataset``, in the given order."""
-    inspector = sa.inspect(conn)
-    return [n for n in dict.fromkeys(names) if inspector.has_table(n, schema=dataset)]
+def check_not_shared(
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    tables: Sequence[str],
+    targets: Iterable[Target],
+    *,
+    action: str,
+    whole_sources: Iterable[str] = (),
+    advice: str,
+    error: type[PipelineStateError] | None = None,
+    recorded: list[RecordedTable] | None = None,
+) -> None:
+    """Refuse (``error``, default :class:`StateOperationError`) to drop or empty ``tables`` when the
+    resource-to-table map records one of them as loaded by a resource outside ``targets`` (another
+    source, another pipeline in the dataset): its rows would vanish while its state says they were
+    loaded. ``whole_sources`` covers every resource of those sources of this pipeline."""
+    if recorded is None:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+    targets = list(targets)
+    names = {n for _, n in targets}
+    sources = set(whole_sources)
+    me = pipeline.pipeline_name
+
+    def covered(row: RecordedTable) -> bool:
+        if row.pipeline_name != me:
+            return False
+        if row.source_name in sources or any(_matches(row, me, t, recorded) for t in targets):
+            return True
+        return row.source_name is None and row.resource_name in names
+
+    for table in tables:
+        others = [r for r in recorded if r.table_name == table and not covered(r)]
+        if others:
+            mine = sorted({f"{n!r}" + (f" of source {s!r}" if s else "") for s, n in targets})
+            raise (error or StateOperationError)(
+                f"pipeline {me!r}: {action} would drop or empty table {pipeline.dataset_name}.{table} of "
+                f"resource {', '.join(mine) or '(none)'}, but {'; '.join(o.describe() for o in others)} "
+                "also loads it: its rows would vanish while its state says they were loaded. "
+                f"{advice} Nothing was written."
+            )
 
 
-def drop_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
-    """``DROP TABLE`` inside the caller's transaction."""
-    for name in names:
-        conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=dataset), if_exists=True))
-
-
-def truncate_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> None:
-    """Delete all rows inside the caller's transaction (``DELETE``: transactional everywhere)."""
-    for name in names:
-        conn.execute(sa.delete(sa.table(name, schema=dataset)))
+def _table_name_of(name: str, pipeline: Pipeline) -> str:
+    try:
+        return table_name_of(name, pipeline.engine)
+    except InvalidIdentifierError as exc:
+        raise StateOperationError(str(exc), pipeline_name=pipeline.pipeline_name, resource=name) from None
 
 
 def plan_drop(
@@ -520,21 +442,50 @@ def plan_drop(
 
     ``resources`` are names, ``re:<regex>`` patterns matched against resource names, or
     :class:`Resource` objects (their ``table_name`` is the table dropped). A matched resource loses its
-    state slot and, unless ``state_only``, its table: the table named like the resource (normalized as
-    the loader does), if it exists. ``drop_all`` matches every resource. ``state_paths`` are JSONPaths
-    relative to each source's state (``resources`` itself is never deleted). ``sources`` limits all of
-    it to those source keys (default: every source in the state). Nothing else in the document changes.
+    state slot and, unless ``state_only``, its tables: those the resource-to-table map records for it in
+    its source, else the table named like the resource (normalized as the loader does), if it exists.
+    ``drop_all`` matches every resource. ``state_paths`` are paths relative to each source's state,
+    JSONPath (``ids[1]``, ``ids[0:2]``, ``ids[?(@ > 2)]``, ``*``, ``a["x.y"]``) or dotted keys;
+    ``resources`` itself is never deleted. ``sources`` limits all of it to those source keys (default:
+    every source in the state). Nothing else in the document changes.
+
+    Raises :class:`StateOperationError` naming the pipeline and the resource, source, table or state
+    path when one is unknown, selects nothing, or is a table another resource loads too; nothing is
+    written by planning.
     """
     name = pipeline.pipeline_name
     if not (resources or state_paths or drop_all):
         raise StateOperationError(
-            f"pipeline {name!r}: nothing to drop; name resources, state paths, or use drop_all"
+            f"pipeline {name!r}: nothing to drop; name resources, state paths, or use drop_all",
+            pipeline_name=name,
         )
     base = _base(pipeline, base, expect_version)
     state = copy.deepcopy(base.state)
     all_sources: dict = state.get("sources") or {}
     selected = _select_sources(all_sources, sources, name)
-    names: dict[str, str] = {}  # resource name -> table name hint
+    names, patterns = _resource_selectors(resources, name)
+    matched, pattern_hits = _drop_slots(all_sources, selected, names, patterns, drop_all=drop_all)
+    # a named resource, in each selected source (any source when the state has none): the map knows
+    # which source loaded which table
+    in_sources: list[str | None] = [*selected] or [None]
+    targets: list[Target] = [*matched, *((s, n) for n in names for s in in_sources)]
+    tables: list[str] = []
+    table_of: dict[Target, list[str]] = {}
+    if not state_only and targets:
+        tables, table_of = _tables_to_drop(pipeline, targets, names, selected if drop_all else ())
+    _check_found(pipeline, names, matched, selected, all_sources, table_of, tables, state_only=state_only)
+    warnings = [f"resource pattern {p!r} matched no resource" for p, _ in patterns if p not in pattern_hits]
+    for state_path in state_paths:
+        _drop_state_path(all_sources, selected, state_path, name)
+    check_structure(state, pipeline_name=name, action="drop")
+    return EditPlan(pipeline, "drop", base, state, diff(base.state, state), tables, warnings)
+
+
+def _resource_selectors(
+    resources: Sequence[str | Resource], pipeline_name: str
+) -> tuple[dict[str, str], list[tuple[str, re.Pattern]]]:
+    """Resource name -> table name hint, and the compiled ``re:`` patterns."""
+    names: dict[str, str] = {}
     patterns: list[tuple[str, re.Pattern]] = []
     for item in resources:
         if isinstance(item, Resource):
@@ -544,12 +495,26 @@ def plan_drop(
                 patterns.append((item, re.compile(item[3:])))
             except re.error as exc:
                 raise StateOperationError(
-                    f"pipeline {name!r}: bad resource pattern {item!r}: {exc}"
+                    f"pipeline {pipeline_name!r}: bad resource pattern {item!r}: {exc}",
+                    pipeline_name=pipeline_name,
+                    resource=item,
                 ) from None
         else:
             names[item] = item
+    return names, patterns
 
-    matched: dict[str, None] = {}
+
+def _drop_slots(
+    all_sources: dict,
+    selected: list[str],
+    names: dict[str, str],
+    patterns: list[tuple[str, re.Pattern]],
+    *,
+    drop_all: bool,
+) -> tuple[dict[Target, None], set[str]]:
+    """Delete the matched resource slots in place; the ``(source, resource)`` matched and the patterns
+    that hit."""
+    matched: dict[Target, None] = {}
     pattern_hits: set[str] = set()
     for source_key in selected:
         slots = all_sources[source_key].get("resources") or {}
@@ -558,35 +523,60 @@ def plan_drop(
             pattern_hits.update(hits)
             if drop_all or resource_name in names or hits:
                 del slots[resource_name]
-                matched[resource_name] = None
+                matched[(source_key, resource_name)] = None
+    return matched, pattern_hits
 
-    tables: list[str] = []
-    table_of: dict[str, list[str]] = {}
-    if not state_only and (names or matched):
-        with pipeline.engine.connect() as conn:
-            table_of = resource_tables(pipeline, conn, [*names, *matched], hints=names)
-            tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
+
+def _tables_to_drop(
+    pipeline: Pipeline, targets: list[Target], names: dict[str, str], whole_sources: Sequence[str]
+) -> tuple[list[str], dict[Target, list[str]]]:
+    """The existing tables of ``targets``, and each target's tables; refuses a table another resource
+    loads too (:func:`check_not_shared`)."""
+    with pipeline.engine.connect() as conn:
+        recorded = recorded_resource_tables(conn, pipeline.dataset_name)
+        table_of = resource_tables(pipeline, conn, targets, hints=names, recorded=recorded)
+        tables = existing_tables(conn, pipeline.dataset_name, [t for ts in table_of.values() for t in ts])
+        check_not_shared(
+            pipeline,
+            conn,
+            tables,
+            table_of,
+            action="drop",
+            whole_sources=whole_sources,
+            advice="Drop the resources that load it together (name each, with --source for each of "
+            "their sources), or drop only the state (--state-only).",
+            recorded=recorded,
+        )
+    return tables, table_of
+
+
+def _check_found(
+    pipeline: Pipeline,
+    names: dict[str, str],
+    matched: dict[Target, None],
+    selected: list[str],
+    all_sources: dict,
+    table_of: dict[Target, list[str]],
+    tables: list[str],
+    *,
+    state_only: bool,
+) -> None:
+    """Raise for a named resource with neither a state slot nor (unless ``state_only``) a table."""
+    name = pipeline.pipeline_name
     for resource_name in names:
-        if resource_name not in matched and not set(table_of.get(resource_name, ())) & set(tables):
-            known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
-            guessed = ", ".join(map(repr, table_of.get(resource_name, ()))) or "recorded"
-            table_note = "" if state_only else f" and no table {guessed}"
-            raise StateOperationError(
-                f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
-                f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "
-                f"state: {', '.join(known) or 'none'}"
-            )
-    warnings = [f"resource pattern {p!r} matched no resource" for p, _ in patterns if p not in pattern_hits]
-
-    for state_path in state_paths:
-        if not _delete_state_path(all_sources, selected, state_path, name):
-            raise StateOperationError(
-                f"pipeline {name!r}: state path {state_path!r} selected nothing in source(s) "
-                f"{', '.join(selected) or '(none)'} (paths are relative to a source's state, "
-                "e.g. 'last_sync' or 'resources.events.incremental')"
-            )
-    check_structure(state, pipeline_name=name, action="drop")
-    return EditPlan(pipeline, "drop", base, state, diff(base.state, state), tables, warnings)
+        guesses = {t: None for (_, n), ts in table_of.items() if n == resource_name for t in ts}
+        if any(n == resource_name for _, n in matched) or set(guesses) & set(tables):
+            continue
+        known = sorted({r for s in selected for r in (all_sources[s].get("resources") or {})})
+        guessed = ", ".join(map(repr, guesses)) or "recorded"
+        table_note = "" if state_only else f" and no table {guessed}"
+        raise StateOperationError(
+            f"pipeline {name!r}: resource {resource_name!r} not found: no state slot in source(s) "
+            f"{', '.join(selected) or '(none)'}{table_note} in {where(pipeline)}; resources with "
+            f"state: {', '.join(known) or 'none'}",
+            pipeline_name=name,
+            resource=resource_name,
+        )
 
 
 def _select_sources(all_sources: dict, wanted: Sequence[str] | None, pipeline_name: str) -> list[str]:
@@ -596,33 +586,29 @@ def _select_sources(all_sources: dict, wanted: Sequence[str] | None, pipeline_na
     if unknown:
         raise StateOperationError(
             f"pipeline {pipeline_name!r}: no source(s) {', '.join(map(repr, unknown))} in the state; "
-            f"sources: {', '.join(all_sources) or 'none'}"
+            f"sources: {', '.join(all_sources) or 'none'}",
+            pipeline_name=pipeline_name,
         )
     return list(dict.fromkeys(wanted))
 
 
-def _delete_state_path(all_sources: dict, selected: list[str], state_path: str, pipeline_name: str) -> bool:
-    try:
-        expr = parse_jsonpath(state_path)
-    except Exception as exc:  # jsonpath-ng raises several unrelated types for bad syntax
-        raise StateOperationError(
-            f"pipeline {pipeline_name!r}: {state_path!r} is not a valid JSONPath: {exc}"
-        ) from None
-    hit = False
-    for source_key in selected:
-        matches = [m for m in expr.find(all_sources[source_key]) if str(m.full_path) != "resources"]
-        # delete list items from the back so earlier indexes stay valid
-        for match in sorted(matches, key=lambda m: -m.path.index if isinstance(m.path, Index) else 0):
-            parent = match.context.value if match.context is not None else None
-            if isinstance(match.path, Fields) and isinstance(parent, dict):
-                for key in match.path.fields:
-                    hit = parent.pop(key, _MISSING) is not _MISSING or hit
-            elif (
-                isinstance(match.path, Index) and isinstance(parent, list) and match.path.index < len(parent)
-            ):
-                del parent[match.path.index]
-                hit = True
-    return hit
+def _drop_state_path(all_sources: dict, selected: list[str], state_path: str, pipeline_name: str) -> None:
+    """Delete what ``state_path`` selects in each selected source's state (never ``resources`` itself);
+    raise if it selects nothing in any of them."""
+    with _naming_pipeline(pipeline_name):
+        if paths.is_jsonpath(state_path):
+            paths.compile(state_path)  # bad syntax is an error even where no source is selected
+        hit = False
+        for source_key in selected:
+            hit = bool(paths.delete(all_sources[source_key], state_path, keep=("resources",))) or hit
+    if not hit:
+        raise StatePathError(
+            f"pipeline {pipeline_name!r}: state path {state_path!r} selected nothing in source(s) "
+            f"{', '.join(selected) or '(none)'} (paths are relative to a source's state, "
+            "e.g. 'last_sync' or 'resources.events.incremental')",
+            pipeline_name=pipeline_name,
+            state_path=state_path,
+        )
 
 
 # -- rollback and history --------------------------------------------------------------------------

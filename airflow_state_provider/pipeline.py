@@ -17,15 +17,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination import tables as destination_tables
 from airflow_state_provider.destination.commit import Committed, commit
-from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.dialects import dialect_class, dialect_for
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import (
     DEFAULT_MAX_STATE_BYTES,
@@ -35,9 +36,9 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
-from airflow_state_provider.exceptions import StateConflictError
+from airflow_state_provider.exceptions import ConfigurationError, StateConflictError
 from airflow_state_provider.extract.incremental import Incremental
-from airflow_state_provider.extract.resource import Resource, from_data
+from airflow_state_provider.extract.resource import Resource, WriteDisposition, from_data
 from airflow_state_provider.extract.source import Source
 from airflow_state_provider.local_state import LocalStateFile
 from airflow_state_provider.state import context, model
@@ -48,7 +49,8 @@ log = logging.getLogger("airflow_state_provider.pipeline")
 READ_ONLY = {"asp_read_only": True}
 
 #: ``Pipeline.run(refresh=...)`` modes, dlt's names and semantics.
-REFRESH_MODES = ("drop_sources", "drop_resources", "drop_data")
+RefreshMode = Literal["drop_sources", "drop_resources", "drop_data"]
+REFRESH_MODES: tuple[RefreshMode, ...] = get_args(RefreshMode)
 
 DESTINATION_TYPES = {
     "sqlite": "dlt.destinations.sqlalchemy",
@@ -59,18 +61,31 @@ DESTINATION_TYPES = {
 
 @dataclass
 class LoadInfo:
-    """What a run committed. Small and JSON-friendly: ``asdict()`` is what an operator may push to XCom."""
+    """What a run committed, returned by :meth:`Pipeline.run`. Small and JSON-friendly: ``asdict()`` is
+    what an operator may push to XCom."""
 
+    #: the pipeline that ran
     pipeline_name: str
+    #: the dataset (schema; on SQLite an attached database) the rows and state went to, as the database
+    #: names it (normalized like dlt; with ``dev_mode`` suffixed with the run's UTC timestamp)
     dataset_name: str
+    #: the ``_dlt_loads.load_id`` of the final commit (dlt's format, seconds since the epoch as text);
+    #: ``None`` when nothing was committed (no rows and no state change)
     load_id: str | None
+    #: rows written per table of this run (final commit and checkpoints together), by table name
     row_counts: dict[str, int] = field(default_factory=dict)
+    #: the newest committed state version (``_state_version``) after the run; unchanged when the run
+    #: changed no state
     state_version: int = 0
+    #: True when the run committed a new state version
     state_changed: bool = False
+    #: dotted state paths the run changed (leaves or the smallest changed sub-trees), sorted
     changed_paths: list[str] = field(default_factory=list)
+    #: how many checkpoints committed before the final commit (``checkpoint_every``)
     checkpoints: int = 0
 
     def asdict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-serializable)."""
         return asdict(self)
 
 
@@ -169,7 +184,12 @@ class Pipeline:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
         batch_size: int = 10_000,
         lock_timeout: float | None = None,
+        create_indexes: bool | None = None,
     ) -> None:
+        """``create_indexes`` is dlt's destination option of that name: whether a table this pipeline
+        creates gets a UNIQUE index on ``_dlt_id``. None (default) follows dlt's default per database:
+        yes on PostgreSQL and SQLite, no on DuckDB. ``False`` loads faster (no index to maintain); the
+        ids stay unique by construction. Tables that already exist keep what they have."""
         if not pipeline_name or not isinstance(pipeline_name, str):
             raise ValueError("pipeline_name must be a non-empty string")
         _check_pipeline_name(pipeline_name)
@@ -190,6 +210,7 @@ class Pipeline:
         # dev mode starts fresh because its dataset is new; its state rows go there, as in dlt
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
+        self.create_indexes = create_indexes
         self.engine = _engine_from(destination)
         #: the configured name, as the state document records it (dlt keeps it unnormalized there)
         self.configured_dataset_name = dataset
@@ -329,13 +350,13 @@ class Pipeline:
         self,
         data: Any,
         *,
-        write_disposition: str | None = None,
+        write_disposition: WriteDisposition | None = None,
         table_name: str | None = None,
         primary_key: str | Sequence[str] | None = None,
         merge_key: str | Sequence[str] | None = None,
         checkpoint_every: int | None = None,
         read_only_sources: dict[str, str] | None = None,
-        refresh: str | None = None,
+        refresh: RefreshMode | None = None,
     ) -> LoadInfo:
         """Restore, extract, load and commit ``data`` (a source, resource, list of them, or rows).
 
@@ -352,6 +373,27 @@ class Pipeline:
         ``"drop_resources"`` drops the tables and wipes the state of the resources run;
         ``"drop_data"`` empties those tables and wipes those resources' state. A resource's tables are
         its ``table_name`` and, for resources known only from the state, the table named like it.
+
+        ``write_disposition``, ``table_name``, ``primary_key`` and ``merge_key`` override the hints of
+        every resource run (``table_name`` also names the table of plain rows); ``checkpoint_every`` is
+        a number of rows.
+
+        Returns:
+            :class:`LoadInfo`: the load id, rows written per table, the committed state version and
+            the state paths that changed.
+
+        Raises:
+            ValueError: a bad argument (``refresh``, ``checkpoint_every``, a hint), before anything runs.
+            StateConflictError: a concurrent commit changed a state slot this run changed too; nothing
+                of the run was committed (retry: it restores the newest state).
+            LockTimeoutError: a lock wait exceeded ``lock_timeout``; nothing was committed (retryable).
+            SchemaConflictError, InvalidRowError: a row that does not fit its table; nothing committed.
+            StateTooLargeError, StateNotSerializableError: the state cannot be stored.
+            MissingLoadsError, StateCorruptError: the committed state cannot be restored safely.
+            IncrementalCursorPathMissing, IncrementalCursorTypeError, IncrementalPrimaryKeyMissing:
+                rows an incremental cannot filter.
+            Any exception the resources raise, after the transaction is rolled back (rows committed by
+            earlier checkpoints stay, with their state).
         """
         if refresh not in (None, *REFRESH_MODES):
             raise ValueError(
@@ -406,6 +448,7 @@ class Pipeline:
                         run.load_id,
                         pipeline_name=self.pipeline_name,
                         batch_size=self.batch_size,
+                        create_indexes=self.create_indexes,
                         stage=bool(run.checkpoint_every),
                     )
                     if refresh_tables:
@@ -431,13 +474,13 @@ class Pipeline:
 
     def _refresh_tables(self, conn: sa.Connection, refresh: str | None, tables: list[str]) -> bool:
         """Drop or empty the refreshed tables inside the load transaction; True if any existed."""
-        existing = operations.existing_tables(conn, self.dataset_name, tables)
+        existing = destination_tables.existing_tables(conn, self.dataset_name, tables)
         if refresh == "drop_data":
-            operations.truncate_tables(conn, self.dataset_name, existing)
+            destination_tables.truncate_tables(conn, self.dataset_name, existing)
         else:
             # all at once or none (no deadlock with a load writing to some of them), bounded wait
             self.dialect.lock_tables(conn, self.dataset_name, existing, self.pipeline_name)
-            operations.drop_tables(conn, self.dataset_name, existing)
+            destination_tables.drop_tables(conn, self.dataset_name, existing)
         if existing:
             log.info(
                 "refresh=%s: %s tables %s of dataset %r (committed with this load)",
@@ -471,12 +514,25 @@ class Pipeline:
                 selected = {item.name}
                 source_key = item.source_key or self._standalone_source_key()
             resources = {n: r.with_hints(**hints) for n, r in resources.items()}
+            self._check_names(source_key, resources)
             if suffix := context.current_slot_suffix():
                 resources, selected = _with_slot_suffix(resources, selected, suffix, source_key)
             if catalog is not None:
                 catalog.setdefault(source_key, {}).update(resources)
             groups.extend(_groups_of(resources, selected, source_key))
         return groups
+
+    def _check_names(self, source_key: str, resources: dict[str, Resource]) -> None:
+        """Source and resource names are state keys (and are logged): they must be valid Unicode."""
+        for what, name in (("source", source_key), *(("resource", n) for n in resources)):
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigurationError(
+                    f"pipeline {self.pipeline_name!r}: {what} name {name!r} is not valid Unicode (an "
+                    "unpaired surrogate); it would be a state key. Rename the "
+                    f"{what}. Nothing was loaded."
+                ) from None
 
     # -- extraction -------------------------------------------------------------------------------
     def _bind(self, res: Resource, source_key: str) -> tuple[Any, list[Incremental]]:
@@ -508,7 +564,7 @@ class Pipeline:
             res = _find(group, name)
             if res is not None and res.write_disposition == "replace":
                 # a replace resource that yields nothing still empties its table (dlt semantics)
-                self._write(loader, res, [])
+                self._write(loader, res, [], group.source_key)
         with context.scope(group.source_key, group.root.name):
             arguments, incrementals = self._bind(group.root, group.source_key)
             children = {child.name: child for kids in group.children.values() for child in kids}
@@ -546,7 +602,7 @@ class Pipeline:
         """Load an item of ``res`` (if selected) and feed it to the transformers below it."""
         if res.name in group.selected:
             rows = item if isinstance(item, list) else [item]
-            self._write(loader, res, rows)
+            self._write(loader, res, rows, group.source_key)
             run.rows_since_commit += len(rows)
         for kid in group.children.get(res.name, ()):
             child = children[kid.name]
@@ -563,7 +619,7 @@ class Pipeline:
                         break
 
     @staticmethod
-    def _write(loader: Loader, res: Resource, rows: list[Any]) -> None:
+    def _write(loader: Loader, res: Resource, rows: list[Any], source_key: str) -> None:
         loader.write(
             res.table_name,
             rows,
@@ -571,6 +627,7 @@ class Pipeline:
             primary_key=res.primary_key,
             merge_key=res.merge_key,
             resource_name=res.name,
+            source_name=source_key,
         )
 
     # -- commit -----------------------------------------------------------------------------------
@@ -779,7 +836,7 @@ def _check_pipeline_name(name: str) -> None:
 
 def _physical_dataset_name(dataset: str, engine: sa.Engine) -> str:
     """dlt's normalized dataset name (``MyData`` -> ``my_data``), with dlt's warning when it changes."""
-    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
+    max_length = dialect_class(engine).identifier_length(engine)
     try:
         physical = naming.normalize_dataset_name(dataset, max_length)
     except naming.InvalidIdentifierError as e:
@@ -1044,30 +1101,51 @@ def _refresh_state(
     """Wipe the state ``refresh`` resets (dlt semantics) and return the tables it drops or empties.
 
     A resource run now drops its ``table_name``; one known only from the state, the tables the
-    resource-to-table map records for it (:func:`operations.resource_tables`)."""
+    resource-to-table map records for it (:func:`.operations.resource_tables`)."""
     if refresh is None:
         return []
     engine = pipeline.engine
     sources = state.get("sources", {})
     tables: list[str] = []
+    targets: list[operations.Target] = []
+    whole: list[str] = []
     if refresh == "drop_sources":
         for source_key in dict.fromkeys(g.source_key for g in groups):
+            whole.append(source_key)
             known = catalog.get(source_key, {})
             tables += [r.table_name for r in known.values()]
+            targets += [(source_key, name) for name in known]
             wiped = sources.pop(source_key, None) or {}
             unknown = [name for name in wiped.get("resources") or {} if name not in known]
             if unknown:
                 with engine.connect() as conn:
-                    recorded = operations.resource_tables(pipeline, conn, unknown)
-                tables += [t for name in unknown for t in recorded[name]]
+                    recorded = operations.resource_tables(pipeline, conn, [(source_key, n) for n in unknown])
+                tables += [t for ts in recorded.values() for t in ts]
+                targets += recorded
     else:
         for group in groups:
             slots = sources.get(group.source_key, {}).get("resources", {})
             for name in sorted(group.selected):
                 res = _find(group, name)
                 tables.append(res.table_name if res is not None else name)
+                targets.append((group.source_key, name))
                 slots.pop(name, None)
-    return list(dict.fromkeys(operations.table_name_of(t, engine) for t in tables))
+    tables = list(dict.fromkeys(destination_tables.table_name_of(t, engine) for t in tables))
+    if tables:
+        with engine.connect() as conn:
+            operations.check_not_shared(
+                pipeline,
+                conn,
+                destination_tables.existing_tables(conn, pipeline.dataset_name, tables),
+                targets,
+                action=f"refresh={refresh!r}",
+                whole_sources=whole,
+                advice="Run every resource that loads it with this refresh (or refresh='drop_sources' of "
+                "a source holding all of them), or drop the other resources' tables first "
+                "(airflow-state drop).",
+                error=ConfigurationError,
+            )
+    return tables
 
 
 def _filter(item: Any, incrementals: list[Incremental]) -> tuple[Any, bool]:

@@ -83,11 +83,11 @@ def _fresh_dir(base: Path) -> Path:
 # -- incremental runs: ours vs dlt -----------------------------------------------------------------
 
 
-def ours_resource(rows: list[dict]) -> Any:
+def ours_resource(rows: list[dict], **incremental_kw: Any) -> Any:
     from airflow_state_provider import incremental, resource
 
     @resource(name=TABLE, write_disposition="append")
-    def events(updated_at=incremental("updated_at", initial_value=INITIAL_VALUE)):
+    def events(updated_at=incremental("updated_at", initial_value=INITIAL_VALUE, **incremental_kw)):
         yield from pages(rows)
 
     return events
@@ -103,19 +103,26 @@ def dlt_resource(rows: list[dict]) -> Any:
     return events
 
 
-def ours_run(db: Database, rows: list[dict], workdir: Path, **pipeline_kw: Any) -> tuple[float, int]:
-    """Restore + extract + load + commit with our ``Pipeline``; (seconds, rows loaded)."""
+def ours_run(
+    db: Database, rows: list[dict], workdir: Path, checkpoint_every: int | None = None, **pipeline_kw: Any
+) -> tuple[float, int]:
+    """Restore + extract + load + commit with our ``Pipeline``; (seconds, rows loaded).
+
+    With ``checkpoint_every`` the cursor declares ``row_order="asc"`` (its rows arrive ascending), which
+    lets checkpoints commit it with its rows."""
     from airflow_state_provider import Pipeline
 
     pipelines_dir = _fresh_dir(workdir)
-    data = ours_resource(rows)
+    data = ours_resource(rows, row_order="asc") if checkpoint_every else ours_resource(rows)
     start = time.perf_counter()
     p = Pipeline(
         PIPELINE, destination=db.url, dataset_name=DATASET, pipelines_dir=pipelines_dir, **pipeline_kw
     )
-    info = p.run(data)
+    info = p.run(data, checkpoint_every=checkpoint_every)
     p.engine.dispose()
     seconds = time.perf_counter() - start
+    if checkpoint_every and len(rows) > checkpoint_every and not info.checkpoints:
+        raise RuntimeError(f"a checkpointed run into {db.kind} made no checkpoint")
     return seconds, info.row_counts.get(TABLE, 0)
 
 
@@ -177,13 +184,13 @@ def dlt_restore(db: Database, workdir: Path) -> tuple[float, int]:
 # -- bulk loads: ours vs the raw path of each database ----------------------------------------------
 
 
-def ours_bulk(db: Database, rows: list[dict], dataset: str, workdir: Path) -> float:
+def ours_bulk(db: Database, rows: list[dict], dataset: str, workdir: Path, **pipeline_kw: Any) -> float:
     """``Pipeline.run(rows, table_name=...)``: the whole run, including its restore and commit."""
     from airflow_state_provider import Pipeline
 
     pipelines_dir = _fresh_dir(workdir)
     start = time.perf_counter()
-    p = Pipeline("bulk", destination=db.url, dataset_name=dataset, pipelines_dir=pipelines_dir)
+    p = Pipeline("bulk", destination=db.url, dataset_name=dataset, pipelines_dir=pipelines_dir, **pipeline_kw)
     info = p.run(rows, table_name="t")
     p.engine.dispose()
     seconds = time.perf_counter() - start
@@ -219,12 +226,20 @@ def dlt_columns(n: int) -> tuple[list[str], list[str]]:
     return ["1763700000.0000000"] * n, ids
 
 
-def floor_pg_copy(db: Database, rows: list[dict], extra: tuple[list[str], list[str]], table: str) -> float:
+def floor_ddl(kind: str, table: str, unique: bool) -> str:
+    """Our table shape; ``unique=False``: without the UNIQUE ``_dlt_id`` index (``create_indexes=False``)."""
+    ddl = FLOOR_DDL[kind].format(table)
+    return ddl if unique else ddl.replace(" UNIQUE", "")
+
+
+def floor_pg_copy(
+    db: Database, rows: list[dict], extra: tuple[list[str], list[str]], table: str, unique: bool = True
+) -> float:
     """Binary COPY of the rows plus our two dlt columns into our table shape."""
     import psycopg
 
     with psycopg.connect(db.dsn) as conn:
-        conn.execute(FLOOR_DDL["postgresql"].format(table))
+        conn.execute(floor_ddl("postgresql", table, unique))
         conn.commit()
         start = time.perf_counter()
         statement = f"COPY {table} FROM STDIN (FORMAT BINARY)"
@@ -258,11 +273,13 @@ def floor_duckdb_arrow(path: str, rows: list[dict], extra: tuple[list[str], list
         conn.close()
 
 
-def floor_sqlite_executemany(path: str, rows: list[dict], extra: tuple[list[str], list[str]]) -> float:
+def floor_sqlite_executemany(
+    path: str, rows: list[dict], extra: tuple[list[str], list[str]], unique: bool = True
+) -> float:
     """``executemany`` with our two dlt columns into our table shape."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute(FLOOR_DDL["sqlite"].format("t"))
+        conn.execute(floor_ddl("sqlite", "t", unique))
         start = time.perf_counter()
         conn.execute("BEGIN")
         data = ((*row.values(), load_id, dlt_id) for row, load_id, dlt_id in zip(rows, *extra, strict=True))

@@ -28,10 +28,16 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def measure(url: str, rows: int, timeout: float = 900) -> dict[str, int]:
-    """Run one load in a child process; returns ``{"baseline_kib": ..., "peak_kib": ...}``."""
+def measure(
+    url: str, rows: int, timeout: float = 900, checkpoint_every: int | None = None, cursor: bool = False
+) -> dict[str, int]:
+    """Run one load in a child process; returns ``{"baseline_kib": ..., "peak_kib": ...}``.
+
+    ``cursor``: the rows come from a resource with an ascending incremental cursor (``row_order="asc"``,
+    whose rows checkpoints commit early) instead of plain rows (which wait for the final commit)."""
+    extra = [str(checkpoint_every or 0), "cursor" if cursor else "rows"]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.rss", url, str(rows)],
+        [sys.executable, "-m", "benchmarks.rss", url, str(rows), *extra],
         check=True,
         capture_output=True,
         text=True,
@@ -41,14 +47,24 @@ def measure(url: str, rows: int, timeout: float = 900) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _child(url: str, rows: int) -> None:
+def _child(url: str, rows: int, checkpoint_every: int | None = None, cursor: bool = False) -> None:
     from airflow_state_provider import Pipeline
     from benchmarks.data import stream_rows
 
     import_peak = peak_rss_kib()
     with tempfile.TemporaryDirectory() as pipelines_dir:
         p = Pipeline("rss", destination=url, dataset_name="rss", pipelines_dir=pipelines_dir)
-        info = p.run(stream_rows(rows), table_name="t")
+        if cursor:
+            from airflow_state_provider import incremental, resource
+            from benchmarks.data import INITIAL_VALUE
+
+            @resource(name="t")
+            def t(updated_at=incremental("updated_at", initial_value=INITIAL_VALUE, row_order="asc")):
+                yield from stream_rows(rows)
+
+            info = p.run(t(), checkpoint_every=checkpoint_every)
+        else:
+            info = p.run(stream_rows(rows), table_name="t", checkpoint_every=checkpoint_every)
         p.engine.dispose()
     if info.row_counts.get("t") != rows:
         raise SystemExit(f"loaded {info.row_counts}, expected {rows}")
@@ -56,4 +72,5 @@ def _child(url: str, rows: int) -> None:
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1], int(sys.argv[2]))
+    every = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    _child(sys.argv[1], int(sys.argv[2]), every or None, len(sys.argv) > 4 and sys.argv[4] == "cursor")

@@ -18,13 +18,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import cases, saved
+from benchmarks import cases, saved, user_cases
 from benchmarks.data import make_rows
 from benchmarks.postgres import start_postgres
 from benchmarks.report import RunInfo, machine, render, versions
 from benchmarks.results import TIMES, Measure
 
-CASES = ("incremental", "bulk", "history", "rss")
+CASES = ("incremental", "bulk", "history", "rss", "checkpoint", "commit", "e2e", "airflow")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--json", type=Path, default=ROOT / "benchmarks" / "last_run.json", help="where the raw results go"
     )
     parser.add_argument(
-        "--render", type=Path, metavar="JSON", help="only write the report again from saved results"
+        "--render",
+        type=Path,
+        action="append",
+        metavar="JSON",
+        help="only write the report again from saved results (repeat to join the parts of a split run)",
     )
     parser.add_argument(
         "--workdir", type=Path, help="where databases and pipelines dirs go (default: a tmp dir)"
@@ -68,8 +72,8 @@ def _warm_up() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        info, measures, plans = saved.load(args.render)
-        args.output.write_text(render(info, measures, plans), encoding="utf-8")
+        info, measures, plans = saved.load_parts(args.render)
+        args.output.write_text(render(info, _ordered(measures), plans), encoding="utf-8")
         _log(f"wrote {args.output} from {args.render}")
         return 0
     sizes = cases.SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
@@ -86,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         if "incremental" in selected:
             for kind in ("duckdb", "postgresql"):
                 steps.append((f"incremental vs dlt, {kind}", lambda k=kind: cases.incremental_vs_dlt(ctx, k)))
+        rows: list[dict] = []
         if "bulk" in selected:
-            rows: list[dict] = []
 
             def bulk(kind: str) -> list[Measure]:
                 if not rows:
                     _log(f"  building {sizes.bulk_rows:,} rows (untimed)")
                     rows.extend(make_rows(0, sizes.bulk_rows))
-                return [cases.bulk_vs_raw(ctx, kind, rows)]
+                return cases.bulk_vs_raw(ctx, kind, rows)
 
             for kind in ("postgresql", "duckdb", "sqlite"):
                 steps.append((f"bulk load, {kind}", lambda k=kind: bulk(k)))
@@ -105,6 +109,29 @@ def main(argv: list[str] | None = None) -> int:
         if "rss" in selected:
             for kind in ("postgresql", "duckdb", "sqlite"):
                 steps.append((f"peak RSS, {kind}", lambda k=kind: [cases.peak_rss(ctx, k)]))
+        if "checkpoint" in selected:
+            for kind in ("postgresql", "duckdb", "sqlite"):
+                steps.append(
+                    (
+                        f"checkpointed backfill, {kind}",
+                        lambda k=kind: [
+                            user_cases.checkpoint_backfill(ctx, k, user_cases.rows_for(ctx, rows))
+                        ],
+                    )
+                )
+        if "commit" in selected:
+            for kind in ("postgresql", "duckdb", "sqlite"):
+                steps.append((f"commit latency, {kind}", lambda k=kind: [user_cases.commit_latency(ctx, k)]))
+        if "e2e" in selected:
+            for kind in ("duckdb", "postgresql"):
+                steps.append(
+                    (
+                        f"end to end vs dlt, {kind}",
+                        lambda k=kind: [user_cases.e2e_vs_dlt(ctx, k, user_cases.rows_for(ctx, rows))],
+                    )
+                )
+        if "airflow" in selected:
+            steps.append(("task overhead in Airflow", lambda: [user_cases.airflow_task_overhead(ctx)]))
         for label, step in steps:
             _log(f"== {label}")
             measures.extend(step())
@@ -132,7 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_ORDER = ("incremental", "zero_new", "restore", "bulk", "history", "rss")
+_ORDER = (
+    "incremental",
+    "zero_new",
+    "restore",
+    "e2e",
+    "airflow",
+    "bulk",
+    "checkpoint",
+    "commit",
+    "history",
+    "rss",
+)
 
 
 def _ordered(measures: list[Measure]) -> list[Measure]:

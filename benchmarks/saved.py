@@ -29,6 +29,26 @@ def _series(d: dict[str, Any]) -> Series:
     return Series(d["name"], list(d["samples"]))
 
 
+def load_parts(paths: list[Path]) -> tuple[RunInfo, list[Measure], dict[str, dict[str, str]]]:
+    """Several runs' results as one report (a full run split in parts: each row is still measured side by
+    side with its reference, within its part)."""
+    parts = [load(p) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0][0]
+    info = RunInfo(
+        first.sizes,
+        " ; ".join(p[0].command for p in parts),
+        first.started,
+        sum(p[0].seconds for p in parts),
+        first.postgres_version,
+        first.environment,
+    )
+    measures = [m for p in parts for m in p[1]]
+    plans = {k: v for p in parts for k, v in p[2].items()}
+    return info, measures, plans
+
+
 def load(path: Path) -> tuple[RunInfo, list[Measure], dict[str, dict[str, str]]]:
     doc = json.loads(path.read_text(encoding="utf-8"))
     raw = doc["info"]

@@ -91,16 +91,16 @@ ORDERS = PipelineStateHook().table_asset("shop_data", "orders")
 def shop_orders_report():
     @task
     def report(triggering_asset_events=None):
-        for asset, events in (triggering_asset_events or {}).items():
-            for event in events:
-                extra = event.extra
-                log.info(
-                    "%s: load %s added %s rows (state version %s)",
-                    asset.uri,
-                    extra["load_id"],
-                    extra["row_count"],
-                    extra["state_version"],
-                )
+        # keyed by the asset, and also by the asset alias the load emitted through: read the asset's
+        for event in (triggering_asset_events or {}).get(ORDERS, ()):
+            extra = event.extra
+            log.info(
+                "%s: load %s added %s rows (state version %s)",
+                event.asset.uri,
+                extra["load_id"],
+                extra["row_count"],
+                extra["state_version"],
+            )
 
     report()
 

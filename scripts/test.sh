@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 quiet() { "$@" 2>&1 | grep --line-buffered -v -E '^(nanobind: | - leaked | - \.\.\. skipped remainder|See https://nanobind)'; }
 bash scripts/setup.sh main
 bash scripts/setup.sh airflow31
+echo "== lint and types (configuration in pyproject.toml)"
+.venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
+.venv/bin/python -m mypy
 echo "== Airflow 3.1 line: Airflow tests"
 quiet .venv-af31/bin/python -m pytest -q -p no:cacheprovider tests/airflow -m "not e2e and not slow"
 echo "== Airflow 3.3 line: whole suite"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.postgres import ENV_URL, pg_bindir
+from benchmarks.run import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,9 +24,19 @@ EXPECTED_ROWS = [
     r"incremental run with 0 new rows of \S+ seen, PostgreSQL",
     r"restore on a clean worker, DuckDB",
     r"restore on a clean worker, PostgreSQL",
-    r"rows \u00d7 6 columns into PostgreSQL, vs psycopg COPY",
-    r"rows \u00d7 6 columns into DuckDB, vs DuckDB",
-    r"rows \u00d7 6 columns into SQLite, vs sqlite3 executemany",
+    r"rows \u00d7 6 columns into PostgreSQL, vs the same raw path into our exact table shape",
+    r"rows \u00d7 6 columns into DuckDB, vs the same raw path into our exact table shape",
+    r"rows \u00d7 6 columns into SQLite, vs the same raw path into our exact table shape",
+    r"rows \u00d7 6 columns into PostgreSQL with `create_indexes=False`",
+    r"rows \u00d7 6 columns into SQLite with `create_indexes=False`",
+    r"rows end to end \(new pipeline, extract, load, commit\) into DuckDB",
+    r"rows end to end \(new pipeline, extract, load, commit\) into PostgreSQL",
+    r"-row backfill .* vs without checkpoints, PostgreSQL",
+    r"-row backfill .* vs without checkpoints, DuckDB",
+    r"-row backfill .* vs without checkpoints, SQLite",
+    r"commit latency with a \S+ \S+ state vs a 1 KiB state, PostgreSQL",
+    r"commit latency with a \S+ \S+ state vs a 1 KiB state, DuckDB",
+    r"commit latency with a \S+ \S+ state vs a 1 KiB state, SQLite",
     r"historical versions \(retention off\) vs 1 version, PostgreSQL",
     r"historical versions \(retention off\) vs 1 version, DuckDB",
     r"historical versions \(retention off\) vs 1 version, SQLite",
@@ -37,6 +48,7 @@ EXPECTED_ROWS = [
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.timeout(1200)
 def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     if pg_bindir() is None and not os.environ.get(ENV_URL):
         msg = "PostgreSQL server binaries not found (install Debian's 'postgresql' package)"
@@ -44,9 +56,11 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
             pytest.fail(msg)
         pytest.skip(msg)
     report, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
-    args = ["--smoke", "--output", str(report), "--json", str(results), "--workdir", str(tmp_path)]
+    # the Airflow case (a metadata DB, an api-server, `airflow dags test` processes) has its own test
+    only = [arg for case in CASES if case != "airflow" for arg in ("--only", case)]
+    args = ["--smoke", *only, "--output", str(report), "--json", str(results), "--workdir", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=1150
     )
     assert done.returncode == 0, done.stderr[-4000:]
     text = report.read_text(encoding="utf-8")
@@ -80,3 +94,29 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     for section in sections:
         assert section in text
     assert "smoke run: the sizes differ from the targets'" in text
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(900)
+def test_smoke_airflow_task_row(tmp_path: Path) -> None:
+    """The Airflow case: two real `airflow dags test --use-executor` runs, one row in the report."""
+    if pg_bindir() is None and not os.environ.get(ENV_URL):
+        msg = "PostgreSQL server binaries not found (install Debian's 'postgresql' package)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    report, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    args = ["--smoke", "--only", "airflow", "--output", str(report), "--json", str(results)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args, "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results_table = report.read_text(encoding="utf-8").split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in results_table.splitlines() if line.startswith("| ") and "measure" not in line]
+    rows = [row for row in rows if not row.startswith("| ---")]
+    assert len(rows) == 1 and "`StatefulLoadOperator` task vs a plain `@task`" in rows[0], rows

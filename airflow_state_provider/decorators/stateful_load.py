@@ -60,7 +60,7 @@ class _StatefulLoadDecoratedOperator(DecoratedOperator, StatefulLoadOperator):
         context_merge(context, self.op_kwargs)
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
         # table_name, write_disposition and primary_key reach the resource as run hints
-        self.data = resource(self.python_callable, name=self.resource_name)(*self.op_args, **kwargs)
+        self.data = resource(name=self.resource_name)(self.python_callable)(*self.op_args, **kwargs)
         return super().execute(context)
 
 

@@ -106,27 +106,82 @@ def commit(
             the lock) to change it in place, e.g. to record the data interval a run loaded.
     """
     name = store.pipeline_name
-    if conn is None and not local_only:
-        raise ValueError(f"pipeline {name!r}: committing state to the destination needs a connection")
+    if not local_only:
+        if conn is None:
+            raise ValueError(f"pipeline {name!r}: committing state to the destination needs a connection")
+        store.lock(conn)
+    newest = _read_newest(conn, store, expect, action, local, local_only)
+    theirs = newest.state if newest is not None else (base if base is not None else ours)
+    merged_in = base is not None and newest is not None and newest.load_id != known_load_id
+    doc = _document(name, ours, base if merged_in else None, theirs, newest, adjust)
+    changed = new_version or _content_changed(name, doc, theirs)
+    if not changed and not wrote_data:
+        if conn is not None:
+            conn.rollback()
+        return None
+    if changed:
+        _bump(doc, theirs)
+        store.check_size(doc)
+    final_id = _final_load_id(conn if not local_only else None, store, newest, load_id)
+    if on_load_id is not None:
+        on_load_id(final_id)
+    if conn is not None:
+        store.insert_load(conn, final_id)
+        if changed and not local_only:
+            store.insert_state(conn, doc, final_id)
+            store.prune(conn)
+        conn.commit()
+    if changed and local is not None:
+        local.write(doc, final_id)
+    committed_doc = doc if changed else copy.deepcopy(theirs)
+    return Committed(
+        load_id=final_id,
+        state=committed_doc,
+        version=int(committed_doc.get("_state_version", 0)),
+        state_changed=changed,
+        newest=newest,
+        merged=merged_in,
+        changed_paths=model.changed_paths(theirs, doc) if changed else [],
+    )
+
+
+def _read_newest(
+    conn: sa.Connection | None,
+    store: StateStore,
+    expect: StoredState | None,
+    action: str,
+    local: Any,
+    local_only: bool,
+) -> StoredState | None:
+    """Steps 2 and 3 of an operation (under the lock): read the newest version, check ``expect``."""
+    name = store.pipeline_name
     if local_only:
         newest = local.read() if local is not None else None
         if expect is not _UNCHECKED:
             _check_expected(name, action, expect, _version_of(newest))
-    else:
-        assert conn is not None
-        store.lock(conn)
-        if expect is _UNCHECKED:
-            newest = store.newest(conn)
-        else:
-            # compared undecoded: a rollback replaces a newest version that does not decode
-            rows = store.history_rows(conn, limit=1)
-            current = (int(rows[0].version), rows[0]._dlt_load_id) if rows else None
-            _check_expected(name, action, expect, current)
-            newest = expect
-    theirs = newest.state if newest is not None else (base if base is not None else ours)
-    merged_in = base is not None and newest is not None and newest.load_id != known_load_id
-    if merged_in:
-        assert base is not None and newest is not None
+        return newest
+    assert conn is not None
+    if expect is _UNCHECKED:
+        return store.newest(conn)
+    # compared undecoded: a rollback replaces a newest version that does not decode
+    rows = store.history_rows(conn, limit=1)
+    current = (int(rows[0].version), rows[0]._dlt_load_id) if rows else None
+    _check_expected(name, action, expect, current)
+    return expect
+
+
+def _document(
+    name: str,
+    ours: dict,
+    base: dict | None,
+    theirs: dict,
+    newest: StoredState | None,
+    adjust: Callable[[dict], Any] | None,
+) -> dict:
+    """The document to commit: ``ours`` merged per slot with ``theirs`` when ``base`` is given (another
+    writer committed since), else ``ours`` with the version keys of ``theirs``; then ``adjust``-ed."""
+    if base is not None:
+        assert newest is not None
         doc = model.merge(base, ours, theirs, pipeline_name=name)
         log.info(
             "pipeline %r: merged with concurrent state version %d (load %s)",
@@ -145,46 +200,33 @@ def commit(
     model.drop_untouched_empty_slots(doc, theirs)
     if adjust is not None:
         adjust(doc)
+    return doc
+
+
+def _content_changed(name: str, doc: dict, theirs: dict) -> bool:
     try:
-        changed = new_version or not model.content_equal(doc, theirs)
+        return not model.content_equal(doc, theirs)
     except StateNotSerializableError as e:  # the codec knows the path, not the pipeline
         raise StateNotSerializableError(f"pipeline {name!r}: {e} Nothing was committed.") from e
-    if not changed and not wrote_data:
-        if conn is not None:
-            conn.rollback()
-        return None
-    if changed:
-        doc.setdefault("_state_engine_version", model.STATE_ENGINE_VERSION)
-        doc["_state_version"] = int(theirs.get("_state_version", 0))
-        doc["_version_hash"] = theirs.get("_version_hash")
-        if not model.bump_version(doc):
-            doc["_state_version"] += 1  # unchanged content that still gets its own, audited version
-        store.check_size(doc)
-    if conn is not None and not local_only:
-        # greater than every state row's id (numerically and as text), whatever this worker's clock says
-        final_id = store.next_load_id(conn, load_id)
-    else:
-        final_id = load_id_after(newest.load_id if newest is not None and newest.load_id else None, load_id)
-    if on_load_id is not None:
-        on_load_id(final_id)
+
+
+def _bump(doc: dict, theirs: dict) -> None:
+    """Step 4: the next ``_state_version`` and ``_version_hash`` after those of ``theirs``."""
+    doc.setdefault("_state_engine_version", model.STATE_ENGINE_VERSION)
+    doc["_state_version"] = int(theirs.get("_state_version", 0))
+    doc["_version_hash"] = theirs.get("_version_hash")
+    if not model.bump_version(doc):
+        doc["_state_version"] += 1  # unchanged content that still gets its own, audited version
+
+
+def _final_load_id(
+    conn: sa.Connection | None, store: StateStore, newest: StoredState | None, load_id: str | None
+) -> str:
+    """Step 5: ``load_id`` if it sorts after the newest state's, else a new one that does."""
     if conn is not None:
-        store.insert_load(conn, final_id)
-        if changed and not local_only:
-            store.insert_state(conn, doc, final_id)
-            store.prune(conn)
-        conn.commit()
-    committed_doc = doc if changed else copy.deepcopy(theirs)
-    if changed and local is not None:
-        local.write(doc, final_id)
-    return Committed(
-        load_id=final_id,
-        state=committed_doc,
-        version=int(committed_doc.get("_state_version", 0)),
-        state_changed=changed,
-        newest=newest,
-        merged=merged_in,
-        changed_paths=model.changed_paths(theirs, doc) if changed else [],
-    )
+        # greater than every state row's id (numerically and as text), whatever this worker's clock says
+        return store.next_load_id(conn, load_id)
+    return load_id_after(newest.load_id if newest is not None and newest.load_id else None, load_id)
 
 
 def _version_of(stored: StoredState | None) -> tuple[int, str] | None:

@@ -32,15 +32,33 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.column_types import (
+    BIGINT,
+    BINARY,
+    BOOL,
+    DATE,
+    DECIMAL,
+    DECIMAL_PRECISION,
+    DOUBLE,
+    JSON,
+    OTHER,
+    TEXT,
+    TIME,
+    TIMESTAMP,
+    UUID,
+    kind_of_sa_type,
+    new_column_type,
+)
 from airflow_state_provider.destination.dialects.base import Dialect
 from airflow_state_provider.destination.store import (
     RESOURCE_TABLES,
+    has_source_column,
     recorded_resource_tables,
     resource_tables_table,
+    upgrade_resource_tables,
 )
 from airflow_state_provider.exceptions import InvalidRowError, PipelineStateError, SchemaConflictError
 
@@ -53,11 +71,6 @@ _SEQ = "_asp_seq_"
 _ROW_NUMBER = "_asp_rn_"
 
 WRITE_DISPOSITIONS = ("append", "replace", "merge")
-DECIMAL_PRECISION = (38, 9)  # dlt's default: new decimal columns get at least this scale and precision
-
-# column kinds: the loader's type system, one per dlt data type (plus "other" for foreign columns)
-BOOL, BIGINT, DOUBLE, DECIMAL, TEXT, JSON = "bool", "bigint", "double", "decimal", "text", "json"
-TIMESTAMP, DATE, TIME, BINARY, UUID, OTHER = "timestamp", "date", "time", "binary", "uuid", "other"
 
 #: value kinds of the exact Python types; subclasses are resolved by :func:`value_kind`
 KIND_OF_TYPE: dict[type, str] = {
@@ -98,55 +111,6 @@ def value_kind(t: type) -> str | None:
             if issubclass(t, base):
                 return candidate
     return kind
-
-
-def kind_of_sa_type(t: sa.types.TypeEngine) -> str:
-    """The column kind of an existing (reflected or created) column type."""
-    if isinstance(t, sa.Boolean):
-        return BOOL
-    if isinstance(t, sa.Integer):
-        return BIGINT
-    if isinstance(t, sa.Float):  # before Numeric: Float is a Numeric
-        return DOUBLE
-    if isinstance(t, sa.Numeric):
-        return DECIMAL
-    if isinstance(t, sa.Uuid):
-        return UUID
-    if isinstance(t, sa.JSON):
-        return JSON
-    if isinstance(t, sa.Enum):
-        return OTHER
-    if isinstance(t, sa.String):
-        return TEXT
-    if isinstance(t, sa.DateTime):
-        return TIMESTAMP
-    if isinstance(t, sa.Date):
-        return DATE
-    if isinstance(t, sa.Time):
-        return TIME
-    if isinstance(t, (sa.LargeBinary, sa.BINARY, sa.VARBINARY)):
-        return BINARY
-    return OTHER
-
-
-def new_column_type(kind: str, dialect_name: str) -> sa.types.TypeEngine:
-    """The type of a column created for ``kind``: JSON is jsonb on PostgreSQL and text on SQLite."""
-    if kind == JSON:
-        if dialect_name == "postgresql":
-            return postgresql.JSONB()
-        return sa.Text() if dialect_name == "sqlite" else sa.JSON()
-    return {
-        BOOL: sa.Boolean,
-        BIGINT: sa.BigInteger,
-        DOUBLE: sa.Double,
-        DECIMAL: lambda: sa.Numeric(*DECIMAL_PRECISION),
-        TEXT: sa.Text,
-        UUID: sa.Text,  # as dlt does
-        TIMESTAMP: lambda: sa.DateTime(timezone=True),
-        DATE: sa.Date,
-        TIME: sa.Time,
-        BINARY: sa.LargeBinary,
-    }[kind]()
 
 
 def infer_kind(kinds: set[str]) -> str | None:
@@ -205,6 +169,14 @@ def _parse_timestamp(value: str) -> dt.datetime:
     return _aware(dt.datetime.fromisoformat(value))
 
 
+def _exact_float(value: int) -> float:
+    """An integer for a double column, refused when the double would round it (beyond 2**53)."""
+    f = float(value)
+    if int(f) != value:
+        raise ValueError(f"a double keeps it as {int(f)}; store it in an integer or decimal column")
+    return f
+
+
 def _wall_time(value: dt.time) -> dt.time:
     return value if value.tzinfo is None else value.replace(tzinfo=None)
 
@@ -217,7 +189,7 @@ def _enum_text(value: Any) -> str:
 _ACCEPTS: dict[str, dict[str, Callable[[Any], Any] | None]] = {
     BOOL: {BOOL: None},
     BIGINT: {BIGINT: None},
-    DOUBLE: {DOUBLE: None, BIGINT: float},
+    DOUBLE: {DOUBLE: None, BIGINT: _exact_float},
     DECIMAL: {DECIMAL: None, BIGINT: Decimal, DOUBLE: lambda v: Decimal(repr(v))},
     TEXT: {TEXT: None, UUID: str, JSON: dump_json},
     JSON: {JSON: dump_json, TEXT: dump_json, BIGINT: dump_json, DOUBLE: dump_json, BOOL: dump_json},
@@ -242,7 +214,9 @@ _AWARE_ONLY: dict[type, Callable[[Any], Any] | None] = {dt.datetime: _aware}
 _TZINFO = attrgetter("tzinfo")
 
 
-def _compose(first: Callable[[Any], Any] | None, then: Callable[[Any], Any] | None):
+def _compose(
+    first: Callable[[Any], Any] | None, then: Callable[[Any], Any] | None
+) -> Callable[[Any], Any] | None:
     if first is None or then is None:
         return first or then
     return lambda v: then(first(v))
@@ -290,40 +264,6 @@ def _compile_add_column(element: _AddColumn, compiler: Any, **kw: Any) -> str:
     return f"ALTER TABLE {table} ADD COLUMN {compiler.get_column_specification(element.column)}"
 
 
-_DUCKDB_TYPES: dict[str, Callable[[], sa.types.TypeEngine]] = {
-    "BOOLEAN": sa.Boolean,
-    "TINYINT": sa.SmallInteger,
-    "SMALLINT": sa.SmallInteger,
-    "INTEGER": sa.Integer,
-    "BIGINT": sa.BigInteger,
-    "UTINYINT": sa.SmallInteger,
-    "USMALLINT": sa.Integer,
-    "UINTEGER": sa.BigInteger,
-    "FLOAT": sa.REAL,
-    "DOUBLE": sa.Double,
-    "VARCHAR": sa.Text,
-    "DATE": sa.Date,
-    "TIME": sa.Time,
-    "TIMESTAMP": sa.DateTime,
-    "TIMESTAMP_S": sa.DateTime,
-    "TIMESTAMP_MS": sa.DateTime,
-    "TIMESTAMP_NS": sa.DateTime,
-    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True),
-    "BLOB": sa.LargeBinary,
-    "UUID": sa.Uuid,
-    "JSON": sa.JSON,
-}
-
-
-def _duckdb_type(data_type: str) -> sa.types.TypeEngine:
-    name = data_type.upper()
-    if name.startswith("DECIMAL(") and name.endswith(")"):
-        precision, _, scale = name[len("DECIMAL(") : -1].partition(",")
-        return sa.Numeric(int(precision), int(scale or 0))
-    factory = _DUCKDB_TYPES.get(name)
-    return factory() if factory is not None else sa.types.NullType()
-
-
 def _column(name: str, type_: sa.types.TypeEngine, **kw: Any) -> sa.Column:
     # quote=True: always quoted, so words reserved only in one database (DuckDB's AT, PIVOT...) work too
     return sa.Column(name, type_, quote=True, **kw)
@@ -331,6 +271,24 @@ def _column(name: str, type_: sa.types.TypeEngine, **kw: Any) -> sa.Column:
 
 def _table(name: str, columns: Iterable[sa.Column], schema: str | None) -> sa.Table:
     return sa.Table(name, sa.MetaData(), *columns, schema=schema, quote=True, quote_schema=True)
+
+
+class _DecimalExtent:
+    """The most integer, fractional and significant digits seen in a column's decimals, and a value
+    showing each (for the error message)."""
+
+    def __init__(self) -> None:
+        self.int_digits = self.frac_digits = self.significant = 0
+        self.worst: dict[str, Decimal] = {}
+
+    def add(self, value: Decimal) -> None:
+        i, f, n = _decimal_digits(value)
+        if i > self.int_digits:
+            self.int_digits, self.worst["int"] = i, value
+        if f > self.frac_digits:
+            self.frac_digits, self.worst["frac"] = f, value
+        if n > self.significant:
+            self.significant, self.worst["significant"] = n, value
 
 
 # -- the loader -----------------------------------------------------------------------------------
@@ -384,6 +342,7 @@ class Loader:
         pipeline_name: str,
         batch_size: int = 10_000,
         stage: bool = False,
+        create_indexes: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -398,19 +357,19 @@ class Loader:
         self.stage = stage
         self.pipeline_name = pipeline_name
         self.batch_size = batch_size
+        #: a UNIQUE index on ``_dlt_id`` of the tables this loader creates (None: the dialect's default)
+        self.create_indexes = dialect.create_indexes if create_indexes is None else create_indexes
         #: normalized names of the tables this loader created, changed or wrote rows to
         self.tables_written: set[str] = set()
-        #: (resource, table) pairs loaded, and those already in the resource-to-table map
-        self._resource_tables: set[tuple[str, str]] = set()
-        self._recorded: set[tuple[str, str]] | None = None
+        #: (source, resource, table) triples loaded, and those already in the resource-to-table map
+        self._resource_tables: set[tuple[str | None, str, str]] = set()
+        self._recorded: set[tuple[str | None, str, str]] | None = None
         self._tables: dict[str, _TableState] = {}
         self._table_names: dict[str, str] = {}
         self._chunk: dict[str, None] = {}  # tables written since the last finish(), in order
         self._dataset_ready = False
-        # dlt's identifier limits: 63 on PostgreSQL, none on DuckDB (whose engine claims PostgreSQL's)
-        self._max_length = None if dialect.name == "duckdb" else conn.dialect.max_identifier_length
-        # the portable insert path binds through sa.JSON, which serializes by itself
-        self._json_as_text = type(dialect).insert_rows is not Dialect.insert_rows
+        self._max_length = dialect.identifier_length(dialect.engine)
+        self._json_as_text = dialect.json_as_text
 
     # -- public API -------------------------------------------------------------------------------
     def write(
@@ -422,15 +381,18 @@ class Loader:
         primary_key: str | Sequence[str] | None = None,
         merge_key: str | Sequence[str] | None = None,
         resource_name: str | None = None,
+        source_name: str | None = None,
     ) -> None:
         """Buffer ``rows`` for ``table_name``, writing a batch whenever ``batch_size`` rows are buffered.
 
         The first write of a table fixes its disposition and keys. ``merge`` needs a primary key.
+        ``resource_name`` and ``source_name`` (its source's key in the state) go to the
+        resource-to-table map.
         """
         state = self._table(table_name, write_disposition, primary_key, merge_key, resource_name)
         self._chunk[state.name] = None
         if resource_name is not None:
-            self._resource_tables.add((resource_name, state.name))
+            self._resource_tables.add((source_name, resource_name, state.name))
         state.writers.add(resource_name or table_name)
         flatten, batch_size = self._flatten, self.batch_size
         plain = state.plain_keys.issuperset
@@ -483,31 +445,42 @@ class Loader:
 
     def _record_resource_tables(self) -> None:
         """Add the new (resource, table) pairs to the resource-to-table map, in this transaction."""
+        if not self._resource_tables:
+            return  # nothing loaded (a run with no new rows): no catalog lookups
         if self._recorded is not None and self._resource_tables <= self._recorded:
             return
         self._ensure_dataset()
         table = resource_tables_table(sa.MetaData(), self.dataset)
         if self._recorded is None:
             exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
-            if not exists and self.dialect.lock_table_ddl(self.conn, self.dataset, RESOURCE_TABLES):
-                # only a first load takes the lock: another may have created the table meanwhile
+            current = exists and has_source_column(self.conn, self.dataset)
+            if not current and self.dialect.lock_table_ddl(self.conn, self.dataset, RESOURCE_TABLES):
+                # only a first load (or the first after an upgrade) takes the lock: another may have
+                # created or upgraded the table meanwhile
                 exists = sa.inspect(self.conn).has_table(RESOURCE_TABLES, schema=self.dataset)
             if not exists:
                 self.conn.execute(sa.schema.CreateTable(table))
-            known = recorded_resource_tables(self.conn, self.dataset, self.pipeline_name)
-            self._recorded = {(r, t) for r, tables in known.items() for t in tables}
-        new = sorted(self._resource_tables - self._recorded)
+            elif not current:
+                upgrade_resource_tables(self.conn, self.dataset)
+            known = recorded_resource_tables(self.conn, self.dataset)
+            self._recorded = {
+                (k.source_name, k.resource_name, k.table_name)
+                for k in known
+                if k.pipeline_name == self.pipeline_name
+            }
+        new = sorted(self._resource_tables - self._recorded, key=lambda k: tuple(x or "" for x in k))
         if new:
             self.conn.execute(
                 sa.insert(table),
                 [
                     {
                         "pipeline_name": self.pipeline_name,
+                        "source_name": s,
                         "resource_name": r,
                         "table_name": t,
                         "_dlt_load_id": self.load_id,
                     }
-                    for r, t in new
+                    for s, r, t in new
                 ],
             )
             self._recorded.update(new)
@@ -669,10 +642,10 @@ class Loader:
             self.dialect.create_dataset(self.conn, self.dataset)
         self._dataset_ready = True
 
-    def _reflect(self, state: _TableState) -> None:
-        """Learn the table's columns from the database, once per loader."""
+    def _reflect(self, state: _TableState) -> dict[str, str]:
+        """Learn the table's columns from the database, once per loader; the column kinds."""
         if state.kinds is not None:
-            return
+            return state.kinds
         self._ensure_dataset()
         types = self._existing_columns(state.name)
         state.kinds = {}
@@ -680,43 +653,43 @@ class Loader:
             columns = [_column(n, t) for n, t in types.items()]
             state.table = _table(state.name, columns, self.dataset)
             state.kinds = {n: kind_of_sa_type(t) for n, t in types.items()}
+        return state.kinds
 
     def _existing_columns(self, name: str) -> dict[str, sa.types.TypeEngine] | None:
-        return existing_columns(self.conn, self.dataset, name)
+        return self.dialect.existing_columns(self.conn, self.dataset, name)
 
     def _ensure_columns(self, state: _TableState, new: dict[str, str]) -> None:
         """Create the table, or add the columns it lacks (schema evolution)."""
-        assert state.kinds is not None
-        dialect_name = self.dialect.name
+        kinds = state.kinds
+        assert kinds is not None
         if not state.ddl_locked and self.dialect.lock_table_ddl(self.conn, self.dataset, state.name):
             # a concurrent transaction may have created or extended the table while we waited
             state.ddl_locked = True
             if state.staging is None:
                 state.kinds, state.table = None, None
-                self._reflect(state)
-                new = {n: k for n, k in new.items() if n not in state.kinds}
-                if state.table is not None and not new and {C_LOAD_ID, C_ID} <= state.kinds.keys():
+                kinds = self._reflect(state)
+                new = {n: k for n, k in new.items() if n not in kinds}
+                if state.table is not None and not new and {C_LOAD_ID, C_ID} <= kinds.keys():
                     return
         if state.table is None:
             columns = [_column(n, self._new_type(state, n, k)) for n, k in new.items()]
             columns += [
                 _column(C_LOAD_ID, sa.Text(), nullable=False),
-                # no UNIQUE on DuckDB, as dlt: its index makes bulk inserts ~2.5x slower there
-                _column(C_ID, sa.Text(), nullable=False, unique=dialect_name != "duckdb"),
+                _column(C_ID, sa.Text(), nullable=False, unique=self.create_indexes),
             ]
             state.table = _table(state.name, columns, self.dataset)
             self.conn.execute(sa.schema.CreateTable(state.table))
-            state.kinds.update({c.name: kind_of_sa_type(c.type) for c in columns})
+            kinds.update({c.name: kind_of_sa_type(c.type) for c in columns})
             self.tables_written.add(state.name)
             return
-        missing = {c: TEXT for c in (C_LOAD_ID, C_ID) if c not in state.kinds}
+        missing = {c: TEXT for c in (C_LOAD_ID, C_ID) if c not in kinds}
         for name, kind in {**new, **missing}.items():
             for table in (state.table, state.staging):
                 if table is not None:
                     column = _column(name, self._new_type(state, name, kind))
                     table.append_column(column)
                     self.conn.execute(_AddColumn(table, column))
-            state.kinds[name] = kind_of_sa_type(state.table.c[name].type)
+            kinds[name] = kind_of_sa_type(state.table.c[name].type)
             self.tables_written.add(state.name)
 
     def _empty(self, state: _TableState) -> None:
@@ -731,27 +704,8 @@ class Loader:
         if not rows:
             return
         self._reflect(state)
-        assert state.kinds is not None
         rows, columns, batch, seen = self._columns(state, rows)
-
-        # decide and check every column before anything of this batch is written
-        new: dict[str, str] = {}
-        values: list[Sequence[Any]] = []
-        for name, column, types in zip(columns, batch, seen, strict=True):
-            kinds = {t: self._value_kind(state, name, t, rows) for t in types}
-            kind = state.kinds.get(name)
-            if kind is None:
-                inferred = infer_kind(set(kinds.values()))
-                if inferred is None:
-                    found = sorted(set(kinds.values()))
-                    raise self._conflict(state, name, found[0], found[1], None, new_column=True)
-                kind = new[name] = kind_of_sa_type(new_column_type(inferred, self.dialect.name))
-            converted = self._convert(state, name, kind, kinds, column)
-            if kind == DECIMAL:
-                self._check_decimals(state, name, converted, rows, new=name in new)
-            values.append(converted)
-        if state.disposition == "merge":
-            self._check_keys(state, columns, values)
+        new, values = self._checked(state, rows, columns, batch, seen)
 
         self._ensure_columns(state, new)
         if state.disposition == "replace" and not state.emptied and not self.stage:
@@ -776,6 +730,39 @@ class Loader:
                 raise culprit from exc
             raise
         self.tables_written.add(state.name)
+
+    def _checked(
+        self,
+        state: _TableState,
+        rows: list[dict],
+        columns: list[str],
+        batch: list[Sequence[Any]],
+        seen: list[set[type]],
+    ) -> tuple[dict[str, str], list[Sequence[Any]]]:
+        """Decide and check every column before anything of the batch is written: (the kinds of the new
+        columns, the values converted). Raises :class:`SchemaConflictError` naming the first misfit."""
+        assert state.kinds is not None
+        new: dict[str, str] = {}
+        values: list[Sequence[Any]] = []
+        for name, column, types in zip(columns, batch, seen, strict=True):
+            kinds = {t: self._value_kind(state, name, t, rows) for t in types}
+            kind = state.kinds.get(name)
+            if kind is None:
+                inferred = infer_kind(set(kinds.values()))
+                if inferred is None:
+                    found = sorted(set(kinds.values()))
+                    raise self._conflict(state, name, found[0], found[1], None, new_column=True)
+                kind = new[name] = kind_of_sa_type(new_column_type(inferred, self.dialect.json_column_type))
+            converted = self._convert(state, name, kind, kinds, column)
+            if kind == DECIMAL:
+                self._check_decimals(state, name, converted, new=name in new)
+            problem = self.dialect.stored_value_problem(kind, converted)
+            if problem is not None:
+                raise self._conflict(state, name, kind, kind, problem[0], reason=problem[1])
+            values.append(converted)
+        if state.disposition == "merge":
+            self._check_keys(state, columns, values)
+        return new, values
 
     def _columns(
         self, state: _TableState, rows: list[dict]
@@ -825,16 +812,7 @@ class Loader:
         """``values`` converted to what a ``kind`` column stores; SchemaConflictError if one does not fit."""
         if kind == OTHER:  # a column of a type we do not manage: the database decides
             return values
-        accepts = _ACCEPTS[kind]
-        if kind == JSON and not self._json_as_text:
-            accepts = dict.fromkeys(accepts)
-        converters: dict[type, Callable[[Any], Any] | None] = {}
-        for t, value_kind_ in kinds.items():
-            if value_kind_ not in accepts:
-                example = next(v for v in values if type(v) is t)
-                raise self._conflict(state, column, kind, value_kind_, example)
-            to_base = _TO_BASE.get(value_kind_) if t not in KIND_OF_TYPE else None
-            converters[t] = _compose(to_base, accepts[value_kind_])
+        converters = self._converters(state, column, kind, kinds, values)
         if converters == _AWARE_ONLY and None not in set(map(_TZINFO, filter(None, values))):
             return values  # datetimes that all carry a time zone already: nothing to convert
         if any(converters.values()):
@@ -848,11 +826,30 @@ class Loader:
             except (ValueError, TypeError, ArithmeticError):
                 self._raise_unconvertible(state, column, kind, kinds, converters, values)
         if kind == BIGINT:
-            ints = [v for v in values if v is not None]
-            if ints and (min(ints) < _INT64[0] or max(ints) > _INT64[1]):
-                bad = next(v for v in ints if not _INT64[0] <= v <= _INT64[1])
-                raise self._conflict(state, column, kind, "integer beyond 64 bits", bad)
+            self._check_int64(state, column, values)
         return values
+
+    def _converters(
+        self, state: _TableState, column: str, kind: str, kinds: dict[type, str], values: Sequence[Any]
+    ) -> dict[type, Callable[[Any], Any] | None]:
+        """The converter of each value type into a ``kind`` column (None: as is)."""
+        accepts = _ACCEPTS[kind]
+        if kind == JSON and not self._json_as_text:
+            accepts = dict.fromkeys(accepts)
+        converters: dict[type, Callable[[Any], Any] | None] = {}
+        for t, value_kind_ in kinds.items():
+            if value_kind_ not in accepts:
+                example = next(v for v in values if type(v) is t)
+                raise self._conflict(state, column, kind, value_kind_, example)
+            to_base = _TO_BASE.get(value_kind_) if t not in KIND_OF_TYPE else None
+            converters[t] = _compose(to_base, accepts[value_kind_])
+        return converters
+
+    def _check_int64(self, state: _TableState, column: str, values: Sequence[Any]) -> None:
+        ints = [v for v in values if v is not None]
+        if ints and (min(ints) < _INT64[0] or max(ints) > _INT64[1]):
+            bad = next(v for v in ints if not _INT64[0] <= v <= _INT64[1])
+            raise self._conflict(state, column, BIGINT, "integer beyond 64 bits", bad)
 
     def _raise_unconvertible(
         self,
@@ -861,7 +858,7 @@ class Loader:
         kind: str,
         kinds: dict[type, str],
         converters: dict[type, Callable[[Any], Any] | None],
-        values: list[Any],
+        values: Sequence[Any],
     ) -> None:
         for v in values:
             if v is None:
@@ -930,53 +927,24 @@ class Loader:
         sized = state.decimal_types.get(name) if kind == DECIMAL else None
         if sized is not None:
             return sa.Numeric(*sized)
-        return new_column_type(kind, self.dialect.name)
+        return new_column_type(kind, self.dialect.json_column_type)
 
-    def _check_decimals(
-        self, state: _TableState, column: str, values: Sequence[Any], rows: list[dict], *, new: bool
-    ) -> None:
+    def _check_decimals(self, state: _TableState, column: str, values: Sequence[Any], *, new: bool) -> None:
         """Decimals are stored exactly or refused: each value must fit the column's precision and scale
         (a new column is sized to fit them, from dlt's (38, 9) up) and the database's limits."""
-        int_digits = frac_digits = significant = 0
-        worst: dict[str, Any] = {}
+        extent = _DecimalExtent()
         for v in values:
             if v is None:
                 continue
             if not v.is_finite():
                 raise self._conflict(state, column, DECIMAL, "decimal that is not a finite number", v)
-            i, f, n = _decimal_digits(v)
-            if i > int_digits:
-                int_digits, worst["int"] = i, v
-            if f > frac_digits:
-                frac_digits, worst["frac"] = f, v
-            if n > significant:
-                significant, worst["significant"] = n, v
+            extent.add(v)
         limit = self.dialect.decimal_significant_digits
-        if limit is not None and significant > limit:
-            raise self._conflict(
-                state,
-                column,
-                DECIMAL,
-                "decimal",
-                worst["significant"],
-                reason=f"it has {significant} significant digits; {self.dialect.name} keeps {limit} exactly",
-            )
+        if limit is not None and extent.significant > limit:
+            why = f"it has {extent.significant} significant digits; {self.dialect.name} keeps {limit} exactly"
+            raise self._conflict(state, column, DECIMAL, "decimal", extent.worst["significant"], reason=why)
         if new:
-            scale = max(DECIMAL_PRECISION[1], frac_digits)
-            precision = max(DECIMAL_PRECISION[0], int_digits + scale)
-            maximum = self.dialect.max_decimal_precision
-            if maximum is not None and precision > maximum:
-                bad = worst["int"] if int_digits + DECIMAL_PRECISION[1] > maximum else worst["frac"]
-                raise self._conflict(
-                    state,
-                    column,
-                    DECIMAL,
-                    "decimal",
-                    bad,
-                    reason=f"{int_digits} integer and {frac_digits} fractional digits need a precision of "
-                    f"{precision}, over {self.dialect.name}'s maximum of {maximum}",
-                )
-            state.decimal_types[column] = (precision, scale)
+            state.decimal_types[column] = self._new_decimal_type(state, column, extent)
             return
         assert state.table is not None
         column_type = state.table.c[column].type
@@ -984,22 +952,42 @@ class Loader:
         if precision is None:
             return  # an unconstrained numeric column keeps every digit
         scale = getattr(column_type, "scale", None) or 0
-        if frac_digits > scale:
-            found = worst["frac"]
-            why = f"it has {frac_digits} fractional digits, over the column's scale of {scale}"
-        elif int_digits > precision - scale:
-            found = worst["int"]
-            why = f"it has {int_digits} integer digits, over the {precision - scale} the column allows"
+        if extent.frac_digits > scale:
+            found = extent.worst["frac"]
+            why = f"it has {extent.frac_digits} fractional digits, over the column's scale of {scale}"
+        elif extent.int_digits > precision - scale:
+            found = extent.worst["int"]
+            why = f"it has {extent.int_digits} integer digits, over the {precision - scale} the column allows"
         else:
             return
         raise self._conflict(state, column, f"numeric({precision}, {scale})", "decimal", found, reason=why)
+
+    def _new_decimal_type(self, state: _TableState, column: str, extent: _DecimalExtent) -> tuple[int, int]:
+        """(precision, scale) of a new decimal column holding values of ``extent``, from dlt's (38, 9) up;
+        :class:`SchemaConflictError` if the database's largest precision is too small."""
+        int_digits, frac_digits = extent.int_digits, extent.frac_digits
+        scale = max(DECIMAL_PRECISION[1], frac_digits)
+        precision = max(DECIMAL_PRECISION[0], int_digits + scale)
+        maximum = self.dialect.max_decimal_precision
+        if maximum is not None and precision > maximum:
+            bad = extent.worst["int"] if int_digits + DECIMAL_PRECISION[1] > maximum else extent.worst["frac"]
+            raise self._conflict(
+                state,
+                column,
+                DECIMAL,
+                "decimal",
+                bad,
+                reason=f"{int_digits} integer and {frac_digits} fractional digits need a precision of "
+                f"{precision}, over {self.dialect.name}'s maximum of {maximum}",
+            )
+        return precision, scale
 
     def _bad_text(
         self, state: _TableState, columns: list[str], values: list[Sequence[Any]], rows: list[dict]
     ) -> InvalidRowError | None:
         """After a failed insert: the first text value no database takes (a lone surrogate), or that
         PostgreSQL refuses (NUL), as an error naming the column and the row; None if there is none."""
-        no_nul = self.dialect.name == "postgresql"
+        no_nul = not self.dialect.text_holds_nul
         for name, column in zip(columns, values, strict=False):
             if name in (C_LOAD_ID, C_ID):
                 continue
@@ -1049,7 +1037,7 @@ class Loader:
                     f"{', '.join(keys)} but no row has {', '.join(missing)}."
                 )
             if keys:
-                if self.dialect.name != "duckdb":  # SQLite would scan the staging table per target row
+                if self.dialect.indexes_staging:
                     index_name = sa.sql.quoted_name(f"{staging.name}_{len(staging.indexes)}", quote=True)
                     sa.Index(index_name, *(staging.c[k] for k in keys)).create(self.conn)
                 match = sa.and_(*(staging.c[k] == target.c[k] for k in keys))
@@ -1130,31 +1118,3 @@ def _decimal_digits(value: Decimal) -> tuple[int, int, int]:
     if exponent >= 0:
         return len(digits) + exponent, 0, significant
     return max(0, len(digits) + exponent), -exponent, significant
-
-
-def existing_columns(conn: sa.Connection, dataset: str, name: str) -> dict[str, sa.types.TypeEngine] | None:
-    """The columns of table ``dataset.name`` and their types, in table order; None if it does not exist."""
-    if conn.dialect.name == "duckdb":
-        # duckdb-engine's inspector cannot reflect columns under SQLAlchemy 2.1
-        cols = sa.table(
-            "columns",
-            sa.column("table_catalog"),
-            sa.column("table_schema"),
-            sa.column("table_name"),
-            sa.column("column_name"),
-            sa.column("data_type"),
-            sa.column("ordinal_position"),
-            schema="information_schema",
-        )
-        query = (
-            sa.select(cols.c.column_name, cols.c.data_type)
-            .where(cols.c.table_catalog == sa.func.current_database())
-            .where(cols.c.table_schema == dataset, cols.c.table_name == name)
-            .order_by(cols.c.ordinal_position)
-        )
-        found = conn.execute(query).all()
-        return {c: _duckdb_type(t) for c, t in found} if found else None
-    inspector = sa.inspect(conn)
-    if not inspector.has_table(name, schema=dataset):
-        return None
-    return {c["name"]: c["type"] for c in inspector.get_columns(name, schema=dataset)}

@@ -16,6 +16,8 @@ import math
 import re
 from functools import lru_cache
 
+from airflow_state_provider.exceptions import InvalidIdentifierError
+
 PATH_SEPARATOR = "__"
 
 # ``\d`` is deliberately the Unicode class, as in dlt: non-ASCII digits survive normalization.
@@ -27,10 +29,6 @@ _CAMEL_LOWER_UPPER = re.compile("([a-z0-9])([A-Z])")
 _REDUCED_ALPHABET = str.maketrans("+-*@|", "x_xal")
 _TAG_ALPHABET = bytes.maketrans(b"/+", b"ab")
 _TAG_COLLISION_PROBABILITY = 0.001
-
-
-class InvalidIdentifierError(ValueError):
-    """A name that normalizes to an empty identifier."""
 
 
 @lru_cache(maxsize=4096)
@@ -98,26 +96,6 @@ def _tail(text: str, max_bytes: int) -> str:
     if max_bytes <= 0:
         return ""
     return text.encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
-
-
-def check_dataset_name(name: str, dialect_name: str, max_bytes: int | None) -> None:
-    """Raise :class:`InvalidIdentifierError` for a dataset name the database would not keep as given.
-
-    Checked before any DDL: PostgreSQL silently cuts a schema name past 63 bytes (the catalog lookups
-    then miss the schema it created), and DuckDB reads a dot in a schema name as ``catalog.schema``.
-    """
-    problem = None
-    if not name:
-        problem = "it is empty"
-    elif "\0" in name:
-        problem = "it contains a NUL character"
-    elif dialect_name == "duckdb" and "." in name:
-        problem = "DuckDB reads a dot in a schema name as <database>.<schema>; use e.g. an underscore"
-    elif max_bytes and dialect_name != "duckdb" and len(name.encode("utf-8", "surrogatepass")) > max_bytes:
-        size = len(name.encode("utf-8", "surrogatepass"))
-        problem = f"it is {size} bytes long in UTF-8, over the {max_bytes} {dialect_name} keeps"
-    if problem:
-        raise InvalidIdentifierError(f"dataset name {name[:80]!r} is not usable on {dialect_name}: {problem}")
 
 
 def _tag(original: str) -> str:

@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination import naming
 from airflow_state_provider.destination.audit import AuditLog
-from airflow_state_provider.destination.dialects import Dialect
+from airflow_state_provider.destination.dialects import Dialect, dialect_class
 from airflow_state_provider.destination.engine import check_supported
 from airflow_state_provider.exceptions import MissingLoadsError, StateCorruptError, StateTooLargeError
 from airflow_state_provider.state import codec
@@ -67,15 +66,21 @@ def loads_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
     )
 
 
-#: our own table: which tables each resource of each pipeline loaded (dlt keeps this in its schema)
+#: our own table: which tables each resource of each source of each pipeline loaded (dlt keeps this
+#: in its schema)
 RESOURCE_TABLES = "_asp_resource_tables"
 
 
 def resource_tables_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
-    """``(pipeline_name, resource_name, table_name)`` rows, one per table a resource loaded, written
-    with the load that first loaded it. ``drop`` and ``refresh`` read it to find a resource's tables
-    (its ``table_name`` hint may differ from its name). A table of its own, so the state document,
-    its hash and what dlt reads stay exactly dlt's."""
+    """``(pipeline_name, resource_name, table_name, _dlt_load_id, source_name)`` rows, one per table a
+    resource of a source loaded, written with the load that first loaded it. ``drop`` and ``refresh``
+    read it to find a resource's tables (its ``table_name`` hint may differ from its name) and the
+    other resources that load the same table. A table of its own, so the state document, its hash and
+    what dlt reads stay exactly dlt's.
+
+    ``source_name`` came last (a column added to existing maps by :func:`upgrade_resource_tables`):
+    NULL in rows written before, which then stand for the resource in any source.
+    """
     return sa.Table(
         RESOURCE_TABLES,
         metadata,
@@ -83,26 +88,63 @@ def resource_tables_table(metadata: sa.MetaData, dataset: str) -> sa.Table:
         sa.Column("resource_name", sa.String, nullable=False),
         sa.Column("table_name", sa.String, nullable=False),
         sa.Column("_dlt_load_id", sa.String(64), nullable=False),
+        sa.Column("source_name", sa.String, nullable=True),
         schema=dataset,
     )
 
 
-def recorded_resource_tables(conn: sa.Connection, dataset: str, pipeline_name: str) -> dict[str, list[str]]:
-    """Resource name -> the tables it loaded, from :data:`RESOURCE_TABLES` (empty if the table is
-    missing: loads made before it existed, or by dlt)."""
+@dataclass(frozen=True)
+class RecordedTable:
+    """A row of the resource-to-table map. ``source_name`` is None for rows written before the map
+    recorded sources: they match the resource in every source."""
+
+    pipeline_name: str
+    source_name: str | None
+    resource_name: str
+    table_name: str
+
+    def describe(self) -> str:
+        source = f"source {self.source_name!r}" if self.source_name is not None else "any source"
+        return f"resource {self.resource_name!r} of {source} of pipeline {self.pipeline_name!r}"
+
+
+def has_source_column(conn: sa.Connection, dataset: str) -> bool:
+    """Whether the map (which must exist) has ``source_name`` (see :func:`upgrade_resource_tables`)."""
+    columns = dialect_class(conn).existing_columns(conn, dataset, RESOURCE_TABLES)
+    return "source_name" in (columns or {})
+
+
+def upgrade_resource_tables(conn: sa.Connection, dataset: str) -> None:
+    """Add ``source_name`` to a map written before it recorded sources (in the caller's transaction,
+    under its DDL lock on the table). Existing rows keep their values, with NULL sources."""
+    if not has_source_column(conn, dataset):
+        table = resource_tables_table(sa.MetaData(), dataset)
+        quoted = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN source_name VARCHAR")
+
+
+def recorded_resource_tables(conn: sa.Connection, dataset: str) -> list[RecordedTable]:
+    """Every row of :data:`RESOURCE_TABLES` in ``dataset`` (all pipelines), deduplicated; empty if the
+    table is missing (loads made before it existed, or by dlt). Reads maps from before
+    ``source_name`` too (their sources are None)."""
     if not sa.inspect(conn).has_table(RESOURCE_TABLES, schema=dataset):
-        return {}
+        return []
     t = resource_tables_table(sa.MetaData(), dataset)
+    source = t.c.source_name if has_source_column(conn, dataset) else sa.null().label("source_name")
     rows = conn.execute(
-        sa.select(t.c.resource_name, t.c.table_name)
+        sa.select(t.c.pipeline_name, source, t.c.resource_name, t.c.table_name)
         .distinct()
-        .where(t.c.pipeline_name == pipeline_name)
-        .order_by(t.c.resource_name, t.c.table_name)
+        .order_by(t.c.pipeline_name, t.c.resource_name, t.c.table_name)
     )
-    out: dict[str, list[str]] = {}
-    for resource_name, table_name in rows:
-        out.setdefault(resource_name, []).append(table_name)
-    return out
+    return [RecordedTable(*row) for row in rows]
+
+
+def forget_tables(conn: sa.Connection, dataset: str, tables: list[str]) -> None:
+    """Delete the map's rows of dropped ``tables`` (of every pipeline: a dropped table holds nobody's
+    rows any more), in the caller's transaction."""
+    if tables and sa.inspect(conn).has_table(RESOURCE_TABLES, schema=dataset):
+        t = resource_tables_table(sa.MetaData(), dataset)
+        conn.execute(sa.delete(t).where(t.c.table_name.in_(tables)))
 
 
 def new_dlt_id() -> str:
@@ -149,6 +191,29 @@ def later_load_id(candidate: str, newest: str | None) -> str:
     return new_load_id(after=newest)
 
 
+def commit_order_key(version: int, load_id: str) -> tuple[int, tuple[int, float | str]]:
+    """Sort key of a state row in commit order when its load id may be in a legacy form (fewer than
+    10 integer digits: a clock before 2001-09-09 written before ids were padded, or by dlt; or not a
+    number): such an id is in commit order neither as text nor as a number, so the state version
+    (which every commit increases) decides, then the load id's value."""
+    return (int(version), load_id_key(load_id))
+
+
+def _padded(load_id: str) -> str | None:
+    """A short numeric id with 10 integer digits (same value), or None if it is not a unix time."""
+    head, dot, tail = load_id.partition(".")
+    if not head.isdigit() or len(head) > LOAD_ID_INT_DIGITS or (dot and not tail.isdigit()):
+        return None
+    return head.zfill(LOAD_ID_INT_DIGITS) + "." + (tail + "0" * 7)[: max(7, len(tail))]
+
+
+def _canonical_after(load_id: str) -> str:
+    """The smallest canonical id (7 fractional digits) greater than canonical ``load_id``."""
+    head, _, tail = load_id.partition(".")
+    units = int(head) * 10**7 + int((tail + "0" * 7)[:7]) + 1
+    return f"{units // 10**7:0{LOAD_ID_INT_DIGITS}d}.{units % 10**7:07d}"
+
+
 def is_canonical_load_id(load_id: str) -> bool:
     """True for ids whose text order is their numeric order: 10 integer digits, then a fraction."""
     head, dot, tail = load_id.partition(".")
@@ -193,7 +258,7 @@ class StateStore:
         warn_state_bytes: int = DEFAULT_WARN_STATE_BYTES,
     ) -> None:
         check_supported(dialect.engine)
-        naming.check_dataset_name(dataset, dialect.name, dialect.engine.dialect.max_identifier_length)
+        dialect.check_dataset_name(dataset)
         self.dialect = dialect
         self.dataset = dataset
         self.pipeline_name = pipeline_name
@@ -232,7 +297,9 @@ class StateStore:
             f"(newest version {version}, load {load_id}) but {why}, so none of them counts as committed. "
             "Refusing to start over silently (that would reload everything). If the load records were "
             f"deleted, restore {LOADS_TABLE} (a row per load id with status 0) from a backup or re-insert "
-            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}."
+            f"them; to start over deliberately, delete this pipeline's rows from {STATE_TABLE}.",
+            pipeline_name=self.pipeline_name,
+            table=LOADS_TABLE,
         )
 
     def ensure_tables(self, engine: sa.Engine) -> None:
@@ -297,13 +364,10 @@ class StateStore:
         row = conn.execute(self._newest_row_query()).first()
         if row is None:
             row = conn.execute(self._newest_query()).first()
-        if row is not None and not is_canonical_load_id(row._dlt_load_id):
-            # a short id (a clock before 2001-09-09, written before ids were padded) sorts after every
-            # later one as text: the newest is the numerically greatest
-            padded = self._history_query().where(self.state_table.c._dlt_load_id.like(_CANONICAL_LIKE))
-            other = conn.execute(padded.limit(1)).first()
-            if other is not None and load_id_key(other._dlt_load_id) > load_id_key(row._dlt_load_id):
-                row = other
+        if row is not None and self._has_short_ids(conn):
+            # ids in a legacy form (a clock before 2001-09-09, written before ids were padded, or by
+            # dlt) are in commit order neither as text nor as numbers: follow the state versions
+            row = self._in_commit_order(conn)[0]
         if row is None:
             self.refuse_without_loads(
                 conn, f"no load of theirs is in {self.dataset}.{LOADS_TABLE} with status 0"
@@ -319,13 +383,18 @@ class StateStore:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: {problem[0] or 'the document'} {problem[1]}. "
                 "Roll back to an earlier version (airflow-state rollback) or fix the path "
-                "(airflow-state set)."
+                "(airflow-state set).",
+                pipeline_name=self.pipeline_name,
+                state_path=problem[0],
+                table=STATE_TABLE,
             )
         stored_hash = row.version_hash
         if stored_hash and codec.state_version_hash(state) != stored_hash:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: the content does not match its version_hash. "
-                "Roll back to an earlier version (airflow-state rollback) or drop the state."
+                "Roll back to an earlier version (airflow-state rollback) or drop the state.",
+                pipeline_name=self.pipeline_name,
+                table=STATE_TABLE,
             )
         return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
 
@@ -337,10 +406,26 @@ class StateStore:
     def history_rows(self, conn: sa.Connection, limit: int | None = None) -> list[sa.Row]:
         """Committed state rows, newest first, undecoded (decode each with :meth:`decode_row`), so one
         corrupt version does not hide the others."""
+        if self._has_short_ids(conn):
+            return self._in_commit_order(conn)[:limit]
         query = self._history_query()
         if limit:
             query = query.limit(limit)
         return list(conn.execute(query))
+
+    def _has_short_ids(self, conn: sa.Connection) -> bool:
+        """Whether a state row of the pipeline has a load id whose text order is not its commit
+        order (see :func:`commit_order_key`). A scan of the ``(pipeline_name, _dlt_load_id)`` index."""
+        s = self.state_table
+        odd = sa.select(s.c._dlt_load_id).where(
+            s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id.not_like(_CANONICAL_LIKE)
+        )
+        return conn.execute(odd.limit(1)).first() is not None
+
+    def _in_commit_order(self, conn: sa.Connection) -> list[sa.Row]:
+        """The committed rows, newest first by :func:`commit_order_key` (for histories with legacy ids)."""
+        rows = list(conn.execute(self._committed_rows()))
+        return sorted(rows, key=lambda r: commit_order_key(r.version, r._dlt_load_id), reverse=True)
 
     def decode_row(self, row: sa.Row, *, check_structure: bool = True) -> StoredState:
         """Decode a row of :meth:`history_rows`; raises :class:`StateCorruptError` like a restore
@@ -351,6 +436,31 @@ class StateStore:
         """Names of the pipelines with committed state in this dataset (for error messages)."""
         s = self.state_table
         return sorted(conn.execute(sa.select(s.c.pipeline_name).distinct()).scalars())
+
+    def newest_per_pipeline(self, conn: sa.Connection) -> list[sa.Row]:
+        """Every pipeline with committed state in this dataset, by name: rows of ``pipeline_name``,
+        ``version``, ``load_id`` and ``created_at`` of its newest committed version, and ``versions``
+        (how many are retained). Reads only key columns, never the state documents."""
+        s, loads = self.state_table, self.loads_table
+        newest = (
+            sa.select(
+                s.c.pipeline_name,
+                sa.func.max(s.c._dlt_load_id).label("load_id"),
+                sa.func.count().label("versions"),
+            )
+            .select_from(s.join(loads, loads.c.load_id == s.c._dlt_load_id))
+            .where(loads.c.status == 0)
+            .group_by(s.c.pipeline_name)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                newest.c.pipeline_name, s.c.version, newest.c.load_id, s.c.created_at, newest.c.versions
+            )
+            .join(s, (s.c.pipeline_name == newest.c.pipeline_name) & (s.c._dlt_load_id == newest.c.load_id))
+            .order_by(newest.c.pipeline_name)
+        )
+        return list(conn.execute(query))
 
     # -- writing (inside the caller's load transaction) -------------------------------------------
     def lock(self, conn: sa.Connection) -> None:
@@ -363,29 +473,35 @@ class StateStore:
 
         So load ids follow commit order whatever the workers' clocks say, and dlt, which restores
         the row with the greatest ``_dlt_load_id`` as text, restores the newest commit. State rows
-        with short ids (see :func:`new_load_id`) are first given their zero-padded form, with a
-        matching ``_dlt_loads`` row, so text order and commit order agree for dlt too.
+        with ids in a legacy form (see :func:`commit_order_key`) are first given canonical ids in
+        commit order, each with a matching ``_dlt_loads`` row, so text order, numeric order and commit
+        order agree for us and for dlt from then on.
         """
+        if self._has_short_ids(conn):
+            self._renumber_legacy_ids(conn)
         s = self.state_table
         newest_query = sa.select(sa.func.max(s.c._dlt_load_id)).where(s.c.pipeline_name == self.pipeline_name)
-        newest = conn.execute(newest_query).scalar()
-        if newest is not None and not is_canonical_load_id(newest):
-            self._pad_short_ids(conn)
-            newest = conn.execute(newest_query).scalar()
-        return later_load_id(candidate or new_load_id(), newest)
+        return later_load_id(candidate or new_load_id(), conn.execute(newest_query).scalar())
 
-    def _pad_short_ids(self, conn: sa.Connection) -> None:
+    def _renumber_legacy_ids(self, conn: sa.Connection) -> None:
         s, loads = self.state_table, self.loads_table
-        short = conn.execute(
-            sa.select(s.c._dlt_load_id)
-            .distinct()
-            .where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id.not_like(_CANONICAL_LIKE))
-        ).scalars()
-        for old in list(short):
-            head, dot, tail = old.partition(".")
-            if not head.isdigit() or len(head) >= LOAD_ID_INT_DIGITS or (dot and not tail.isdigit()):
-                continue  # a foreign id that is not a unix time: leave it as it is
-            new = head.zfill(LOAD_ID_INT_DIGITS) + dot + tail
+        rows = conn.execute(
+            sa.select(s.c._dlt_load_id, sa.func.max(s.c.version))
+            .where(s.c.pipeline_name == self.pipeline_name)
+            .group_by(s.c._dlt_load_id)
+        ).all()
+        previous: str | None = None
+        for old, version in sorted(rows, key=lambda r: commit_order_key(r[1], r[0])):
+            new = old if is_canonical_load_id(old) else _padded(old)
+            if new is None or (previous is not None and new <= previous):
+                new = _canonical_after(previous or "0000000000.0000000")
+            while (
+                new != old and conn.execute(sa.select(loads.c.load_id).where(loads.c.load_id == new)).first()
+            ):
+                new = _canonical_after(new)  # another load (of another pipeline) has that id
+            previous = new
+            if new == old:
+                continue
             conn.execute(
                 sa.update(s)
                 .where(s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id == old)
@@ -406,9 +522,10 @@ class StateStore:
                     )
                 )
             log.warning(
-                "pipeline %r: load id %s sorted after later loads as text; its state row now has load id %s",
+                "pipeline %r: load id %s of state version %d was out of commit order; it is now %s",
                 self.pipeline_name,
                 old,
+                version,
                 new,
             )
 
@@ -419,7 +536,8 @@ class StateStore:
             raise StateTooLargeError(
                 f"pipeline {self.pipeline_name!r}: the state is {size} bytes, over the limit of "
                 f"{self.max_state_bytes} (max_state_bytes). Biggest paths: {biggest_paths(state)}. "
-                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed."
+                "Keep high-water marks instead of lists of ids, or raise the limit. Nothing was committed.",
+                pipeline_name=self.pipeline_name,
             )
         if size > self.warn_state_bytes:
             log.warning(

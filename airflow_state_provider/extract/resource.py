@@ -6,11 +6,14 @@ import copy
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, overload
+from typing import Any, Literal, get_args, overload
 
 from airflow_state_provider.extract.incremental import Incremental
 
-WRITE_DISPOSITIONS = ("append", "replace", "merge")
+#: How a resource's rows land in its table (dlt's names): ``append`` adds them, ``replace`` swaps the
+#: table's rows for this run's, ``merge`` upserts on ``primary_key`` / ``merge_key``.
+WriteDisposition = Literal["append", "replace", "merge"]
+WRITE_DISPOSITIONS: tuple[WriteDisposition, ...] = get_args(WriteDisposition)
 
 Key = str | tuple[str, ...] | list[str] | None
 
@@ -28,7 +31,7 @@ class Resource:
         *,
         name: str,
         table_name: str | None = None,
-        write_disposition: str = "append",
+        write_disposition: WriteDisposition = "append",
         primary_key: Key = None,
         merge_key: Key = None,
         data_from: Resource | None = None,
@@ -135,7 +138,7 @@ def _make(
     name: str | None,
     data_from: Resource | None,
     table_name: str | None,
-    write_disposition: str,
+    write_disposition: WriteDisposition,
     primary_key: Key,
     merge_key: Key,
 ) -> Resource:
@@ -159,7 +162,7 @@ def resource(
     *,
     name: str | None = None,
     table_name: str | None = None,
-    write_disposition: str = "append",
+    write_disposition: WriteDisposition = "append",
     primary_key: Key = None,
     merge_key: Key = None,
 ) -> Callable[[Callable[..., Any]], Resource]: ...
@@ -171,7 +174,7 @@ def resource(
     *,
     name: str | None = None,
     table_name: str | None = None,
-    write_disposition: str = "append",
+    write_disposition: WriteDisposition = "append",
     primary_key: Key = None,
     merge_key: Key = None,
 ) -> Resource | Callable[[Callable[..., Any]], Resource]:
@@ -194,7 +197,7 @@ def transformer(
     data_from: Resource,
     name: str | None = None,
     table_name: str | None = None,
-    write_disposition: str = "append",
+    write_disposition: WriteDisposition = "append",
     primary_key: Key = None,
     merge_key: Key = None,
 ) -> Resource | Callable[[Callable[..., Any]], Resource]:

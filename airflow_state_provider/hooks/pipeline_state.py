@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from airflow_state_provider._airflow_compat import DbApiHook, conf, mask_secret
+from airflow_state_provider.destination.dialects import dialect_for
 from airflow_state_provider.destination.engine import (
     SUPPORTED_DIALECTS,
     create_engine,
@@ -206,11 +207,7 @@ class PipelineStateHook(DbApiHook):
         file next to the main one, the connection has every existing dataset file attached.
         """
         engine = self.get_engine()
-        if engine.dialect.name == "sqlite":
-            from airflow_state_provider.destination.dialects.sqlite import SQLiteDialect, existing_datasets
-
-            for dataset in existing_datasets(engine.url.database):
-                SQLiteDialect(engine).prepare(dataset)
+        dialect_for(engine).prepare_existing()
         return engine.raw_connection()
 
     def dispose(self) -> None:
@@ -341,14 +338,30 @@ class PipelineStateHook(DbApiHook):
                 f"the URL's dialect {backend!r} is not supported; supported dialects: "
                 f"{', '.join(SUPPORTED_DIALECTS)}"
             )
+        problems += self._number_problems(backend)
+        problems += self._setting_problems(prefix)
+        if backend in SUPPORTED_DIALECTS:
+            problem = _driver_problem(url)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def _number_problems(self, backend: str) -> list[str]:
+        """The whole-number extras (state settings; libpq's on PostgreSQL) that are not one."""
         minimums = dict.fromkeys(STATE_SETTINGS, 1)
         if backend == "postgresql":
             minimums.update(dict.fromkeys(LIBPQ_INTEGER_EXTRAS, 0))
+        problems = []
         for key, minimum in minimums.items():
             value = self._extra(key)
             number = _whole_number(value)
             if value is not None and (number is None or number < minimum):
                 problems.append(f"{key} must be an integer >= {minimum}, got {value!r}")
+        return problems
+
+    def _setting_problems(self, prefix: str) -> list[str]:
+        """What reading ``restore_from_destination`` and ``lock_timeout`` raises, without ``prefix``."""
+        problems = []
         for setting in ("restore_from_destination", "lock_timeout"):
             try:
                 value = getattr(self, setting)
@@ -356,13 +369,9 @@ class PipelineStateHook(DbApiHook):
                     value()
             except ConfigurationError as exc:
                 problems.append(str(exc).removeprefix(prefix))
-        if backend in SUPPORTED_DIALECTS:
-            problem = _driver_problem(url)
-            if problem:
-                problems.append(problem)
         return problems
 
-    def test_connection(self) -> tuple[bool, str]:
+    def test_connection(self) -> tuple[bool, str]:  # type: ignore[override]  # the UI reads (ok, message)
         """Validate the extras, then connect and run ``SELECT 1``; the message never has the password.
 
         Backs the connection form's Test button (``[core] test_connection = Enabled``). A SQLite or

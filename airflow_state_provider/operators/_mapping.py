@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from airflow_state_provider.exceptions import PipelineStateError
+from airflow_state_provider.exceptions import MappedSlotConflictError
 
 #: operator arguments that choose the pipeline or the destination: mapping them separates the state
 LOCATING_ARGS = frozenset({"pipeline_name", "dataset_name", "destination_conn_id"})
@@ -37,10 +37,6 @@ NON_KEY_ARGS = frozenset(
 _PLAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]|_(?!_))*")
 _MAX_PLAIN = 40
 STATE_KEY_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]|_(?!_)){0,99}")
-
-
-class MappedSlotConflictError(PipelineStateError):
-    """Two mapped instances of one task would read and write the same state slot."""
 
 
 class _NotKeyable(Exception):
@@ -205,25 +201,38 @@ def mapped_slot(
         log.warning("Cannot list the other mapped instances to check their state slots (%s)", e)
         return suffix
     for index, other in enumerate(siblings):
-        if index == map_index:
-            continue
-        other_key = _key_args(other, decorated)
-        try:
-            if state_key:
-                other_suffix = check_state_key(str(other.get("state_key")), task.task_id)
-            else:
-                other_suffix = slot_suffix(other_key)
-        except (_NotKeyable, ValueError):
-            continue
-        if other_suffix == suffix:
-            first, second = sorted((index, map_index))
-            raise MappedSlotConflictError(
-                f"task {task.task_id!r}: mapped instances {first} and {second} would share one state slot "
-                f"(suffix {suffix!r}; instance {map_index}: {describe(this_key)}; instance {index}: "
-                f"{describe(other_key)}). Map over distinct values, or give the task a state_key that "
-                "differs per instance."
-            )
+        if index != map_index:
+            _check_sibling(task.task_id, (map_index, this_key), (index, other), suffix, decorated, state_key)
     return suffix
+
+
+def _check_sibling(
+    task_id: str,
+    this: tuple[int, Any],
+    other: tuple[int, Mapping[str, Any]],
+    suffix: str,
+    decorated: bool,
+    state_key: str | None,
+) -> None:
+    """Raise :class:`MappedSlotConflictError` if mapped instance ``other`` (index, its mapped
+    arguments) gets ``suffix`` too; ``this`` is (index, the slot-keying arguments) of this one."""
+    (map_index, this_key), (index, arguments) = this, other
+    other_key = _key_args(arguments, decorated)
+    try:
+        if state_key:
+            other_suffix = check_state_key(str(arguments.get("state_key")), task_id)
+        else:
+            other_suffix = slot_suffix(other_key)
+    except (_NotKeyable, ValueError):
+        return
+    if other_suffix == suffix:
+        first, second = sorted((index, map_index))
+        raise MappedSlotConflictError(
+            f"task {task_id!r}: mapped instances {first} and {second} would share one state slot "
+            f"(suffix {suffix!r}; instance {map_index}: {describe(this_key)}; instance {index}: "
+            f"{describe(other_key)}). Map over distinct values, or give the task a state_key that "
+            "differs per instance."
+        )
 
 
 __all__ = ["MappedSlotConflictError", "check_state_key", "mapped_slot", "slot_suffix"]

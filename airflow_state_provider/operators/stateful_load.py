@@ -174,10 +174,10 @@ class StatefulLoadOperator(BaseOperator):
             self, context, decorated=self._maps_function_arguments, state_key=self.state_key, log=self.log
         )
         if suffix:
-            ti = context.get("ti")
+            map_index = getattr(context.get("ti"), "map_index", -1)
             self.log.info(
                 "State slots of this task%s: each resource keeps its state under <resource>%s",
-                f" (mapped instance {ti.map_index})" if getattr(ti, "map_index", -1) >= 0 else "",
+                f" (mapped instance {map_index})" if map_index >= 0 else "",
                 suffix,
             )
         start, end = self._interval(context)
@@ -220,11 +220,12 @@ class StatefulLoadOperator(BaseOperator):
         """Remember each loaded table's columns (read back from the database) for lineage."""
         import sqlalchemy as sa
 
-        from airflow_state_provider.destination.loader import existing_columns
+        from airflow_state_provider.destination.dialects import dialect_class
 
         self._loaded = []
         try:
             with pipeline.engine.connect() as conn:
+                existing_columns = dialect_class(conn).existing_columns
                 for table, rows in info.row_counts.items():
                     columns = existing_columns(conn, info.dataset_name, table) or {}
                     fields = [(name, str(type_)) for name, type_ in columns.items()]

@@ -7,9 +7,7 @@ Every value leaves here JSON-ready (:func:`operations.to_plain`); escaping is th
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,7 +15,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import operations
 from airflow_state_provider.destination.audit import AUDIT_TABLE
-from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.dialects import dialect_class, dialect_for
 from airflow_state_provider.destination.store import STATE_TABLE, StoredState
 from airflow_state_provider.exceptions import StateCorruptError
 from airflow_state_provider.pipeline import Pipeline
@@ -33,28 +31,16 @@ def datasets(engine: sa.Engine) -> list[str]:
     PostgreSQL and DuckDB: schemas with the table. SQLite: the attached dataset files next to the main
     file (``<stem>__<dataset><suffix>``, the dialect's convention) that hold it.
     """
-    if engine.dialect.name == "sqlite":
-        main = engine.url.database
-        if not main or main == ":memory:":
-            return []
-        stem, suffix = os.path.splitext(main)
-        found = []
-        prefix = f"{stem}__"
-        for path in glob.glob(glob.escape(prefix) + "*" + glob.escape(suffix or ".sqlite")):
-            name = path[len(prefix) : len(path) - len(suffix or ".sqlite")]
-            probe = sa.create_engine(f"sqlite:///{path}", poolclass=sa.NullPool)
-            try:
-                with probe.connect() as conn:
-                    if sa.inspect(conn).has_table(STATE_TABLE):
-                        found.append(name)
-            finally:
-                probe.dispose()
-        return sorted(found)
-    query = sa.text(
-        "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_name = :t"
-    ).bindparams(t=STATE_TABLE)
-    with engine.connect() as conn:
-        return sorted(conn.execute(query).scalars())
+    return dialect_class(engine).datasets_with_table(engine, STATE_TABLE)
+
+
+def has_state(engine: sa.Engine, dataset: str) -> bool:
+    """Whether ``dataset`` (its name as stored: normalized) holds a ``_dlt_pipeline_state`` table.
+
+    Looks without creating anything: opening a pipeline on SQLite attaches ``<file>__<dataset>``,
+    which creates that file, so a read of a misspelled dataset would leave files behind.
+    """
+    return dialect_class(engine).dataset_has_table(engine, dataset, STATE_TABLE)
 
 
 @dataclass
@@ -345,10 +331,4 @@ def task_commits(
 
 def audit_datasets(engine: sa.Engine) -> list[str]:
     """The datasets of ``engine`` that hold an audit table (where task commits can be found)."""
-    if engine.dialect.name == "sqlite":
-        return datasets(engine)
-    query = sa.text(
-        "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_name = :t"
-    ).bindparams(t=AUDIT_TABLE)
-    with engine.connect() as conn:
-        return sorted(conn.execute(query).scalars())
+    return dialect_class(engine).datasets_with_table(engine, AUDIT_TABLE)

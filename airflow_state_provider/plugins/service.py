@@ -17,21 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider import operations
+from airflow_state_provider.cli import parse_value
 from airflow_state_provider.destination.audit import Writer, writing_as
 from airflow_state_provider.destination.engine import mask_url, scrub, url_secrets
+from airflow_state_provider.exceptions import BrowserError
 from airflow_state_provider.hooks.pipeline_state import CONN_TYPE_DIALECTS, PipelineStateHook
 from airflow_state_provider.pipeline import Pipeline
+from airflow_state_provider.plugins.models import DropBody, EditBody, RollbackBody, SetBody
 
 STATE_CONN_TYPES = frozenset({PipelineStateHook.conn_type, *CONN_TYPE_DIALECTS})
-ACTIONS = ("rollback", "set", "drop")
-
-
-class BrowserError(Exception):
-    """A request the browser cannot serve; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def connection_ids() -> list[str]:
@@ -67,6 +61,14 @@ class Destination:
         return message
 
     def pipeline(self, pipeline_name: str, dataset_name: str) -> Pipeline:
+        """The pipeline of an existing dataset; :class:`BrowserError` (404) for a dataset without
+        pipeline state (nothing is created looking for it)."""
+        from airflow_state_provider.plugins.browser import has_state
+
+        if not has_state(self.engine, dataset_name):
+            raise BrowserError(
+                f"connection {self.conn_id!r} has no dataset {dataset_name!r} with pipeline state", 404
+            )
         try:
             return self.hook.get_pipeline(pipeline_name, dataset_name=dataset_name)
         except ValueError as exc:
@@ -114,49 +116,37 @@ def error_text(dest: Destination | None, exc: BaseException) -> str:
 # -- edits -------------------------------------------------------------------------------------------
 
 
-def plan_edit(pipeline: Pipeline, action: str, params: dict[str, Any]) -> operations.EditPlan:
-    """Plan ``action`` (rollback, set or drop) against the newest version; writes nothing.
+def plan_edit(pipeline: Pipeline, edit: EditBody) -> operations.EditPlan:
+    """Plan ``edit`` (a validated rollback, set or drop) against the newest version; writes nothing.
 
-    ``params``: rollback ``{version}``; set ``{path, value (JSON text), value_type, create}``; drop
-    ``{resources: [...], state_paths: [...], state_only}``; any of them ``expect_version``.
-    Raises :class:`operations.StateOperationError` for bad input.
+    Raises :class:`operations.StateOperationError` for input the state does not fit and
+    :class:`ConcurrentEditError` when ``edit.expect_version`` is not the newest version.
     """
-    expect = params.get("expect_version")
-    expect = int(expect) if expect not in (None, "") else None
-    if action == "rollback":
-        target = params.get("version")
-        if target in (None, ""):
-            raise operations.StateOperationError("rollback needs a version")
-        return operations.plan_rollback(pipeline, int(target), expect_version=expect)
-    if action == "set":
-        path = str(params.get("path") or "")
+    expect = edit.expect_version
+    if isinstance(edit, RollbackBody):
+        return operations.plan_rollback(pipeline, edit.version, expect_version=expect)
+    if isinstance(edit, SetBody):
         base = operations.newest(pipeline)
-        create = bool(params.get("create"))
         try:
-            current = operations.get_value(base.state, path, pipeline_name=pipeline.pipeline_name)
+            current = operations.get_value(base.state, edit.path, pipeline_name=pipeline.pipeline_name)
         except operations.StateOperationError:
-            if not create:
+            if not edit.create:
                 raise
             current = None
-        value = operations.parse_value(
-            str(params.get("value", "")), current=current, value_type=str(params.get("value_type") or "auto")
+        try:
+            value = parse_value(edit.value, current=current, value_type=edit.value_type)
+        except RecursionError:  # the JSON decoder's own limit, deeper than any storable state
+            raise operations.StateOperationError(
+                f"pipeline {pipeline.pipeline_name!r}: the value for {edit.path!r} is nested too deeply"
+            ) from None
+        return operations.plan_set(
+            pipeline, edit.path, value, create=edit.create, expect_version=expect, base=base
         )
-        return operations.plan_set(pipeline, path, value, create=create, expect_version=expect, base=base)
-    if action == "drop":
-        resources = _names(params.get("resources"))
-        state_paths = _names(params.get("state_paths"))
+    if isinstance(edit, DropBody):
         return operations.plan_drop(
-            pipeline, resources, state_paths, state_only=bool(params.get("state_only")), expect_version=expect
+            pipeline, edit.resources, edit.state_paths, state_only=edit.state_only, expect_version=expect
         )
-    raise operations.StateOperationError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
-
-
-def _names(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
-    return [str(v) for v in value]
+    raise TypeError(f"not an edit: {type(edit).__name__}")
 
 
 def plan_dict(plan: operations.EditPlan) -> dict[str, Any]:

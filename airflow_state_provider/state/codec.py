@@ -131,7 +131,7 @@ def _find_non_finite(root: Any) -> tuple[str, str, str] | None:
             continue
         if isinstance(obj, dict):
             pairs: Iterable[tuple[Any, Any]] = obj.items()
-            name = _join
+            name: Callable[[str, Any], str] = _join
         elif isinstance(obj, list) or type(obj) is tuple:
             pairs = enumerate(obj)
             name = _index
@@ -231,52 +231,68 @@ def _find_problem(root: Any, *, check_markers: bool) -> tuple[str, str, str] | N
 
     Runs only after serialization failed (or a marker needs checking), so it may be slow.
     """
-    ancestors: set[int] = set()
+    return _ProblemFinder(check_markers).visit(root, "", 0)
 
-    def visit(obj: Any, path: str, depth: int) -> tuple[str, str, str] | None:
+
+class _ProblemFinder:
+    """A walk of a document that remembers the containers it is inside (to report a cycle)."""
+
+    def __init__(self, check_markers: bool) -> None:
+        self.check_markers = check_markers
+        self.ancestors: set[int] = set()
+
+    def visit(self, obj: Any, path: str, depth: int) -> tuple[str, str, str] | None:
         if isinstance(obj, str):
-            return _string_problem(obj, path, check_markers=check_markers)
-        if obj is None or isinstance(obj, (bool, float)):
-            return None
-        if isinstance(obj, int):
-            if _INT_MIN <= obj <= _INT_MAX:
-                return None
-            return path, "an int outside the 64-bit range", "store it as a str or Decimal"
+            return _string_problem(obj, path, check_markers=self.check_markers)
+        if obj is None or isinstance(obj, (bool, float, int)):
+            return _number_problem(obj, path)
         if isinstance(obj, Enum):
-            return visit(obj.value, path, depth)
-        is_list = isinstance(obj, list) or type(obj) is tuple
-        if isinstance(obj, dict) or is_list:
-            if id(obj) in ancestors:
-                return path, "a reference to a container that holds it (a cycle)", "store a copy instead"
-            if depth >= _MAX_NESTING:
-                return path, f"nested {_MAX_NESTING} containers deep", "flatten the structure"
-            ancestors.add(id(obj))
-            problem = visit_items(obj, path, depth) if is_list else visit_dict(obj, path, depth)
-            ancestors.discard(id(obj))
-            return problem
-        if isinstance(obj, (Decimal, datetime, date, time, UUID, bytes)):
-            return None
-        kind = type(obj).__qualname__
-        if isinstance(obj, (set, frozenset)):
-            return path, f"a value of type {kind}", "convert it to a sorted list"
-        return path, f"a value of type {kind}", "convert it to one of these types (e.g. a dict of its fields)"
+            return self.visit(obj.value, path, depth)
+        if isinstance(obj, (dict, list)) or type(obj) is tuple:
+            return self.visit_container(obj, path, depth)
+        return _other_problem(obj, path)
 
-    def visit_dict(obj: dict, path: str, depth: int) -> tuple[str, str, str] | None:
+    def visit_container(self, obj: dict | list | tuple, path: str, depth: int) -> tuple[str, str, str] | None:
+        if id(obj) in self.ancestors:
+            return path, "a reference to a container that holds it (a cycle)", "store a copy instead"
+        if depth >= _MAX_NESTING:
+            return path, f"nested {_MAX_NESTING} containers deep", "flatten the structure"
+        self.ancestors.add(id(obj))
+        problem = (
+            self.visit_dict(obj, path, depth) if isinstance(obj, dict) else self.visit_items(obj, path, depth)
+        )
+        self.ancestors.discard(id(obj))
+        return problem
+
+    def visit_dict(self, obj: dict, path: str, depth: int) -> tuple[str, str, str] | None:
         for key, value in obj.items():
             child = _join(path, key)
-            problem = _key_problem(key, child) or visit(value, child, depth + 1)
+            problem = _key_problem(key, child) or self.visit(value, child, depth + 1)
             if problem is not None:
                 return problem
         return None
 
-    def visit_items(obj: list | tuple, path: str, depth: int) -> tuple[str, str, str] | None:
+    def visit_items(self, obj: list | tuple, path: str, depth: int) -> tuple[str, str, str] | None:
         for index, value in enumerate(obj):
-            problem = visit(value, f"{path}[{index}]", depth + 1)
+            problem = self.visit(value, f"{path}[{index}]", depth + 1)
             if problem is not None:
                 return problem
         return None
 
-    return visit(root, "", 0)
+
+def _number_problem(obj: float | None, path: str) -> tuple[str, str, str] | None:
+    if isinstance(obj, int) and not _INT_MIN <= obj <= _INT_MAX:
+        return path, "an int outside the 64-bit range", "store it as a str or Decimal"
+    return None
+
+
+def _other_problem(obj: Any, path: str) -> tuple[str, str, str] | None:
+    if isinstance(obj, (Decimal, datetime, date, time, UUID, bytes)):
+        return None
+    kind = type(obj).__qualname__
+    if isinstance(obj, (set, frozenset)):
+        return path, f"a value of type {kind}", "convert it to a sorted list"
+    return path, f"a value of type {kind}", "convert it to one of these types (e.g. a dict of its fields)"
 
 
 def _string_problem(value: str, path: str, *, check_markers: bool) -> tuple[str, str, str] | None:
@@ -487,31 +503,43 @@ def structure_problem(state: Any) -> tuple[str, str] | None:
     if not isinstance(sources, dict):
         return "sources", f"is {_kind(sources)}, not an object of sources"
     for source_key, source in sources.items():
-        path = f"sources.{source_key}"
-        if not isinstance(source, dict):
-            return path, f"is {_kind(source)}, not an object (a source's state)"
-        if "resources" not in source:
-            continue
-        resources = source["resources"]
-        if not isinstance(resources, dict):
-            return f"{path}.resources", f"is {_kind(resources)}, not an object of resources"
-        for resource_name, slot in resources.items():
-            slot_path = f"{path}.resources.{resource_name}"
-            if not isinstance(slot, dict):
-                return slot_path, f"is {_kind(slot)}, not an object (a resource's state)"
-            if "incremental" not in slot:
-                continue
-            incrementals = slot["incremental"]
-            if not isinstance(incrementals, dict):
-                return f"{slot_path}.incremental", f"is {_kind(incrementals)}, not an object of cursors"
-            for cursor, inc in incrementals.items():
-                if not isinstance(inc, dict):
-                    return f"{slot_path}.incremental.{cursor}", f"is {_kind(inc)}, not an object"
-                hashes = inc.get("unique_hashes", [])
-                if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
-                    # the boundary dedup reads them as a set of strings
-                    where = f"{slot_path}.incremental.{cursor}.unique_hashes"
-                    return where, f"is {_kind(hashes)}, not a list of strings (boundary row hashes)"
+        problem = _source_problem(f"sources.{source_key}", source)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _source_problem(path: str, source: Any) -> tuple[str, str] | None:
+    if not isinstance(source, dict):
+        return path, f"is {_kind(source)}, not an object (a source's state)"
+    if "resources" not in source:
+        return None
+    resources = source["resources"]
+    if not isinstance(resources, dict):
+        return f"{path}.resources", f"is {_kind(resources)}, not an object of resources"
+    for resource_name, slot in resources.items():
+        problem = _slot_problem(f"{path}.resources.{resource_name}", slot)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _slot_problem(path: str, slot: Any) -> tuple[str, str] | None:
+    if not isinstance(slot, dict):
+        return path, f"is {_kind(slot)}, not an object (a resource's state)"
+    if "incremental" not in slot:
+        return None
+    incrementals = slot["incremental"]
+    if not isinstance(incrementals, dict):
+        return f"{path}.incremental", f"is {_kind(incrementals)}, not an object of cursors"
+    for cursor, inc in incrementals.items():
+        if not isinstance(inc, dict):
+            return f"{path}.incremental.{cursor}", f"is {_kind(inc)}, not an object"
+        hashes = inc.get("unique_hashes", [])
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            # the boundary dedup reads them as a set of strings
+            where = f"{path}.incremental.{cursor}.unique_hashes"
+            return where, f"is {_kind(hashes)}, not a list of strings (boundary row hashes)"
     return None
 
 

@@ -257,7 +257,11 @@ def _pipeline_name(ctx: RunContext) -> str | None:
 
 def _source_key(ctx: RunContext) -> str:
     key = _scope.get().source_key
-    return key if key is not None else _pipeline_name(ctx)
+    if key is None:
+        key = _pipeline_name(ctx)
+    if key is None:
+        raise PipelineStateError("the running pipeline has no name, so its source state has no slot")
+    return key
 
 
 def source_state() -> dict:

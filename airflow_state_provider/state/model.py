@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from airflow_state_provider.exceptions import StateConflictError
 from airflow_state_provider.state.codec import state_version_hash
@@ -133,25 +134,51 @@ def slot_path(slot: Slot) -> str:
     return ".".join(slot)
 
 
-def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
-    """Dotted paths of the leaves (or smallest sub-trees) that differ between two documents."""
-    out: list[str] = []
+@dataclass(frozen=True)
+class Change:
+    """One difference between two state documents at dotted ``path``: ``kind`` is ``added``, ``removed``
+    or ``changed``; ``old`` / ``new`` are the values (``None`` on the side where there is none)."""
+
+    path: str
+    kind: Literal["added", "removed", "changed"]
+    old: Any = None
+    new: Any = None
+
+
+def diff(old: dict, new: dict, *, max_depth: int | None = None) -> list[Change]:
+    """The differences between two documents, sorted by path: leaves, or the smallest sub-trees that
+    differ (a whole sub-tree below ``max_depth`` levels). Version bookkeeping and ``_local`` are
+    ignored; a type change is a change (``1`` to ``1.0``). A new or removed ``sources`` /
+    ``sources.<source>.resources`` map is not a change itself: the slots inside it are named (dlt leaves
+    empty containers out)."""
+    out: list[Change] = []
 
     def walk(a: Any, b: Any, path: list[str]) -> None:
-        if a == b:
+        if type(a) is type(b) and a == b:
             return
-        if _is_container(path):  # dlt leaves out empty containers: name the slots inside a new one
+        if _is_container(path):
             a = {} if a is _MISSING else a
             b = {} if b is _MISSING else b
-        if isinstance(a, dict) and isinstance(b, dict) and len(path) < max_depth:
+        if isinstance(a, dict) and isinstance(b, dict) and (max_depth is None or len(path) < max_depth):
             for k in sorted(a.keys() | b.keys(), key=str):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), [*path, str(k)])
+            return
+        dotted = ".".join(path)
+        if a is _MISSING:
+            out.append(Change(dotted, "added", new=b))
+        elif b is _MISSING:
+            out.append(Change(dotted, "removed", old=a))
         else:
-            out.append(".".join(path))
+            out.append(Change(dotted, "changed", old=a, new=b))
 
-    skip = set(VERSION_KEYS) | {LOCAL_KEY}
+    skip = {*VERSION_KEYS, LOCAL_KEY}
     walk({k: v for k, v in old.items() if k not in skip}, {k: v for k, v in new.items() if k not in skip}, [])
     return out
+
+
+def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
+    """The dotted paths of :func:`diff` (what a commit logs and audits)."""
+    return [change.path for change in diff(old, new, max_depth=max_depth)]
 
 
 def _is_container(path: list[str]) -> bool:
@@ -188,7 +215,9 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
         raise StateConflictError(
             f"pipeline {pipeline_name!r}: state slot(s) {paths} were changed by this run and by a "
             f"concurrent commit (state version {theirs.get('_state_version')}). Nothing was committed. "
-            "Retry the task (it restores the newest state), or give each slot a single writer task."
+            "Retry the task (it restores the newest state), or give each slot a single writer task.",
+            pipeline_name=pipeline_name,
+            state_path=paths,
         )
     return _build(merged_slots, theirs, ours)
 

@@ -13,6 +13,8 @@ import pytest
 from airflow_state_provider import LoadInfo, Pipeline, current, incremental, resource, source
 from airflow_state_provider import operations as ops
 from airflow_state_provider.cli import main
+from airflow_state_provider.destination.store import StoredState
+from airflow_state_provider.destination.tables import existing_tables
 
 PIPELINE = "store"
 DATASET = "shop_data"
@@ -69,7 +71,7 @@ def load(url: str, base_dir: Path, data=None, **kw) -> LoadInfo:
         p.engine.dispose()
 
 
-def committed(url: str, base_dir: Path) -> ops.StoredState:
+def committed(url: str, base_dir: Path) -> StoredState:
     """The newest committed state in the destination."""
     p = new_pipeline(url, base_dir)
     try:
@@ -102,7 +104,7 @@ def tables(url: str, dataset: str = DATASET) -> set[str]:
                 "contacts",
                 "deals",
             )
-            return set(ops.existing_tables(conn, dataset, names))
+            return set(existing_tables(conn, dataset, names))
     finally:
         p.engine.dispose()
 

@@ -160,3 +160,64 @@ def test_removed_load_records_refuse_loudly(dest_url, tmp_path, capsys, how):
     code = cli_main(["info", NAME, "--url", dest_url, "--dataset", DATASET])
     assert code == 1
     assert "Refusing to start over silently" in capsys.readouterr().err
+
+
+# -- review of issue 14: histories with legacy (unpadded) ids restore and commit in commit order
+
+#: load id of each version in a history written by older versions (or dlt): "short" ids come from a
+#: clock before 2001-09-09 and were never padded; the others from a good clock
+LEGACY_HISTORIES = {
+    "short_newest": ["1700000100.0000000", "999000200.5"],
+    "short_in_the_middle": ["1700000100.0000000", "999000200.5", "1700000300.25"],
+    "short_first_and_last": ["999000100.5", "1700000200.0000000", "999000300.123"],
+    "unpadded_fractions": ["1700000100.5", "1700000100.45", "999000300"],
+}
+
+
+TABLES_WITH_LOAD_IDS = (
+    ("_dlt_pipeline_state", "_dlt_load_id"),
+    ("_dlt_loads", "load_id"),
+    ("events", "_dlt_load_id"),
+)
+
+
+def make_legacy_history(url: str, tmp_path, load_ids: list[str]) -> None:
+    """Real runs (versions 1..n, 10 rows each), then every id moved to the legacy one, in the state,
+    loads and data tables, as an older writer would have left them."""
+    for n in range(1, len(load_ids) + 1):
+        new_pipeline(url, tmp_path).run(events(10 * n))
+    rows = query(url, f'SELECT version, _dlt_load_id FROM "{DATASET}"._dlt_pipeline_state')
+    ours = dict(rows)
+    for version, legacy in enumerate(load_ids, start=1):
+        for table, column in TABLES_WITH_LOAD_IDS:
+            execute(
+                url,
+                sa.text(
+                    f'UPDATE "{DATASET}"."{table}" SET "{column}" = :new WHERE "{column}" = :old'
+                ).bindparams(new=legacy, old=ours[version]),
+            )
+
+
+@pytest.mark.parametrize("history", list(LEGACY_HISTORIES))
+def test_a_legacy_history_restores_and_commits_in_commit_order(dest_url, tmp_path, capsys, history):
+    """Review of issue 14: after padding, a legacy 9-digit id ranked below older versions, so restore
+    picked an older state and the next run reloaded rows."""
+    load_ids = LEGACY_HISTORIES[history]
+    newest = len(load_ids)
+    make_legacy_history(dest_url, tmp_path, load_ids)
+    assert new_pipeline(dest_url, tmp_path).state["_state_version"] == newest
+    assert cli_main(["history", NAME, "--url", dest_url, "--dataset", DATASET]) == 0
+    listed = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[1:] if line[:1].isdigit()]
+    assert listed == list(range(newest, 0, -1))
+
+    info = new_pipeline(dest_url, tmp_path, max_state_versions=2).run(events(10 * (newest + 1)))
+    assert info.row_counts == {"events": 10} and info.state_version == newest + 1
+    assert ids_in_table(dest_url) == list(range(1, 10 * (newest + 1) + 1))
+    assert new_pipeline(dest_url, tmp_path).state["_state_version"] == newest + 1
+    assert dlt_restore_version(dest_url) == newest + 1
+    # from now on text order, numeric order and commit order agree, and retention keeps the newest
+    rows = query(dest_url, f'SELECT version, _dlt_load_id FROM "{DATASET}"._dlt_pipeline_state')
+    assert sorted(rows) == sorted(rows, key=lambda r: r[1]) == sorted(rows, key=lambda r: load_id_key(r[1]))
+    assert [v for v, _ in sorted(rows)] == [newest, newest + 1]
+    assert all(store.is_canonical_load_id(i) for _, i in rows)
+    assert not new_pipeline(dest_url, tmp_path).run(events(10 * (newest + 1))).row_counts.get("events")

@@ -227,3 +227,74 @@ def test_nul_is_kept_where_the_database_stores_it(tmp_path, url_kind):
 
     new_pipeline(url, tmp_path).run(events)
     assert query(url, f'SELECT note FROM "{DATASET}".events') == [("a\x00b",)]
+
+
+# -- review of issue 14: values the database would change are stored exactly or refused, never changed
+
+
+EDGE_NUMBERS = [
+    Decimal("1E-400"),  # under REAL's range: SQLite read it back as 0
+    Decimal("1E+400"),  # over it: inf
+    Decimal("1.5E-320"),  # a subnormal REAL keeps fewer digits
+    Decimal("-1E-307"),
+    Decimal("9.99999999999999E+307"),
+    Decimal("1E+20"),
+    Decimal("-0"),
+    math.nan,  # SQLite stores NaN as NULL
+    math.inf,
+    -math.inf,
+]
+
+
+@pytest.mark.parametrize("value", EDGE_NUMBERS, ids=[repr(v) for v in EDGE_NUMBERS])
+def test_edge_numbers_are_stored_exactly_or_refused_naming_the_column(dest_url, tmp_path, value):
+    new_pipeline(dest_url, tmp_path).run(seed)
+    before = snapshot.take(dest_url, DATASET)
+
+    @resource(name="events", primary_key="id")
+    def events():
+        yield [{"id": 10, "amount": value}]
+
+    kind = dest_url.split(":")[0]
+    try:
+        new_pipeline(dest_url, tmp_path).run(events)
+    except SchemaConflictError as exc:
+        message = str(exc)
+        assert f"column 'amount' of table {DATASET}.events" in message and repr(value) in message
+        unchanged(dest_url, before)
+        refused = True
+    else:
+        refused = False
+        text = query(dest_url, f'SELECT CAST(amount AS TEXT) FROM "{DATASET}".events WHERE id = 10')[0][0]
+        if isinstance(value, Decimal):
+            assert Decimal(text) == value
+        else:
+            got = float({"Infinity": "inf", "-Infinity": "-inf"}.get(text, text))
+            assert got == value or (math.isnan(value) and math.isnan(got))
+    # the databases that can hold a value exactly must not refuse it
+    sqlite_cannot = {"1E-400", "1E+400", "1.5E-320", "nan"}
+    duckdb_cannot = {"1E-400", "1E+400", "1.5E-320", "-1E-307", "9.99999999999999E+307"}  # precision 38
+    cannot = {"sqlite": sqlite_cannot, "duckdb": duckdb_cannot}.get(kind, set())
+    assert refused == (str(value) in cannot), (kind, value, refused)
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**60) - 1, 10**400], ids=["2**53+1", "-2**60-1", "10**400"])
+def test_an_integer_a_double_column_would_round_is_refused(dest_url, tmp_path, value):
+    """Sibling of the SQLite decimals: an int into a double column was converted with float(), which
+    rounds beyond 2**53 on every database."""
+
+    @resource(name="ratios")
+    def first():
+        yield [{"id": 1, "ratio": 0.5}, {"id": 2, "ratio": 2**53}]  # 2**53 is exact
+
+    new_pipeline(dest_url, tmp_path).run(first)
+    before = snapshot.take(dest_url, DATASET)
+
+    @resource(name="ratios")
+    def second():
+        yield {"id": 3, "ratio": value}
+
+    with pytest.raises(SchemaConflictError) as failure:
+        new_pipeline(dest_url, tmp_path).run(second)
+    assert f"column 'ratio' of table {DATASET}.ratios" in str(failure.value)
+    unchanged(dest_url, before)

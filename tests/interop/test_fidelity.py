@@ -19,7 +19,8 @@ from dlt.extract.incremental.lag import _apply_lag_to_value, _cursor_date_type, 
 from airflow_state_provider import Pipeline, current, incremental, resource, source, transformer
 from airflow_state_provider.destination import naming
 from airflow_state_provider.exceptions import ReadOnlyStateError
-from airflow_state_provider.extract.incremental import _declared_lag_unit, _lag_value
+from airflow_state_provider.extract.incremental.lag import declared_lag_unit as _declared_lag_unit
+from airflow_state_provider.extract.incremental.lag import lag_value as _lag_value
 from tests.interop.support import Warehouse
 
 # -- 1. no empty "resources" key ---------------------------------------------------------------------

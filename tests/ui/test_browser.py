@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -195,3 +196,21 @@ def test_a_version_number_out_of_range_is_a_bad_request(history: Pipeline, numbe
     # found by review: 10**20 reached the database and came back as a 502 (OverflowError)
     with pytest.raises(operations.StateOperationError, match="is not a state version number"):
         browser.version(history, number)
+
+
+def test_looking_for_a_dataset_creates_nothing(history: Pipeline, tmp_path):
+    """The pages open a pipeline only in a dataset that has state: a misspelled dataset in a URL (any
+    reader can type one) must not leave a SQLite dataset file, or anything else, behind."""
+    engine = history.engine
+    assert browser.has_state(engine, "shop_data")
+    before = browser.datasets(engine)
+    for name in ("shop_datx", "no_such_dataset", "main"):
+        assert not browser.has_state(engine, name)
+    assert browser.datasets(engine) == before
+    if engine.dialect.name == "sqlite":
+        from airflow_state_provider.destination.dialects.sqlite import dataset_file
+
+        assert not any(
+            os.path.exists(dataset_file(engine.url.database, "no_such_dataset") + tail)
+            for tail in ("", "-wal", "-shm")
+        )

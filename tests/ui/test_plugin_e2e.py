@@ -179,7 +179,12 @@ def test_editor_sees_pipelines_versions_diff_and_incrementals(ui: UIStack):
 
 def test_state_values_are_escaped(ui: UIStack):
     with ui.client("editor") as client:
-        html = client.get(f"{PAGE}/version/2").text
+        page = client.get(f"{PAGE}/version/2")
+    html = page.text
+    # and nothing could run if a value slipped through: no script, framed only by the Airflow UI
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'self'" in policy
+    assert "script-src" not in policy and "<script" not in html.replace("&lt;script", "")
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&#39;state&#39;)&lt;/script&gt;" in html
 
@@ -194,9 +199,12 @@ def test_cookie_mutations_need_the_csrf_token(ui: UIStack):
         assert browser.post(f"{PAGE}/preview", data=form).status_code == 403
         assert browser.post(f"{PAGE}/preview", data={**form, "csrf_token": "0" * 64}).status_code == 403
         assert browser.post(f"{PIPELINE}/rollback", json={"version": 1, "dry_run": True}).status_code == 403
-        evil = {"Origin": "https://evil.example"}
-        forged = browser.post(f"{PAGE}/preview", data={**form, "csrf_token": csrf}, headers=evil)
-        assert forged.status_code == 403
+        # what the browser itself says about the request wins, token or not
+        for site in ("cross-site", "same-site"):
+            forged = browser.post(
+                f"{PAGE}/preview", data={**form, "csrf_token": csrf}, headers={"Sec-Fetch-Site": site}
+            )
+            assert forged.status_code == 403 and site in forged.text
         preview = browser.post(f"{PAGE}/preview", data={**form, "csrf_token": csrf})
         assert preview.status_code == 200 and "Planned against version <b>2</b>" in preview.text
         dry = browser.post(
@@ -204,6 +212,118 @@ def test_cookie_mutations_need_the_csrf_token(ui: UIStack):
         )
         assert dry.status_code == 200 and dry.json()["committed"] is False
     assert [v["version"] for v in ui.get(f"{PIPELINE}/versions")["versions"]] == [2, 1]  # nothing written
+
+
+def test_edits_work_behind_a_tls_terminating_proxy(ui: UIStack):
+    """The api-server runs without --proxy-headers behind a proxy that terminates TLS: it sees
+    http://127.0.0.1:port while the browser's page (and Origin) is https://airflow.example.test. The
+    page's own same-origin edit goes through; the same request marked cross-site does not."""
+    public = "https://airflow.example.test"
+    proxied = {"Origin": public, "Referer": f"{public}{PAGE}", "X-Forwarded-Proto": "https"}
+    with ui.client(cookies={"_token": ui.tokens["editor"]}) as browser:
+        csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', browser.get(PAGE).text).group(1)
+        same = {**proxied, "Sec-Fetch-Site": "same-origin", "X-CSRF-Token": csrf}
+        dry = browser.post(f"{PIPELINE}/rollback", json={"version": 1, "dry_run": True}, headers=same)
+        assert dry.status_code == 200 and dry.json()["base_version"] == 2
+        preview = browser.post(
+            f"{PAGE}/preview",
+            data={"action": "rollback", "version": "1", "csrf_token": csrf},
+            headers={**proxied, "Sec-Fetch-Site": "same-origin"},
+        )
+        assert preview.status_code == 200 and "Planned against version <b>2</b>" in preview.text
+        # an old browser sends no Sec-Fetch-Site: the token alone decides
+        assert browser.post(f"{PAGE}/preview", data={"action": "rollback", "version": "1"}).status_code == 403
+        forged = {**proxied, "Origin": "https://evil.example.test", "Sec-Fetch-Site": "cross-site"}
+        refused = browser.post(
+            f"{PIPELINE}/rollback",
+            json={"version": 1, "dry_run": True},
+            headers={**forged, "X-CSRF-Token": csrf},
+        )
+        assert refused.status_code == 403
+    with ui.client("editor") as api:  # a bearer client: no token, any Origin (as Airflow's own API)
+        dry = api.post(
+            f"{PIPELINE}/rollback", json={"version": 1, "dry_run": True}, headers={"Origin": public}
+        )
+        assert dry.status_code == 200
+    assert [v["version"] for v in ui.get(f"{PIPELINE}/versions")["versions"]] == [2, 1]  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("rollback", {"version": 1, "dry_run": "false", "expect_version": 2}, "dry_run"),
+        ("rollback", {"version": 1, "dry_run": 0, "expect_version": 2}, "dry_run"),
+        ("rollback", {"version": 1, "dryrun": True}, "dryrun"),
+        ("rollback", {"version": "1", "expect_version": 2}, "version"),
+        ("rollback", {"version": 1}, "expect_version"),
+        ("rollback", {"version": 1, "expect_version": 2**63}, "expect_version"),
+        ("rollback", {"version": -1, "dry_run": True}, "version"),
+        ("set", {"path": CURSOR + ".last_value", "value": 5, "dry_run": True}, "value"),
+        (
+            "set",
+            {"path": CURSOR + ".last_value", "value": "1", "value_type": "float", "dry_run": True},
+            "value_type",
+        ),
+        (
+            "set",
+            {"path": CURSOR + ".last_value", "value": '"x"', "create": "yes", "expect_version": 2},
+            "create",
+        ),
+        ("drop", {"resources": "events", "expect_version": 2}, "resources"),
+        ("drop", {"resources": ["events"], "state_only": "true", "expect_version": 2}, "state_only"),
+        ("drop", {"resources": ["events"], "state_only": True}, "expect_version"),
+    ],
+)
+def test_edit_bodies_are_validated_before_anything_is_written(ui: UIStack, action, body, field):
+    """Wrong types, unknown fields and a commit without ``expect_version`` are a 422 naming the field
+    (a string "false" is not False: it used to commit)."""
+    with ui.client("editor") as editor:
+        response = editor.post(f"{PIPELINE}/{action}", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    named = {str(part) for error in detail for part in error["loc"]} | {
+        word for error in detail for word in re.findall(r"[a-z_]+", error["msg"])
+    }
+    assert field in named, detail
+    assert ui.get(f"{PIPELINE}/versions")["versions"][0]["version"] == 2  # nothing written
+
+
+def test_hostile_requests_get_clear_errors_and_change_nothing(ui: UIStack):
+    """Found attacking the plugin: a misspelled dataset created SQLite files on a read, a deeply
+    nested value was a 502, out-of-range numbers reached the database."""
+    warehouse_dir = Path(ui.stack.warehouse_url.removeprefix("sqlite:///")).parent
+    base = "/pipeline-state/api/connections/pipeline_state_default/datasets"
+    with ui.client("viewer") as viewer:
+        for path in (f"{base}/ui_datx/pipelines/ui_events/versions", f"{base}/x/pipelines/y/incrementals"):
+            missing = viewer.get(path)
+            assert missing.status_code == 404 and "has no dataset" in missing.json()["detail"], path
+        assert viewer.get(PAGE.replace("/ui_data/", "/nope/")).status_code == 404
+    created = [p.name for p in warehouse_dir.iterdir() if re.search("__(ui_datx|x|nope)[.]", p.name)]
+    assert created == []  # a read creates no dataset file (it did: SQLite's ATTACH creates the file)
+    with ui.client("editor") as editor:
+        deep = "[" * 100_000 + "]" * 100_000
+        body = {
+            "path": "sources.ui_events.resources.events.deep",
+            "value": deep,
+            "create": True,
+            "dry_run": True,
+        }
+        answer = editor.post(f"{PIPELINE}/set", json=body)
+        assert answer.status_code == 400 and "nested too deeply" in answer.json()["detail"]
+        for path, params in (
+            (f"{PIPELINE}/versions/{2**63}", {}),
+            (f"{PIPELINE}/versions", {"limit": 501}),
+            (f"{PIPELINE}/diff", {"from": -1, "to": 2}),
+            ("/pipeline-state/api/task-instances", {**_ti(ui, 0), "map_index": 2**31}),
+        ):
+            assert editor.get(path, params=params).status_code == 422, (path, params)
+        page = editor.get(PAGE, params={"limit": 10**6})
+        assert (
+            page.status_code == 422
+            and "limit" in page.text
+            and page.headers["content-type"].startswith("text/html")
+        )
+    assert ui.get(f"{PIPELINE}/versions")["versions"][0]["version"] == 2
 
 
 def test_rollback_is_audited_and_the_next_run_continues_from_it(ui: UIStack):
@@ -224,8 +344,10 @@ def test_rollback_is_audited_and_the_next_run_continues_from_it(ui: UIStack):
             (f"{CURSOR}.last_value", "2024-01-01T04:00:00+00:00")
         ]
         stale = editor.post(f"{PIPELINE}/rollback", json={"version": 1, "expect_version": 1})
-        assert stale.status_code == 409 and "Nothing was written" in stale.json()["detail"]
-        bad = editor.post(f"{PIPELINE}/rollback", json={"version": 99})
+        assert stale.status_code == 409
+        assert "expected state version 1, but the newest committed version is 2" in stale.json()["detail"]
+        assert "Nothing was written" in stale.json()["detail"]
+        bad = editor.post(f"{PIPELINE}/rollback", json={"version": 99, "dry_run": True})
         assert bad.status_code == 400 and "not retained" in bad.json()["detail"]
         done = editor.post(f"{PIPELINE}/rollback", json={"version": 1, "expect_version": 2}).json()
         assert (done["committed"], done["version"]) == (True, 3)
@@ -293,8 +415,28 @@ def test_chromium_browses_the_state(ui: UIStack):
             frame.get_by_text("State written by ui_events.events").wait_for()
             frame.get_by_text("version 3").first.wait_for()
             page.screenshot(path=str(ARTIFACTS / "task_instance.png"), full_page=True)
+
+            # an edit through the page's own forms, with the browser's real Origin, Sec-Fetch-Site
+            # and cookies, under the pages' Content-Security-Policy
+            newest = ui.get(f"{PIPELINE}/versions")["versions"][0]["version"]
+            page.goto(f"{base}/plugin/pipeline-state", wait_until="networkidle")
+            frame = page.frame_locator("iframe[title='Pipeline state']")
+            frame.get_by_role("link", name="ui_events").click()
+            form = frame.locator("form", has=frame.locator("legend", has_text="Set a value"))
+            form.locator("input[name=path]").fill("sources.ui_events.resources.events.checked_by")
+            form.locator("input[name=value]").fill('"chromium"')
+            form.locator("input[name=create]").check()
+            form.get_by_role("button", name="Preview").click()
+            frame.get_by_text(f"Planned against version {newest}").wait_for()
+            frame.get_by_role("button", name="Commit this change as a new version").click()
+            frame.get_by_text("UI edit by editor: set").first.wait_for()
         finally:
             browser.close()
+    latest = ui.get(f"{PIPELINE}/versions")["versions"][0]
+    assert (latest["version"], latest["changed_paths"]) == (
+        newest + 1,
+        ["sources.ui_events.resources.events.checked_by"],
+    )
     for name in ("pipeline.png", "diff.png", "task_instance.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
 
@@ -313,6 +455,11 @@ def test_form_edit_commits_exactly_the_previewed_plan(ui: UIStack):
         assert confirm["expect_version"] == str(newest)
         stale = browser.post(f"{PAGE}/apply", data={**confirm, "expect_version": str(newest - 1)})
         assert stale.status_code == 409 and "Nothing was written" in stale.text
+        unguarded = {k: v for k, v in confirm.items() if k != "expect_version"}
+        missing = browser.post(f"{PAGE}/apply", data=unguarded)
+        assert missing.status_code == 400 and "expect_version is required" in missing.text
+        typo = browser.post(f"{PAGE}/apply", data={**confirm, "create": "maybe"})
+        assert typo.status_code == 400 and "create:" in typo.text
         done = browser.post(f"{PAGE}/apply", data=confirm, follow_redirects=False)
         assert done.status_code == 303 and done.headers["location"].endswith(PAGE)
     latest = ui.get(f"{PIPELINE}/versions")["versions"][0]

@@ -397,7 +397,7 @@ def test_the_cap_also_bounds_stored_plus_new_hashes_on_an_unmoved_boundary(
 
 
 def test_the_module_default_cap_applies_without_the_kwarg(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(incremental_module, "MAX_UNIQUE_HASHES", 3)
+    monkeypatch.setattr(incremental_module.transform, "MAX_UNIQUE_HASHES", 3)
     result = run(incremental("c"), rows_of(*[(i, T1) for i in range(5)]), primary_key="id")
     assert result.slot()["unique_hashes"] == [dedup_hash(i) for i in (2, 3, 4)]
 
@@ -1162,7 +1162,7 @@ def test_filter_and_state_match_dlts_own_transform(
         resource_state = {"incremental": {"c": copy.deepcopy(slot)}} if slot else {}
         bound = inc.bind(pipeline_name=PIPE, resource_name=RES, resource_state=resource_state)
         out = [bound.process(page)[0] or [] for page in pages]
-        state = dict(bound._state)
+        state = dict(bound.state)
         state["unique_hashes"] = sorted(state["unique_hashes"])
         return out, state, bound.start_value
 

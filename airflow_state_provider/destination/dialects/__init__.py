@@ -21,6 +21,13 @@ _DIALECTS: dict[str, type[Dialect]] = {
 }
 
 
+def dialect_class(engine: sa.Engine | sa.Connection) -> type[Dialect]:
+    """The :class:`Dialect` subclass for ``engine``'s database (the generic one if it has none), for its
+    class-level facts (:meth:`Dialect.identifier_length`, :meth:`Dialect.existing_columns`) without
+    setting the engine up."""
+    return _DIALECTS.get(engine.dialect.name, Dialect)
+
+
 def dialect_for(
     engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None
 ) -> Dialect:
@@ -29,8 +36,7 @@ def dialect_for(
     ``lock_timeout`` (seconds) bounds every lock wait on the engine's connections (default
     :data:`DEFAULT_LOCK_TIMEOUT`); ``pipeline_name`` is named in lock-timeout errors.
     """
-    cls = _DIALECTS.get(engine.dialect.name, Dialect)
-    return cls(engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
+    return dialect_class(engine)(engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
 
 
 __all__ = [
@@ -39,5 +45,6 @@ __all__ = [
     "DuckDBDialect",
     "PostgresDialect",
     "SQLiteDialect",
+    "dialect_class",
     "dialect_for",
 ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from airflow_state_provider.destination.naming import InvalidIdentifierError
 from airflow_state_provider.exceptions import LockTimeoutError
 
 #: seconds any lock wait may take before :class:`LockTimeoutError` (``lock_timeout``)
@@ -17,7 +19,8 @@ DEFAULT_LOCK_TIMEOUT = 300.0
 #: execution option naming what a statement waits for, for the :class:`LockTimeoutError` message
 WAITING_FOR = "asp_waiting_for"
 
-_ENGINE_ATTR = "_asp_lock_settings"
+#: per engine, kept beside it rather than set on it (the engine may be the caller's)
+_lock_settings: weakref.WeakKeyDictionary[sa.Engine, EngineLockSettings] = weakref.WeakKeyDictionary()
 _settings_guard = threading.Lock()
 
 
@@ -62,10 +65,9 @@ class EngineLockSettings:
 def engine_lock_settings(engine: sa.Engine) -> EngineLockSettings:
     """The :class:`EngineLockSettings` of ``engine`` (created with the default timeout)."""
     with _settings_guard:
-        settings = getattr(engine, _ENGINE_ATTR, None)
+        settings = _lock_settings.get(engine)
         if settings is None:
-            settings = EngineLockSettings(engine)
-            setattr(engine, _ENGINE_ATTR, settings)
+            settings = _lock_settings[engine] = EngineLockSettings(engine)
         return settings
 
 
@@ -78,6 +80,14 @@ def check_lock_timeout(value: Any, where: str = "lock_timeout") -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"{where} must be a positive, finite number of seconds, got {value!r}")
     return seconds
+
+
+def driver_connection(conn: sa.Connection) -> Any:
+    """The driver's own connection under ``conn`` (sqlite3, duckdb or psycopg), for the bulk paths."""
+    driver = conn.connection.driver_connection
+    if driver is None:
+        raise sa.exc.InvalidRequestError("the connection is closed")
+    return driver
 
 
 def database_identity(url: sa.URL) -> str:
@@ -99,6 +109,7 @@ class Dialect:
     wait; ``pipeline_name`` only names the pipeline in :class:`LockTimeoutError` messages.
     """
 
+    #: the SQLAlchemy backend name, for messages only: callers never branch on it
     name = "generic"
     #: a commit needs the dataset to exist first (schemas); SQLite attaches instead
     creates_schemas = True
@@ -106,6 +117,94 @@ class Dialect:
     max_decimal_precision: int | None = 38
     #: significant digits a stored decimal keeps exactly (None: all of its precision)
     decimal_significant_digits: int | None = None
+    #: dlt's ``create_indexes`` default: new tables get a UNIQUE index on ``_dlt_id``
+    create_indexes = True
+    #: text columns hold a NUL character (PostgreSQL's refuse it)
+    text_holds_nul = True
+    #: a merge indexes its staging table on the merge keys (else the database scans it per target row)
+    indexes_staging = True
+    #: the bulk path takes JSON values as JSON text (the portable path binds through ``sa.JSON``, which
+    #: serializes by itself)
+    json_as_text = False
+
+    @classmethod
+    def identifier_length(cls, engine: sa.Engine) -> int | None:
+        """dlt's limit on identifier length, in bytes of UTF-8, for ``engine``'s database; None: no limit.
+
+        A class method: the pipeline normalizes names before it sets up a dialect instance.
+        """
+        return engine.dialect.max_identifier_length
+
+    @classmethod
+    def json_column_type(cls) -> sa.types.TypeEngine:
+        """The type of a new JSON column (values are JSON text or Python lists and dicts)."""
+        return sa.JSON()
+
+    @classmethod
+    def datasets_with_table(cls, engine: sa.Engine, table: str) -> list[str]:
+        """The datasets of ``engine``'s database that hold a table named ``table``, sorted (for browsing:
+        the UI and the CLI list pipelines by their state and audit tables)."""
+        query = sa.text(
+            "SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_name = :t"
+        ).bindparams(t=table)
+        with engine.connect() as conn:
+            return sorted(conn.execute(query).scalars())
+
+    @classmethod
+    def dataset_has_table(cls, engine: sa.Engine, dataset: str, table: str) -> bool:
+        """Whether ``dataset`` holds a table named ``table``, looked up without creating anything (on
+        SQLite, attaching a dataset would create its file)."""
+        query = sa.text(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = :s AND table_name = :t"
+        ).bindparams(s=dataset, t=table)
+        with engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def prepare_existing(self) -> None:
+        """Make every existing dataset readable as ``<dataset>.<table>`` on the engine's connections
+        (SQLite attaches the dataset files it finds; schemas need nothing)."""
+
+    def check_dataset_name(self, name: str) -> None:
+        """Raise :class:`InvalidIdentifierError` for a dataset name the database would not keep as given.
+
+        Checked before any DDL: PostgreSQL silently cuts a schema name past 63 bytes (catalog lookups
+        then miss the schema it created). Dialects with more rules extend :meth:`dataset_name_problem`.
+        """
+        problem = self.dataset_name_problem(name)
+        if problem:
+            shown = f"{name[:80]!r}"
+            raise InvalidIdentifierError(f"dataset name {shown} is not usable on {self.name}: {problem}")
+
+    def dataset_name_problem(self, name: str) -> str | None:
+        """Why ``name`` is not usable as a dataset name here (a clause for a message), or None."""
+        if not name:
+            return "it is empty"
+        if "\0" in name:
+            return "it contains a NUL character"
+        max_bytes = self.identifier_length(self.engine)
+        size = len(name.encode("utf-8", "surrogatepass"))
+        if max_bytes and size > max_bytes:
+            return f"it is {size} bytes long in UTF-8, over the {max_bytes} {self.name} keeps"
+        return None
+
+    @classmethod
+    def existing_columns(
+        cls, conn: sa.Connection, dataset: str, table: str
+    ) -> dict[str, sa.types.TypeEngine] | None:
+        """The columns of table ``dataset.table`` and their SQLAlchemy types, in table order; None if the
+        table does not exist. A class method so readers without a pipeline (OpenLineage facets) can
+        reflect through :func:`~airflow_state_provider.destination.dialects.dialect_class`."""
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(table, schema=dataset):
+            return None
+        return {c["name"]: c["type"] for c in inspector.get_columns(table, schema=dataset)}
+
+    def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
+        """The first of ``values`` (a batch of one column of loader kind ``kind``: "decimal",
+        "double"...) the database would not store as it is, with why; None if it keeps them all. The
+        loader refuses such a batch (:class:`SchemaConflictError`) instead of letting the database
+        change the value silently."""
+        return None
 
     def __init__(
         self, engine: sa.Engine, *, lock_timeout: float | None = None, pipeline_name: str | None = None
@@ -125,9 +224,13 @@ class Dialect:
             self.install(engine)
 
     def install(self, engine: sa.Engine) -> None:
-        """Register the engine's connection setup (once per engine): lock timeouts, isolation."""
+        """Register the engine's connection setup (once per engine, from ``__init__``): lock timeouts
+        of ``lock_timeout`` seconds, the isolation level, errors of a lock wait raised as
+        :class:`LockTimeoutError`. The generic dialect sets nothing up."""
 
-    def lock_timeout_error(self, what: str, pipeline_name: str | None = None, timeout: float | None = None):
+    def lock_timeout_error(
+        self, what: str, pipeline_name: str | None = None, timeout: float | None = None
+    ) -> LockTimeoutError:
         """The :class:`LockTimeoutError` for a wait of ``timeout`` seconds (default ``lock_timeout``)."""
         return self.lock_settings.error(
             what, pipeline_name, self.lock_timeout if timeout is None else timeout
@@ -135,12 +238,16 @@ class Dialect:
 
     # -- datasets ---------------------------------------------------------------------------------
     def prepare(self, dataset: str) -> None:
-        """Called once per Pipeline before the first connection is used (e.g. SQLite ATTACH)."""
+        """Make ``dataset`` usable on the engine's connections; called once per ``Pipeline`` before
+        its first connection (SQLite attaches the dataset's file; schemas need nothing here)."""
 
     def create_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        """Create schema ``dataset`` if it does not exist, in ``conn``'s open transaction (so a rollback
+        removes it again). Only called when :attr:`creates_schemas` is set."""
         conn.execute(sa.schema.CreateSchema(dataset, if_not_exists=True))
 
     def has_dataset(self, conn: sa.Connection, dataset: str) -> bool:
+        """True if schema ``dataset`` exists (as seen by ``conn``'s transaction)."""
         return dataset in sa.inspect(conn).get_schema_names()
 
     # -- locking ----------------------------------------------------------------------------------
@@ -198,8 +305,11 @@ class Dialect:
     ) -> None:
         """Insert a batch given column by column: ``data[i]`` holds the values of ``columns[i]``.
 
-        This is what the loader calls. The default hands the rows to :meth:`insert_rows`; dialects
-        whose bulk path is columnar override it.
+        This is what the loader calls, with values already converted to the column's kind (see
+        :mod:`~airflow_state_provider.destination.column_types`; JSON as text when :attr:`json_as_text`).
+        All ``data`` lists have one length; an empty batch is a no-op. A value the database refuses
+        raises the driver's error (wrapped by SQLAlchemy) and leaves the transaction to the caller. The
+        default hands the rows to :meth:`insert_rows`; dialects whose bulk path is columnar override it.
         """
         if data and len(data[0]):
             self.insert_rows(conn, table, columns, list(zip(*data, strict=True)))

@@ -30,7 +30,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings
+from airflow_state_provider.destination import column_types
+from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings, driver_connection
 from airflow_state_provider.exceptions import StateConflictError
 
 _Key = tuple[str, str, str]
@@ -73,6 +74,48 @@ def _release_after_commit(do_commit: Callable[[Any], None]) -> Callable[[Any], N
 
 class DuckDBDialect(Dialect):
     name = "duckdb"
+    #: no UNIQUE ``_dlt_id`` index by default, as dlt's duckdb destination: it makes bulk inserts ~2.5x slower
+    create_indexes = False
+    # DuckDB hash-joins the staging table: an index would only cost its build
+    indexes_staging = False
+    json_as_text = True
+
+    @classmethod
+    def identifier_length(cls, engine: sa.Engine) -> int | None:
+        """None: DuckDB has no identifier limit (duckdb-engine claims PostgreSQL's 63; dlt uses none)."""
+        return None
+
+    def dataset_name_problem(self, name: str) -> str | None:
+        """Adds: a dot, which DuckDB reads as ``<database>.<schema>``."""
+        if name and "\0" not in name and "." in name:
+            return "DuckDB reads a dot in a schema name as <database>.<schema>; use e.g. an underscore"
+        return super().dataset_name_problem(name)
+
+    @classmethod
+    def existing_columns(
+        cls, conn: sa.Connection, dataset: str, table: str
+    ) -> dict[str, sa.types.TypeEngine] | None:
+        """From ``information_schema.columns``: duckdb-engine's inspector cannot reflect columns under
+        SQLAlchemy 2.1. Types DuckDB names that SQLAlchemy has no class for are ``NullType`` (kind
+        ``other``: the loader leaves their values to the database)."""
+        cols = sa.table(
+            "columns",
+            sa.column("table_catalog"),
+            sa.column("table_schema"),
+            sa.column("table_name"),
+            sa.column("column_name"),
+            sa.column("data_type"),
+            sa.column("ordinal_position"),
+            schema="information_schema",
+        )
+        query = (
+            sa.select(cols.c.column_name, cols.c.data_type)
+            .where(cols.c.table_catalog == sa.func.current_database())
+            .where(cols.c.table_schema == dataset, cols.c.table_name == table)
+            .order_by(cols.c.ordinal_position)
+        )
+        found = conn.execute(query).all()
+        return {c: _sa_type(t) for c, t in found} if found else None
 
     def __init__(self, engine: sa.Engine, **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)
@@ -81,20 +124,26 @@ class DuckDBDialect(Dialect):
             sa.event.listen(engine, "begin", _began)
         dialect = engine.dialect
         if not getattr(dialect.do_commit, "asp_wrapped", False):
-            dialect.do_commit = _release_after_commit(dialect.do_commit)  # type: ignore[method-assign]
+            dialect.do_commit = _release_after_commit(dialect.do_commit)  # type: ignore[method-assign,assignment]
 
     @property
     def is_file(self) -> bool:
+        """True for a database file (not ``:memory:`` nor MotherDuck): the process-wide file lock applies."""
         database = self.engine.url.database
-        return bool(database) and database != ":memory:" and not database.startswith(("md:", "motherduck:"))
+        if not database or database == ":memory:":
+            return False
+        return not database.startswith(("md:", "motherduck:"))
 
     def install(self, engine: sa.Engine) -> None:
+        """For a file: opening it waits (up to ``lock_timeout`` seconds, then :class:`LockTimeoutError`)
+        while another process holds it, and a connection returned to the pool is closed."""
         if self.is_file:
             sa.event.listen(engine, "do_connect", _waiting_connect(self.lock_settings))
             sa.event.listen(engine, "checkin", _close_on_checkin)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
+        """Keep one connection to the file open for the block (nothing for an in-memory database)."""
         if not self.is_file:
             yield
             return
@@ -106,6 +155,10 @@ class DuckDBDialect(Dialect):
     def lock_pipeline(
         self, conn: sa.Connection, dataset: str, pipeline_name: str, timeout: float | None = None
     ) -> None:
+        """Take the process-local commit lock of (file, ``dataset``, ``pipeline_name``) until the
+        transaction has committed or rolled back, waiting at most ``timeout`` seconds (default
+        ``lock_timeout``; then :class:`LockTimeoutError`). Raises :class:`StateConflictError` if another
+        run of the pipeline in this process committed after this transaction's snapshot was taken."""
         key = (self.identity, dataset, pipeline_name)
         with _locks_guard:
             lock = _locks.setdefault(key, threading.Lock())
@@ -127,6 +180,7 @@ class DuckDBDialect(Dialect):
         conn.info.setdefault(_HELD, []).append((key, lock))
 
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        """``SET search_path`` to ``dataset`` for the connection's session (committed at once)."""
         conn.exec_driver_sql("SET search_path = " + _quoted(dataset).replace("'", "''").join("''"))
         conn.commit()
 
@@ -158,7 +212,7 @@ class DuckDBDialect(Dialect):
         into = "INSERT INTO {} ({}) ".format(
             prep.format_table(table), ", ".join(prep.quote_identifier(c) for c in columns)
         )
-        raw = conn.connection.driver_connection
+        raw = driver_connection(conn)
         arrow = _arrow_table(table, columns, data)
         if arrow is not None:
             view = f"_asp_arrow_{id(arrow):x}"
@@ -212,7 +266,7 @@ def _arrow_table(table: sa.Table, columns: list[str], data: list[Sequence[Any]])
         import pyarrow as pa
     except ImportError:
         return None
-    types = [_arrow_type(pa, table.c[name].type) for name in columns]
+    types = [column_types.arrow_type(pa, table.c[name].type) for name in columns]
     if None in types:
         return None
     try:
@@ -222,42 +276,53 @@ def _arrow_table(table: sa.Table, columns: list[str], data: list[Sequence[Any]])
     return pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(arrays))])
 
 
-def _arrow_type(pa: Any, t: sa.types.TypeEngine) -> Any:
-    """The Arrow type that carries values of a column of type ``t`` (after :func:`_fix_for`)."""
-    if isinstance(t, sa.Boolean):
-        return pa.bool_()
-    if isinstance(t, sa.Integer):
-        return pa.int64()
-    if isinstance(t, sa.Float):  # before Numeric: Float is a Numeric
-        return pa.float64()
-    if isinstance(t, sa.Numeric | sa.JSON):  # decimals as text; JSON values are JSON text
-        return pa.large_string()
-    if isinstance(t, sa.Uuid | sa.Enum):
-        return None
-    if isinstance(t, sa.String):
-        return pa.large_string()
-    if isinstance(t, sa.DateTime):
-        return pa.timestamp("us", tz="UTC") if t.timezone else pa.timestamp("us")
-    if isinstance(t, sa.Date):
-        return pa.date32()
-    if isinstance(t, sa.Time):
-        return pa.time64("us")
-    if isinstance(t, sa.LargeBinary):
-        return pa.large_binary()
-    return None
-
-
 def _utc_wall_time(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
-    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
+    row = column_types.lookup(t)
+    if row.kind == column_types.DECIMAL:
         return str
-    if isinstance(t, sa.DateTime) and not t.timezone:
+    if row.kind == column_types.TIMESTAMP and row.timezone is not True:
         # a TIMESTAMPTZ value would be cast in the session's TimeZone, not UTC
         return _utc_wall_time
     return None
+
+
+_DUCKDB_TYPES: dict[str, Callable[[], sa.types.TypeEngine]] = {
+    "BOOLEAN": sa.Boolean,
+    "TINYINT": sa.SmallInteger,
+    "SMALLINT": sa.SmallInteger,
+    "INTEGER": sa.Integer,
+    "BIGINT": sa.BigInteger,
+    "UTINYINT": sa.SmallInteger,
+    "USMALLINT": sa.Integer,
+    "UINTEGER": sa.BigInteger,
+    "FLOAT": sa.REAL,
+    "DOUBLE": sa.Double,
+    "VARCHAR": sa.Text,
+    "DATE": sa.Date,
+    "TIME": sa.Time,
+    "TIMESTAMP": sa.DateTime,
+    "TIMESTAMP_S": sa.DateTime,
+    "TIMESTAMP_MS": sa.DateTime,
+    "TIMESTAMP_NS": sa.DateTime,
+    "TIMESTAMP WITH TIME ZONE": lambda: sa.DateTime(timezone=True),
+    "BLOB": sa.LargeBinary,
+    "UUID": sa.Uuid,
+    "JSON": sa.JSON,
+}
+
+
+def _sa_type(data_type: str) -> sa.types.TypeEngine:
+    """The SQLAlchemy type of a DuckDB ``data_type`` name (``NullType`` for one it has no class for)."""
+    name = data_type.upper()
+    if name.startswith("DECIMAL(") and name.endswith(")"):
+        precision, _, scale = name[len("DECIMAL(") : -1].partition(",")
+        return sa.Numeric(int(precision), int(scale or 0))
+    factory = _DUCKDB_TYPES.get(name)
+    return factory() if factory is not None else sa.types.NullType()
 
 
 def _quoted(identifier: str) -> str:

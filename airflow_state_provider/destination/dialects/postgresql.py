@@ -11,6 +11,7 @@ commit reads the newest version after taking the lock, which needs a fresh snaps
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -20,7 +21,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from airflow_state_provider.destination.dialects.base import WAITING_FOR, Dialect, EngineLockSettings
+from airflow_state_provider.destination import column_types
+from airflow_state_provider.destination.dialects.base import (
+    WAITING_FOR,
+    Dialect,
+    EngineLockSettings,
+    driver_connection,
+)
 from airflow_state_provider.exceptions import LockTimeoutError, PipelineStateError
 
 #: SQLSTATE of "canceling statement due to lock timeout"
@@ -36,11 +43,27 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 class PostgresDialect(Dialect):
     name = "postgresql"
     max_decimal_precision = 1000
+    text_holds_nul = False
+    json_as_text = True
+
+    @classmethod
+    def json_column_type(cls) -> sa.types.TypeEngine:
+        """``jsonb``, as dlt creates."""
+        return postgresql.JSONB()
 
     def install(self, engine: sa.Engine) -> None:
+        """Every connection gets ``lock_timeout`` (milliseconds of the dialect's seconds) in its startup
+        options and begins its transactions at READ COMMITTED; SQLSTATE 55P03 (lock timeout) is raised
+        as :class:`LockTimeoutError` naming what was waited for."""
         sa.event.listen(engine, "do_connect", _startup_options(self.lock_settings))
         sa.event.listen(engine, "connect", _read_committed)
         sa.event.listen(engine, "handle_error", _lock_timeouts(self.lock_settings))
+        # a binary COPY stays open across the batches of one table (see insert_columns): it ends before
+        # any other statement, the commit, or a rollback of the connection
+        sa.event.listen(engine, "before_cursor_execute", _end_copy_before_execute)
+        sa.event.listen(engine, "commit", _end_copy)
+        sa.event.listen(engine, "rollback", _abort_copy)
+        sa.event.listen(engine, "reset", _abort_copy_on_reset)
 
     def lock_pipeline(
         self, conn: sa.Connection, dataset: str, pipeline_name: str, timeout: float | None = None
@@ -60,6 +83,8 @@ class PostgresDialect(Dialect):
             )
 
     def lock_table_ddl(self, conn: sa.Connection, dataset: str, table: str) -> bool:
+        """A transaction-scoped advisory lock per (dataset, table); always True. Waits at most
+        ``lock_timeout`` seconds, then :class:`LockTimeoutError`."""
         # two transactions creating one table: the second would fail on the catalog's unique index
         what = f"the DDL lock of table {dataset}.{table}"
         self._advisory_lock(conn, advisory_key(dataset, table, "ddl"), what, None, None)
@@ -113,6 +138,7 @@ class PostgresDialect(Dialect):
         ).one()[2]
 
     def use_dataset(self, conn: sa.Connection, dataset: str) -> None:
+        """``search_path`` = ``dataset``, then ``public``, for the session (committed at once)."""
         conn.execute(
             sa.text("SELECT set_config('search_path', :p, false)"), {"p": _quoted(dataset) + ", public"}
         )
@@ -121,39 +147,121 @@ class PostgresDialect(Dialect):
     def insert_rows(
         self, conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple]
     ) -> None:
+        """Insert ``rows`` (tuples in ``columns`` order) through :meth:`insert_columns`."""
+        if rows:
+            self.insert_columns(conn, table, columns, [list(col) for col in zip(*rows, strict=True)])
+
+    def insert_columns(
+        self, conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]
+    ) -> None:
         """``COPY ... FROM STDIN``: binary when every column has a known type, text otherwise.
 
-        JSON values arrive as JSON text; naive ``timestamp`` columns get UTC wall times.
+        A binary COPY stays open for the next batch of the same table and columns, so the server works
+        on one batch while Python prepares the next (one COPY per batch waited for the server at every
+        end); it ends before the connection runs anything else (events installed by :meth:`install`).
+        Values the server would refuse there, after other batches (NUL characters), are checked here
+        first, so the loader still names the row. JSON values arrive as JSON text; naive ``timestamp``
+        columns get UTC wall times (fixed column by column, before the rows are formed).
         """
-        if not rows:
+        if not data or not len(data[0]):
             return
         from psycopg import sql
-        from psycopg.types.json import set_json_dumps
 
         types = [table.c[c].type for c in columns]
-        fixes = [_fix_for(t) for t in types]
-        if any(fixes):
-            data = [list(col) for col in zip(*rows, strict=True)]
-            for i, fix in enumerate(fixes):
-                if fix is not None:
-                    data[i] = [None if v is None else fix(v) for v in data[i]]
-            rows = list(zip(*data, strict=True))
-        copy_types = [_copy_type(t) for t in types]
+        copy_types = [column_types.copy_type(t) for t in types]
+        data = list(data)
+        for i, t in enumerate(types):
+            fix = _fix_for(t)
+            if fix is not None:
+                data[i] = [None if v is None else fix(v) for v in data[i]]
+            nul = _NUL_IN.get(copy_types[i] or "")
+            if nul is not None and nul in _joined(data[i]):
+                raise ValueError(f"column {columns[i]!r} holds text PostgreSQL cannot store (NUL)")
+        rows = zip(*data, strict=True)
         binary = None not in copy_types
+        key = (table.schema, table.name, tuple(columns), tuple(copy_types))
+        stream = conn.info.get(_COPY)
+        if binary and stream is not None and stream.key == key:
+            stream.write(rows)
+            return
+        _end_copy(conn)
         target = sql.Identifier(*((table.schema,) if table.schema else ()), table.name)
         statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
             target,
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(" (FORMAT BINARY)" if binary else ""),
         )
-        with conn.connection.driver_connection.cursor() as cursor:
-            set_json_dumps(_as_is, context=cursor)  # JSON values are JSON text already
-            with cursor.copy(statement) as copy:
-                if binary:
-                    copy.set_types(copy_types)
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
+        stream = _CopyStream(driver_connection(conn), statement, copy_types if binary else None, key)
+        if not binary:  # text COPY: the server parses every value; its errors belong to this batch
+            with contextlib.closing(stream):
+                stream.write(rows)
+            return
+        conn.info[_COPY] = stream
+        stream.write(rows)
+
+
+_COPY = "asp_open_copy"
+#: what a column of each COPY type must not hold: PostgreSQL refuses NUL in text, \u0000 in JSON
+_NUL_IN = {"text": "\x00", "json": "\\u0000", "jsonb": "\\u0000"}
+
+
+class _CopyStream:
+    """One open ``COPY ... FROM STDIN`` on a psycopg connection, fed batch by batch."""
+
+    def __init__(self, driver_conn: Any, statement: Any, types: list[str | None] | None, key: tuple) -> None:
+        from psycopg.types.json import set_json_dumps
+
+        self.key = key
+        self._stack = contextlib.ExitStack()
+        cursor = self._stack.enter_context(driver_conn.cursor())
+        set_json_dumps(_as_is, context=cursor)  # JSON values are JSON text already
+        self._copy = self._stack.enter_context(cursor.copy(statement))
+        if types is not None:
+            self._copy.set_types(types)
+
+    def write(self, rows: Any) -> None:
+        write_row = self._copy.write_row
+        for row in rows:
+            write_row(row)
+
+    def close(self) -> None:
+        """End the COPY and wait for the server (raises what the server refused)."""
+        self._stack.close()
+
+    def abort(self) -> None:
+        """End the COPY with an error (the transaction is being rolled back)."""
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(RuntimeError, RuntimeError("rolled back"), None)
+
+
+def _joined(texts: Sequence[str | None]) -> str:
+    try:
+        return "".join(texts)  # type: ignore[arg-type]  # no NULL: one C call
+    except TypeError:
+        return "".join(v for v in texts if v is not None)
+
+
+def _end_copy(conn: Any) -> None:
+    stream = conn.info.pop(_COPY, None)
+    if stream is not None:
+        stream.close()
+
+
+def _end_copy_before_execute(conn: Any, *_args: Any) -> None:
+    if _COPY in conn.info:
+        _end_copy(conn)
+
+
+def _abort_copy(conn: Any) -> None:
+    stream = conn.info.pop(_COPY, None)
+    if stream is not None:
+        stream.abort()
+
+
+def _abort_copy_on_reset(dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+    stream = connection_record.info.pop(_COPY, None)
+    if stream is not None:
+        stream.abort()
 
 
 def _milliseconds(seconds: float) -> int:
@@ -204,47 +312,9 @@ def _utc_wall_time(value: dt.datetime) -> dt.datetime:
 
 
 def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
-    if isinstance(t, sa.DateTime) and not t.timezone:
+    row = column_types.lookup(t)
+    if row.kind == column_types.TIMESTAMP and row.timezone is not True:
         return _utc_wall_time
-    return None
-
-
-def _copy_type(t: sa.types.TypeEngine) -> str | None:
-    """The binary COPY type of a column, or None if binary COPY should not guess."""
-    if isinstance(t, sa.Boolean):
-        return "bool"
-    if isinstance(t, sa.BigInteger):
-        return "int8"
-    if isinstance(t, sa.SmallInteger):
-        return "int2"
-    if isinstance(t, sa.Integer):
-        return "int4"
-    if isinstance(t, sa.Double):
-        return "float8"
-    if isinstance(t, sa.REAL):
-        return "float4"
-    if isinstance(t, sa.Float):
-        return None
-    if isinstance(t, sa.Numeric):
-        return "numeric"
-    if isinstance(t, postgresql.JSONB):
-        return "jsonb"
-    if isinstance(t, sa.JSON):
-        return "json"
-    if isinstance(t, sa.Uuid):
-        return "uuid"
-    if isinstance(t, sa.Enum):
-        return None
-    if isinstance(t, sa.String):
-        return "text"
-    if isinstance(t, sa.DateTime):
-        return "timestamptz" if t.timezone else "timestamp"
-    if isinstance(t, sa.Date):
-        return "date"
-    if isinstance(t, sa.Time):
-        return None if t.timezone else "time"
-    if isinstance(t, sa.LargeBinary):
-        return "bytea"
     return None
 
 

@@ -18,14 +18,19 @@ import datetime as dt
 import os
 import sqlite3
 import threading
+import urllib.parse
+import weakref
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings
+from airflow_state_provider.destination import column_types
+from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings, driver_connection
 
-_PREPARED_ATTR = "_asp_sqlite_datasets"
+#: per engine, the datasets its connections attach (kept beside the engine, not set on it)
+_prepared: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
 _prepare_lock = threading.Lock()
 #: ``sqlite3.Error.sqlite_errorcode`` of a lock wait that ran out of busy timeout
 _SQLITE_BUSY = 5
@@ -61,14 +66,40 @@ class SQLiteDialect(Dialect):
     max_decimal_precision = None
     #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
     decimal_significant_digits = 15
+    json_as_text = True
+
+    @classmethod
+    def json_column_type(cls) -> sa.types.TypeEngine:
+        """``TEXT``: SQLite has no JSON type (its JSON functions read text), as dlt creates."""
+        return sa.Text()
+
+    def stored_value_problem(self, kind: str, values: Sequence[Any]) -> tuple[Any, str] | None:
+        # a NUMERIC column keeps a decimal as REAL: one outside REAL's range would read back as 0 or
+        # inf, a subnormal one with fewer digits; a REAL column stores NaN as NULL
+        if kind == "decimal":
+            for v in values:
+                if v is not None and v.is_finite() and Decimal(format(float(v), ".15g")) != v:
+                    kept = format(float(v), ".15g")
+                    return v, (
+                        f"sqlite keeps decimals as REAL (15 significant digits, magnitudes from about "
+                        f"1E-307 to 1E+308), so it would read back as {kept}"
+                    )
+        elif kind == "double":
+            for v in values:
+                if v is not None and v != v:
+                    return v, "sqlite stores NaN as NULL"
+        return None
 
     def prepare(self, dataset: str) -> None:
+        """Attach ``dataset``'s file (``<stem>__<dataset><suffix>``, created if missing) on every
+        connection of the engine, in WAL mode; the first call registers the engine's connection setup
+        (busy timeout of ``lock_timeout`` seconds, per-dataset write lock, "database is locked" as
+        :class:`LockTimeoutError`)."""
         engine = self.engine
         with _prepare_lock:
-            datasets: set[str] | None = getattr(engine, _PREPARED_ATTR, None)
+            datasets = _prepared.get(engine)
             if datasets is None:
-                datasets = set()
-                setattr(engine, _PREPARED_ATTR, datasets)
+                datasets = _prepared[engine] = set()
                 settings = self.lock_settings
                 sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database, settings))
                 sa.event.listen(engine, "begin", _on_begin(datasets))
@@ -81,10 +112,36 @@ class SQLiteDialect(Dialect):
         # connections opened before this dataset was known attach it now
         engine.dispose()
 
+    def prepare_existing(self) -> None:
+        """Attach every dataset file found next to the main file."""
+        for dataset in existing_datasets(self.engine.url.database):
+            self.prepare(dataset)
+
+    @classmethod
+    def datasets_with_table(cls, engine: sa.Engine, table: str) -> list[str]:
+        """The dataset files next to the main file whose database holds ``table`` (each is opened
+        read-only for the look, without attaching it to the engine)."""
+        database = engine.url.database
+        return [d for d in existing_datasets(database) if cls.dataset_has_table(engine, d, table)]
+
+    @classmethod
+    def dataset_has_table(cls, engine: sa.Engine, dataset: str, table: str) -> bool:
+        """Looks into the dataset's file, opened read-only (a missing file is no table)."""
+        path = dataset_file(engine.url.database, dataset)
+        if path == ":memory:" or not os.path.isfile(path):
+            return False
+        probe = sqlite3.connect("file:" + urllib.parse.quote(path) + "?mode=ro", uri=True)
+        try:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return probe.execute(query, (table,)).fetchone() is not None
+        finally:
+            probe.close()
+
     def create_dataset(self, conn: sa.Connection, dataset: str) -> None:
         """Attached on connect already; nothing to create."""
 
     def has_dataset(self, conn: sa.Connection, dataset: str) -> bool:
+        """Always True: :meth:`prepare` attached (and so created) the dataset's file."""
         return True
 
     def insert_rows(
@@ -110,7 +167,7 @@ class SQLiteDialect(Dialect):
             ", ".join(prep.quote_identifier(c) for c in columns),
             ", ".join(["?"] * len(columns)),
         )
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = driver_connection(conn).cursor()
         try:
             cursor.executemany(statement, rows)
         finally:
@@ -136,7 +193,7 @@ class _Converted(list):
 
 
 def _utc_text(value: dt.datetime | str) -> str:
-    if value.__class__ is str:
+    if isinstance(value, str):
         return value  # converted already
     if value.tzinfo is dt.UTC:
         return value.isoformat(" ", "microseconds")  # ends in +00:00
@@ -146,23 +203,28 @@ def _utc_text(value: dt.datetime | str) -> str:
 
 
 def _fix_for(t: sa.types.TypeEngine) -> Callable[[Any], Any] | None:
-    if isinstance(t, sa.DateTime):
-        return _utc_text
-    if isinstance(t, (sa.Date, sa.Time)):
-        return _isoformat
-    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
-        return str
-    return None
+    return _FIXES.get(column_types.lookup(t).kind)
 
 
 def _isoformat(value: dt.date | dt.time | str) -> str:
-    if value.__class__ is str:
+    if isinstance(value, str):
         return value  # converted already
     return value.isoformat()
 
 
-def _on_connect(datasets: set[str], database: str | None, settings: EngineLockSettings):
-    def attach(dbapi_conn, _record) -> None:
+#: values in the text formats SQLAlchemy reads back, per column kind
+_FIXES: dict[str, Callable[[Any], Any]] = {
+    column_types.TIMESTAMP: _utc_text,
+    column_types.DATE: _isoformat,
+    column_types.TIME: _isoformat,
+    column_types.DECIMAL: str,
+}
+
+
+def _on_connect(
+    datasets: set[str], database: str | None, settings: EngineLockSettings
+) -> Callable[[Any, Any], None]:
+    def attach(dbapi_conn: Any, _record: Any) -> None:
         # let SQLAlchemy's "begin" event emit the BEGIN instead of pysqlite's own
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -177,7 +239,7 @@ def _on_connect(datasets: set[str], database: str | None, settings: EngineLockSe
     return attach
 
 
-def _on_begin(datasets: set[str]):
+def _on_begin(datasets: set[str]) -> Callable[[sa.Connection], None]:
     def begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
         if conn.get_execution_options().get("asp_read_only", False):
@@ -189,7 +251,9 @@ def _on_begin(datasets: set[str]):
     return begin
 
 
-def _lock_timeouts(datasets: set[str], database: str | None, settings: EngineLockSettings):
+def _lock_timeouts(
+    datasets: set[str], database: str | None, settings: EngineLockSettings
+) -> Callable[[Any], None]:
     def convert(context: Any) -> None:
         """SQLite's "database is locked" after the busy timeout becomes :class:`LockTimeoutError`."""
         orig = context.original_exception

@@ -48,10 +48,10 @@ with DAG("eco_assets_report", schedule=[ORDERS], start_date=START, catchup=False
 
     @task
     def report(triggering_asset_events=None):
+        # keyed by the asset, and also by the asset alias the load emitted through: read the asset's
         events = [
-            {"uri": asset.uri, "extra": event.extra}
-            for asset, asset_events in (triggering_asset_events or {}).items()
-            for event in asset_events
+            {"uri": event.asset.uri, "extra": event.extra}
+            for event in (triggering_asset_events or {}).get(ORDERS, ())
         ]
         with open(os.environ["ECO_RESULT"], "w") as f:
             json.dump(events, f)
