@@ -18,8 +18,7 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
 
     Raises :class:`~airflow_state_provider.exceptions.InvalidIdentifierError` for a name that
     normalizes to nothing."""
-    max_length = dialect_class(engine).identifier_length(engine)
-    return naming.normalize_path(name, max_length)
+    return naming.normalize_path(name, dialect_class(engine).identifier_length(engine))
 
 
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:
