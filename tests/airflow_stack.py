@@ -11,6 +11,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,10 +48,13 @@ class AirflowStack:
         *,
         executor: str = "LocalExecutor",
         metadata_db: str | None = None,
+        migrated: bool = False,
         poll: float = 1.0,
         login: tuple[str, str] | None = None,
     ) -> None:
         self.root, self.home, self.warehouse_url, self.poll = root, root / "airflow_home", warehouse_url, poll
+        #: True: the metadata database is migrated already (``migrated_metadata_db``): ``start`` does not
+        self.migrated = False
         #: (username, password) of the client's token; None: the simple auth manager's all-admins token
         self.login = login
         port = free_port()
@@ -74,25 +78,23 @@ class AirflowStack:
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             }
         )
-        if metadata_db:  # a postgresql+psycopg2 URL
-            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_db
-            # the async engine (api-server) would default to asyncpg, which is not installed
-            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = metadata_db.replace(
-                "postgresql+psycopg2://", "postgresql+psycopg://", 1
-            )
+        if metadata_db:
+            self.use_metadata_db(metadata_db, migrated)
         self.env.update(env or {})
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
         self.services: list[subprocess.Popen] = []
+
+    def use_metadata_db(self, url: str, migrated: bool = False) -> None:
+        """Put the metadata database at ``url`` (postgresql+psycopg2); ``migrated``: skip the migration."""
+        self.env.update(metadata_db_env(url))
+        self.migrated = migrated
 
     def start(self, dag_ids: Iterable[str], timeout: float, migrate_timeout: float | None = None) -> None:
         """Migrate the metadata DB, start the services, wait for the api-server and the DAGs to be parsed."""
         airflow = [sys.executable, "-m", "airflow"]
         started = time.monotonic()
-        migrate = subprocess.run(
-            [*airflow, "db", "migrate"], env=self.env, capture_output=True, text=True, timeout=migrate_timeout
-        )
-        assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-        print(f"\ne2e: airflow db migrate took {time.monotonic() - started:.1f}s")
+        if not self.migrated:
+            migrate(self.env, migrate_timeout)
         for name in SERVICES:
             with open(self.root / f"{name}.log", "wb") as out:  # the child keeps its own descriptor
                 self.services.append(
@@ -195,6 +197,50 @@ class AirflowStack:
     def run_logs(self, dag_id: str, run_id: str) -> Path:
         """The folder of a DAG run's task logs."""
         return self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+
+
+def metadata_db_env(url: str) -> dict[str, str]:
+    """Airflow's settings for a PostgreSQL metadata database at ``url`` (postgresql+psycopg2)."""
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url,
+        # the async engine would default to asyncpg, which is not installed
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": url.replace(
+            "postgresql+psycopg2://", "postgresql+psycopg://", 1
+        ),
+    }
+
+
+def migrate(env: Mapping[str, str], timeout: float | None) -> None:
+    """``airflow db migrate`` with ``env``; its output if it fails."""
+    started = time.monotonic()
+    cmd = [sys.executable, "-m", "airflow", "db", "migrate"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"\ne2e: airflow db migrate took {time.monotonic() - started:.1f}s")
+
+
+#: the migrated template database of each test PostgreSQL server (by port), made once per session
+_metadata_templates: dict[int, str] = {}
+
+
+def migrated_metadata_db(postgres_server: Any, timeout: float | None = 300) -> str:
+    """A new, migrated Airflow metadata database on the test PostgreSQL server: its psycopg2 URL.
+
+    The first call migrates a template database; every call copies it (``CREATE DATABASE ...
+    TEMPLATE``, well under a second), so the suite's end-to-end stacks pay for one migration. Pass
+    the URL as ``AirflowStack(metadata_db=..., migrated=True)``.
+    """
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{postgres_server.port}/{{}}"
+    template = _metadata_templates.get(postgres_server.port)
+    if template is None:
+        template = postgres_server.create_database()
+        with tempfile.TemporaryDirectory(prefix="asp-migrate-") as home:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+            env.update(AIRFLOW_HOME=home, AIRFLOW__CORE__LOAD_EXAMPLES="False")
+            env.update(metadata_db_env(url.format(template)))
+            migrate(env, timeout)
+        _metadata_templates[postgres_server.port] = template
+    return url.format(postgres_server.create_database(template=template))
 
 
 @contextmanager

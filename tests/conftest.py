@@ -81,11 +81,14 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "stop")
 
-    def create_database(self) -> str:
+    def create_database(self, template: str | None = None) -> str:
+        """A new database (a copy of ``template``, which nobody may be connected to); its name."""
         name = f"t_{uuid.uuid4().hex[:12]}"
         engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(
+                f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+            )
         engine.dispose()
         return name
 

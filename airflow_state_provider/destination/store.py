@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import heapq
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -159,13 +160,16 @@ LOAD_ID_INT_DIGITS = 10
 def load_id_key(load_id: str) -> tuple[int, float | str]:
     """Sort key of a load id in commit order: numeric ids by value, then anything else as text.
 
-    dlt's load ids are unix times as text (``"1732959608.1234567"``); a foreign id that is not a
-    number sorts before every numeric one.
+    dlt's load ids are unix times as text (``"1732959608.1234567"``); a foreign id that is not one
+    (not 1 to 10 ASCII digits with an optional fraction: also ``"1E100"``, ``"inf"``, ``"nan"``)
+    sorts before every numeric one, so a new id can always sort after it.
     """
-    try:
+    if isinstance(load_id, str) and _UNIX_TIME.fullmatch(load_id):
         return (1, float(load_id))
-    except (TypeError, ValueError):
-        return (0, str(load_id))
+    return (0, str(load_id))
+
+
+_UNIX_TIME = re.compile(r"[0-9]{1,10}(\.[0-9]*)?")
 
 
 def new_load_id(after: str | None = None) -> str:

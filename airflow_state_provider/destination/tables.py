@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from airflow_state_provider.destination import naming
+from airflow_state_provider.destination.dialects import dialect_class
 from airflow_state_provider.destination.store import forget_tables
 
 
@@ -17,8 +18,7 @@ def table_name_of(name: str, engine: sa.Engine) -> str:
 
     Raises :class:`~airflow_state_provider.exceptions.InvalidIdentifierError` for a name that
     normalizes to nothing."""
-    max_length = None if engine.dialect.name == "duckdb" else engine.dialect.max_identifier_length
-    return naming.normalize_path(name, max_length)
+    return naming.normalize_path(name, dialect_class(engine).identifier_length(engine))
 
 
 def existing_tables(conn: sa.Connection, dataset: str, names: Iterable[str]) -> list[str]:

@@ -20,13 +20,13 @@ import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline
 from tests.airflow.conftest import DAGS_FOLDER, REPO
-from tests.airflow_stack import AirflowStack, running_stack
+from tests.airflow_stack import AirflowStack, migrated_metadata_db, running_stack
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e, pytest.mark.postgres]
 
 DAG_ID = "decomposed_source"
 TASKS = ("helpdesk.agents", "helpdesk.ratings", "helpdesk.tickets")
-STARTUP_TIMEOUT, RUN_TIMEOUT = 120, 120
+STARTUP_TIMEOUT, RUN_TIMEOUT = 180, 120  # the api-server took over 120 s to start at load 17
 
 
 def trigger_and_wait(stack: AirflowStack) -> str:
@@ -61,7 +61,7 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     dags = root / "dags"
     dags.mkdir()
     shutil.copy(DAGS_FOLDER / "decomposed_source.py", dags)
-    metadata_db, warehouse_db = postgres_server.create_database(), postgres_server.create_database()
+    warehouse_db = postgres_server.create_database()
     env = {
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": json.dumps(
@@ -81,7 +81,8 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         dags,
         postgres_server.url(warehouse_db),
         env,
-        metadata_db=f"postgresql+psycopg2://postgres@127.0.0.1:{postgres_server.port}/{metadata_db}",
+        metadata_db=migrated_metadata_db(postgres_server),
+        migrated=True,
     )
     with running_stack(airflow, [DAG_ID], STARTUP_TIMEOUT, stop_timeout=10, migrate_timeout=180):
         yield airflow

@@ -106,6 +106,8 @@ class Spec:
 class Model:
     specs: dict[str, Spec]
     notes: dict[str, str] = field(default_factory=dict)
+    #: the ``note`` an operator set on the source (a key the running code's source pins)
+    source_note: str | None = None
 
 
 def build(spec: Spec, fail_at: int | None, hook, tag: str):
@@ -198,7 +200,7 @@ def make_source(resources):
 #: a writer committing in the middle of a run: before page ``at``, ``what`` on the resource ``target``
 #: positions away from the running one (0: the running resource itself, only for ``set``)
 WRITERS = st.lists(
-    st.tuples(st.integers(1, 4), st.sampled_from(("set", "drop", "run")), st.integers(0, 2)),
+    st.tuples(st.integers(1, 4), st.sampled_from(("set", "drop", "run", "source set")), st.integers(0, 2)),
     max_size=2,
 )
 
@@ -271,6 +273,8 @@ class CheckpointMachine(RuleBasedStateMachine):
         plan: list[tuple[int, str, str]] = []
         for at, what, offset in writers:
             target = NAMES[(NAMES.index(name) + (offset if what == "set" else offset or 1)) % len(NAMES)]
+            if what == "source set":
+                target = "s"
             if (what, target) not in [(w, t) for _, w, t in plan]:
                 plan.append((at, what, target))
         # on SQLite a load holds the write lock: the other writers wait for it, as other tasks would, and
@@ -351,7 +355,11 @@ class CheckpointMachine(RuleBasedStateMachine):
         for _ in range(100):  # an operator runs the command again after a ConcurrentEditError
             try:
                 p = self.pipeline()
-                if what == "set":
+                if what == "source set":
+                    note = uuid.uuid4().hex[:8]
+                    ops.apply(ops.plan_set(p, "sources.s.note", note, create=True))
+                    self.model.source_note = note
+                elif what == "set":
                     note = uuid.uuid4().hex[:8]
                     ops.apply(ops.plan_set(p, f"sources.s.resources.{target}.note", note, create=True))
                     self.model.notes[target] = note
@@ -422,6 +430,8 @@ class CheckpointMachine(RuleBasedStateMachine):
                 assert set(loaded) == spec.prefix(spec.events), f"{where}: incomplete {sorted(loaded)}"
             assert slot.get("note") == self.model.notes.get(name), f"{where}: note {slot.get('note')!r}"
             STATS["rows checked"] += len(ids)
+        source_note = (state.get("sources", {}).get("s") or {}).get("note")
+        assert source_note == self.model.source_note, f"source note {source_note!r}"
         STATS["checks"] += 1
 
     def cursor(self, name: str):

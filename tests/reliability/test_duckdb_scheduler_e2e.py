@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline
 from tests.airflow.conftest import DAGS_FOLDER, REPO
-from tests.airflow_stack import AirflowStack, running_stack
+from tests.airflow_stack import AirflowStack, migrated_metadata_db, running_stack
 from tests.decomposition.test_scheduler_e2e import overlapping
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e, pytest.mark.postgres]
@@ -48,13 +48,13 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
         "PYTHONPATH": str(REPO),
     }
-    metadata_db = postgres_server.create_database()
     airflow = AirflowStack(
         root,
         dags,
         f"duckdb:///{warehouse}",
         env,
-        metadata_db=f"postgresql+psycopg2://postgres@127.0.0.1:{postgres_server.port}/{metadata_db}",
+        metadata_db=migrated_metadata_db(postgres_server),
+        migrated=True,
     )
     with running_stack(
         airflow, ["decomposed_source", "shop_source"], STARTUP_TIMEOUT, stop_timeout=10, migrate_timeout=240
