@@ -1,6 +1,6 @@
 """The simple auth manager with per-connection read policies, as a real deployment has them (a
 Keycloak policy, a custom auth manager): ``alice`` may read connection ``conn_a`` only (allow-list);
-``bob`` may read every connection except ``conn_b`` (deny-list). Everything else is the simple auth
+``bob`` may read every connection except ``secrets_b`` (deny-list). Everything else is the simple auth
 manager (OP and ADMIN edit connections; VIEWER reads nothing)."""
 
 from __future__ import annotations
@@ -17,5 +17,5 @@ class PerConnectionAuthManager(SimpleAuthManager):
         if name == "alice":
             return method == "GET" and conn_id == "conn_a"
         if name == "bob":
-            return method == "GET" and conn_id != "conn_b"
+            return method == "GET" and conn_id != "secrets_b"
         return super().is_authorized_connection(method=method, user=user, details=details)

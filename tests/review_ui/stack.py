@@ -53,7 +53,7 @@ def make_stack(root: Path) -> tuple[AirflowStack, dict[str, str]]:
     (root / "passwords.json").write_text(json.dumps(passwords))
     env = {
         "AIRFLOW_CONN_CONN_A": sqlite_conn_json(root / "a" / "wh.sqlite"),
-        "AIRFLOW_CONN_CONN_B": sqlite_conn_json(root / "b" / "wh.sqlite"),
+        "AIRFLOW_CONN_SECRETS_B": sqlite_conn_json(root / "b" / "wh.sqlite"),
         "AIRFLOW_CONN_PG_BAD": json.dumps(
             {
                 "conn_type": "postgres",

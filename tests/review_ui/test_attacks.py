@@ -28,9 +28,9 @@ pytestmark = [pytest.mark.airflow, pytest.mark.e2e]
 
 PS = "/pipeline-state"
 A = f"{PS}/api/connections/conn_a/datasets/ds/pipelines/plain"
-B = f"{PS}/api/connections/conn_b/datasets/secret_ds/pipelines/secret_pipe"
+B = f"{PS}/api/connections/secrets_b/datasets/secret_ds/pipelines/secret_pipe"
 PAGE_A = f"{PS}/ui/p/conn_a/ds/plain"
-PAGE_B = f"{PS}/ui/p/conn_b/secret_ds/secret_pipe"
+PAGE_B = f"{PS}/ui/p/secrets_b/secret_ds/secret_pipe"
 
 
 class Live:
@@ -160,22 +160,22 @@ def test_users_see_only_the_connections_they_may_read(live: Live):
         ):
             assert alice.get(path).status_code == 403, path
     with live.client("bob") as bob:
-        assert "conn_b" not in [c["conn_id"] for c in bob.get(f"{PS}/api/pipelines").json()]
+        assert "secrets_b" not in [c["conn_id"] for c in bob.get(f"{PS}/api/pipelines").json()]
         assert bob.get(f"{B}/versions").status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth bypass: conn_id is authorized as spelled in the URL, but Airflow resolves an "
-    "AIRFLOW_CONN_* connection case-insensitively, so CONN_B reads conn_b past a policy denying conn_b",
-)
-@pytest.mark.parametrize("spelling", ["CONN_B", "Conn_b"])
+@pytest.mark.parametrize("spelling", ["SECRETS_B", "Secrets_b", "\u017fecrets_b", "secret\u017f_b"])
 def test_a_connection_id_spelled_differently_is_not_another_connection(live: Live, spelling: str):
+    """Found here: Airflow resolves AIRFLOW_CONN_SECRETS_B for any spelling of secrets_b, and permissions were
+    checked on the id as spelled, so SECRETS_B read secrets_b past a policy denying secrets_b."""
     with live.client("bob") as bob:
-        answer = bob.get(f"{B.replace('/conn_b/', f'/{spelling}/')}/versions")
-        page = bob.get(PAGE_B.replace("/conn_b/", f"/{spelling}/"))
-    assert answer.status_code in (403, 404), answer.text[:300]
-    assert "secret_pipe" not in answer.text and "secret_pipe" not in page.text
+        answer = bob.get(f"{B.replace('/secrets_b/', f'/{spelling}/')}/versions")
+        page = bob.get(PAGE_B.replace("/secrets_b/", f"/{spelling}/"))
+    assert answer.status_code == 404 and "not found" in answer.json()["detail"], answer.text[:300]
+    assert page.status_code == 404 and "not found" in page.text and "History" not in page.text
+    with live.client("editor") as editor:  # the listed spelling still works, the other does not
+        assert editor.get(f"{B}/versions").status_code == 200
+        assert editor.get(f"{B.replace('/secrets_b/', f'/{spelling}/')}/versions").status_code == 404
 
 
 def test_a_reader_cannot_edit_by_json_form_or_alias(live: Live):
@@ -310,3 +310,17 @@ def test_zz_no_secret_in_any_response_or_log(live: Live):
     for secret in SECRETS:
         assert not [t for t in live.seen if secret in t], secret
         assert secret not in logs, secret
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FastAPI's default /docs, /redoc and /openapi.json of the plugin app answer without a token "
+    "(every other route authenticates) and the docs pages load Swagger/ReDoc from cdn.jsdelivr.net "
+    "(no assets from the internet), which the pages' own CSP then blocks",
+)
+def test_the_api_description_needs_a_token_too(live: Live):
+    with live.client() as anonymous:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            answer = anonymous.get(PS + path)
+            assert answer.status_code in (401, 404), (path, answer.status_code)
+            assert "cdn.jsdelivr.net" not in answer.text
