@@ -324,3 +324,20 @@ def test_the_api_description_needs_a_token_too(live: Live):
             answer = anonymous.get(PS + path)
             assert answer.status_code in (401, 404), (path, answer.status_code)
             assert "cdn.jsdelivr.net" not in answer.text
+
+
+def test_a_replayed_confirm_form_writes_nothing(live: Live):
+    """The confirm form carries the version it was planned against: submitting it twice (a replay, a
+    double click, the back button) commits once; the second is a 409."""
+    with live.client(cookies={"_token": live.tokens["editor"]}) as browser:
+        newest = browser.get(f"{A}/versions").json()["versions"][0]["version"]
+        form = {
+            "action": "rollback",
+            "version": "1",
+            "expect_version": str(newest),
+            "csrf_token": live.csrf(browser),
+        }
+        assert browser.post(f"{PAGE_A}/apply", data=form, follow_redirects=False).status_code == 303
+        replay = browser.post(f"{PAGE_A}/apply", data=form, follow_redirects=False)
+        assert replay.status_code == 409 and "Nothing was written" in replay.text
+        assert browser.get(f"{A}/versions").json()["versions"][0]["version"] == newest + 1
