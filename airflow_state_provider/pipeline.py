@@ -27,7 +27,7 @@ from airflow_state_provider.destination import naming
 from airflow_state_provider.destination import tables as destination_tables
 from airflow_state_provider.destination.commit import Committed, commit
 from airflow_state_provider.destination.dialects import dialect_class, dialect_for
-from airflow_state_provider.destination.loader import Loader
+from airflow_state_provider.destination.loader import Loader, Writer
 from airflow_state_provider.destination.store import (
     DEFAULT_MAX_STATE_BYTES,
     DEFAULT_MAX_VERSIONS,
@@ -642,16 +642,15 @@ class Pipeline:
         run.rows_since_commit = 0
         ready = [g for g in run.started if self._checkpoint_blocker(g, run) is None]
         while ready:
-            names = {n for g in ready for n in _names(g)}
-            movable = loader.flushable(names)
-            still = [g for g in ready if _names(g) <= movable]
+            movable = loader.flushable({w for g in ready for w in _writers(g)})
+            still = [g for g in ready if _writers(g) <= movable]
             if len(still) == len(ready):
                 break
             ready = still
         if not ready:
             return
-        names = {n for g in ready for n in _names(g)}
-        slots = {("sources", g.source_key, "resources", n) for g in ready for n in _names(g)}
+        names = {w for g in ready for w in _writers(g)}
+        slots = {("sources", source, "resources", name) for source, name in names}
         ours = model.with_slots(run.base, run.working, slots.__contains__)
         if not loader.pending(names) and model.content_equal(ours, run.base):
             return
@@ -679,7 +678,7 @@ class Pipeline:
         *,
         final: bool,
         ours: dict | None = None,
-        resources: set[str] | None = None,
+        resources: set[Writer] | None = None,
     ) -> None:
         """Move the rows of ``resources`` (all at the final commit) into their tables and commit them with
         ``ours`` (default: the whole working document) through the one commit path."""
@@ -1009,6 +1008,11 @@ def _find(group: _Group, name: str) -> Resource | None:
 def _names(group: _Group) -> set[str]:
     """The resources of a group: its root and every transformer below it."""
     return {group.root.name} | {kid.name for kids in group.children.values() for kid in kids}
+
+
+def _writers(group: _Group) -> set[Writer]:
+    """The resources of a group as the loader knows its writers: (source key, resource name)."""
+    return {(group.source_key, name) for name in _names(group)}
 
 
 def _without(slot: Any, key: str) -> Any:

@@ -72,6 +72,9 @@ _ROW_NUMBER = "_asp_rn_"
 
 WRITE_DISPOSITIONS = ("append", "replace", "merge")
 
+#: who wrote rows to a table: (source key, resource name); the source is None for plain rows
+Writer = tuple[str | None, str]
+
 #: value kinds of the exact Python types; subclasses are resolved by :func:`value_kind`
 KIND_OF_TYPE: dict[type, str] = {
     bool: BOOL,
@@ -319,8 +322,9 @@ class _TableState:
     ddl_locked: bool = False
     #: (precision, scale) of decimal columns about to be created, sized to fit their first values
     decimal_types: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: resources that wrote rows to it since they were last moved into the table (staging mode)
-    writers: set[str] = field(default_factory=set)
+    #: (source, resource) pairs that wrote rows to it since they were last moved into the table
+    #: (staging mode): two sources of one run may have resources of the same name
+    writers: set[Writer] = field(default_factory=set)
 
 
 class Loader:
@@ -393,7 +397,7 @@ class Loader:
         self._chunk[state.name] = None
         if resource_name is not None:
             self._resource_tables.add((source_name, resource_name, state.name))
-        state.writers.add(resource_name or table_name)
+        state.writers.add((source_name, resource_name or table_name))
         flatten, batch_size = self._flatten, self.batch_size
         plain = state.plain_keys.issuperset
         buffer = state.buffer
@@ -416,12 +420,13 @@ class Loader:
                 self._flush(state)
                 buffer = state.buffer
 
-    def finish(self, resources: set[str] | None = None) -> dict[str, int]:
+    def finish(self, resources: set[Writer] | None = None) -> dict[str, int]:
         """Write what is buffered, apply replaces and merges; rows loaded per table since the last call.
 
         Merge counts the rows inserted after deduplication. In staging mode, rows are moved from the
         staging tables only for tables whose writers since the last move are all in ``resources``
-        (``None``: every table; ``replace`` tables only then); the others keep waiting.
+        ((source, resource) pairs; ``None``: every table; ``replace`` tables only then); the others
+        keep waiting.
         """
         counts: dict[str, int] = {}
         for name in list(self._chunk):
@@ -485,10 +490,10 @@ class Loader:
             )
             self._recorded.update(new)
 
-    def _movable(self, state: _TableState, resources: set[str]) -> bool:
+    def _movable(self, state: _TableState, resources: set[Writer]) -> bool:
         return state.disposition != "replace" and state.writers <= resources
 
-    def flushable(self, resources: set[str]) -> set[str]:
+    def flushable(self, resources: set[Writer]) -> set[Writer]:
         """Those of ``resources`` whose tables :meth:`finish` would move with ``resources``: a table also
         written by a resource outside the set keeps all of its writers waiting."""
         ready = set(resources)
@@ -503,7 +508,7 @@ class Loader:
                 return ready
             ready -= blocked
 
-    def pending(self, resources: set[str]) -> bool:
+    def pending(self, resources: set[Writer]) -> bool:
         """Whether rows of ``resources`` wait to be moved into their tables."""
         return any(state.writers & resources for state in self._tables.values())
 

@@ -151,6 +151,42 @@ def test_stateless_sibling_waits_for_the_final_commit(dest_url, pipelines_dir):
     assert total_distinct(dest_url, "events") == (500, 500)
 
 
+def test_a_same_named_stateless_resource_of_another_source_waits_too(dest_url, pipelines_dir):
+    """Checkpoints tell resources apart by source: ``items`` of source ``a`` (stateless) must not be
+    committed early because ``items`` of source ``b`` (an ascending cursor) reached a checkpoint."""
+    fail = {"at": 250}
+
+    @source(name="a")
+    def plain():
+        @resource(name="items", table_name="a_items")
+        def items():
+            yield [{"id": i} for i in range(5)]
+
+        return items
+
+    @source(name="b")
+    def cursor():
+        @resource(name="items", table_name="b_items")
+        def items(cursor=incremental("id", initial_value=0, row_order="asc")):
+            for start in range(cursor.start_value + 1, 501, 50):
+                if fail["at"] and start > fail["at"]:
+                    raise Boom("source down")
+                yield [{"id": i} for i in range(start, start + 50)]
+
+        return items
+
+    with pytest.raises(Boom):
+        new_pipeline(dest_url, pipelines_dir).run([plain(), cursor()], checkpoint_every=100)
+    assert total_distinct(dest_url, "a_items") == (0, 0)
+    committed = total_distinct(dest_url, "b_items")
+    assert committed[0] == committed[1] and 100 <= committed[0] <= 250
+
+    fail["at"] = 0
+    new_pipeline(dest_url, pipelines_dir).run([plain(), cursor()], checkpoint_every=100)
+    assert total_distinct(dest_url, "a_items") == (5, 5)
+    assert total_distinct(dest_url, "b_items") == (500, 500)
+
+
 # -- 3. newest-first rows ------------------------------------------------------------------------------
 
 
