@@ -330,8 +330,9 @@ def run_command(command: str, args: argparse.Namespace, out: TextIO | None = Non
         except BrokenPipeError:
             # the reader went away (``| head``): stop quietly, and keep Python from failing again
             # when it flushes stdout at exit (the recipe of Python's signal module docs)
-            if out is sys.__stdout__:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            stdout = sys.__stdout__
+            if stdout is not None and out is stdout:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
             return EXIT_FAILED
 
 
