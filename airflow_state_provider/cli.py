@@ -325,7 +325,15 @@ def run_command(command: str, args: argparse.Namespace, out: TextIO | None = Non
     out = out or sys.stdout
     # Airflow logs to stdout; keep stdout for the command's output (``get`` prints JSON to parse)
     with contextlib.redirect_stdout(sys.stderr):
-        return _run(command, args, out)
+        try:
+            return _run(command, args, out)
+        except BrokenPipeError:
+            # the reader went away (``| head``): stop quietly, and keep Python from failing again
+            # when it flushes stdout at exit (the recipe of Python's signal module docs)
+            stdout = sys.__stdout__
+            if stdout is not None and out is stdout:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+            return EXIT_FAILED
 
 
 def _run(command: str, args: argparse.Namespace, out: TextIO) -> int:
@@ -555,6 +563,8 @@ def _set(pipeline: Pipeline, args: argparse.Namespace, out: TextIO) -> None:
         current = operations.get_value(base.state, args.path, pipeline_name=pipeline.pipeline_name)
     except operations.StateOperationError:
         if not args.create:
+            # planning the edit raises its own error, which says whether --create would add the path
+            operations.plan_set(pipeline, args.path, None, base=base)
             raise
         current = None
     value = parse_value(args.value, current=current, value_type=args.value_type)

@@ -19,7 +19,8 @@ so code can act on them without parsing the message::
     │   └── InvalidIdentifierError          a name that normalizes to no identifier
     ├── UnsupportedDestinationError (ValueError)
     ├── StateOperationError (ValueError)    bad input to get/set/drop/rollback/history/sync
-    │   └── StatePathError                  a state path that is malformed, unsupported or absent
+    │   ├── StatePathError                  a state path that is malformed, unsupported or absent
+    │   └── PipelineNotFoundError           no committed state of the pipeline where it was looked for
     ├── IncrementalCursorPathMissing (KeyError)
     ├── IncrementalPrimaryKeyMissing (KeyError)
     ├── IncrementalCursorTypeError (TypeError)
@@ -147,6 +148,11 @@ class StateOperationError(PipelineStateError, ValueError):
 class StatePathError(StateOperationError):
     """A state path that is not valid JSONPath, has a shape the operation does not support (set needs
     one location), or names no value. ``state_path`` is the path as given."""
+
+
+class PipelineNotFoundError(StateOperationError):
+    """The pipeline has no committed state where it was looked for (no state table in the dataset, no
+    row of the pipeline in it, or no local state file). ``pipeline_name`` names it."""
 
 
 class IncrementalCursorPathMissing(PipelineStateError, _PlainKeyError):

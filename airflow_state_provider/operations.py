@@ -46,6 +46,7 @@ from airflow_state_provider.destination.tables import (
 from airflow_state_provider.exceptions import (
     ConcurrentEditError,
     InvalidIdentifierError,
+    PipelineNotFoundError,
     PipelineStateError,
     StateCorruptError,
     StateOperationError,
@@ -83,6 +84,7 @@ __all__ = [
     "ConcurrentEditError",
     "EditPlan",
     "EditResult",
+    "PipelineNotFoundError",
     "PipelineSummary",
     "StateOperationError",
     "Target",
@@ -201,9 +203,10 @@ def newest(pipeline: Pipeline) -> StoredState:
     if not pipeline.restore_from_destination:
         stored = pipeline.local_state.read()
         if stored is None:
-            raise StateOperationError(
+            raise PipelineNotFoundError(
                 f"pipeline {name!r} has no state in {where(pipeline)} (no {pipeline.local_state.path.name}); "
-                "check the pipeline name and the pipelines dir"
+                "check the pipeline name and the pipelines dir",
+                pipeline_name=name,
             )
         return stored
     with pipeline.engine.connect() as conn:
@@ -215,17 +218,19 @@ def newest_row(pipeline: Pipeline, conn: sa.Connection) -> sa.Row:
     """The newest committed state row, undecoded (a corrupt one can still be rolled back)."""
     name = pipeline.pipeline_name
     if not pipeline.store.tables_exist(conn):
-        raise StateOperationError(
+        raise PipelineNotFoundError(
             f"{where(pipeline)} has no {STATE_TABLE} table: check the dataset name (--dataset); "
-            f"pipeline {name!r} has never committed state there"
+            f"pipeline {name!r} has never committed state there",
+            pipeline_name=name,
         )
     rows = pipeline.store.history_rows(conn, limit=1)
     if not rows:
         pipeline.store.refuse_without_loads(conn, f"no load of theirs is in {LOADS_TABLE} with status 0")
         others = pipeline.store.pipeline_names(conn)
-        raise StateOperationError(
+        raise PipelineNotFoundError(
             f"pipeline {name!r} has no committed state in {where(pipeline)}; pipelines with state "
-            f"there: {', '.join(others) or 'none'}"
+            f"there: {', '.join(others) or 'none'}",
+            pipeline_name=name,
         )
     return rows[0]
 

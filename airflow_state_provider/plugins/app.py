@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from airflow_state_provider import operations
 from airflow_state_provider.cli import VALUE_TYPES
 from airflow_state_provider.destination.audit import AUDIT_TABLE
-from airflow_state_provider.exceptions import PipelineStateError
+from airflow_state_provider.exceptions import PipelineNotFoundError, PipelineStateError
 from airflow_state_provider.pipeline import Pipeline
 from airflow_state_provider.plugins import browser, service
 from airflow_state_provider.plugins.models import (
@@ -62,9 +62,14 @@ log = logging.getLogger("airflow_state_provider.plugins")
 
 URL_PREFIX = "/pipeline-state"
 
+# No /docs, /redoc or /openapi.json: FastAPI serves them without authentication, and its docs pages
+# load their scripts from a CDN (the plugin loads nothing from the internet)
 app = FastAPI(
     title="Pipeline state",
     description="Pipeline state committed by airflow-state-provider: history, diffs, incrementals, edits.",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
 )
 
 #: The pages run no script and load nothing: a value that slipped past escaping could not run either,
@@ -110,7 +115,11 @@ def _fail(dest: service.Destination | None, exc: Exception) -> service.BrowserEr
     """A bad request (an operations error names what is wrong) or a database failure, scrubbed."""
     if isinstance(exc, service.BrowserError):
         return exc
-    status = 409 if isinstance(exc, operations.ConcurrentEditError) else 400
+    status = 400
+    if isinstance(exc, operations.ConcurrentEditError):
+        status = 409
+    elif isinstance(exc, PipelineNotFoundError):
+        status = 404
     if not isinstance(exc, (PipelineStateError, ValueError)):
         status = 502
         log.warning("pipeline state browser: %s", service.error_text(dest, exc))

@@ -44,6 +44,14 @@ def connection_ids() -> list[str]:
     return sorted(ids)
 
 
+def _environment_alias(conn_id: str) -> bool:
+    """Whether ``conn_id`` resolves to an ``AIRFLOW_CONN_*`` connection whose listed id it is not:
+    Airflow looks up ``AIRFLOW_CONN_`` + ``conn_id.upper()``, so ``CONN_B`` (or a spelling with a long
+    s, U+017F, whose upper case is ``S``) reaches ``conn_b``."""
+    key = f"AIRFLOW_CONN_{conn_id.upper()}"
+    return key in os.environ and conn_id != key.removeprefix("AIRFLOW_CONN_").lower()
+
+
 @dataclass
 class Destination:
     """An opened connection: its engine and where it points (no password)."""
@@ -84,6 +92,11 @@ def destination(conn_id: str, *, listed_only: bool = False) -> Iterator[Destinat
         conn = hook.connection
     except Exception:
         raise BrowserError(f"connection {conn_id!r} not found", 404) from None
+    if conn.conn_id != conn_id or _environment_alias(conn_id):
+        # permissions were checked on the id as spelled: another spelling of a connection (Airflow reads
+        # AIRFLOW_CONN_* case-insensitively; a MySQL metadata DB compares ids case-insensitively) must
+        # not reach it past a policy that names its real id
+        raise BrowserError(f"connection {conn_id!r} not found", 404)
     if conn.conn_type not in STATE_CONN_TYPES:
         raise BrowserError(
             f"connection {conn_id!r} has type {conn.conn_type!r}, which holds no pipeline state", 404

@@ -64,7 +64,18 @@ def get(doc: Any, path: str) -> Any:
 def set(doc: Any, path: str, value: Any, *, create: bool = False) -> None:
     """Set the value at ``path`` in place. The location must exist unless ``create``, which adds the
     missing dict keys along the way (never list items)."""
-    steps = locate(doc, path, create=create)
+    try:
+        steps = locate(doc, path, create=create)
+    except StatePathError as missing:
+        if create:
+            raise
+        try:
+            locate(doc, path, create=True)
+        except StatePathError:
+            raise missing from None
+        raise StatePathError(
+            f"{missing}; pass create=True (the CLI's --create) to add it", state_path=path
+        ) from None
     if not steps:
         raise StatePathError("set needs a state path", state_path=path)
     _create(doc, steps)

@@ -515,6 +515,35 @@ def test_console_script_in_a_subprocess(dest_url, pipelines_dir):
     )
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(dest_url, pipelines_dir):
+    """``airflow-state ... | head``: the pipe closes before the output is written; no traceback."""
+    load(dest_url, pipelines_dir)
+    argv = [sys.executable, "-m", "airflow_state_provider.cli", "info", PIPELINE, "-v"]
+    proc = subprocess.Popen(
+        [*argv, "--url", dest_url, "--dataset", DATASET],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the interpreter has even started
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_set_on_a_missing_key_says_how_to_add_it(capsys, dest_url, pipelines_dir):
+    load(dest_url, pipelines_dir)
+    missing = cli(capsys, dest_url, "set", PIPELINE, "sources.shop.newkey", "1")
+    assert missing.code == 2
+    assert "state path 'sources.shop.newkey' not found" in missing.err
+    assert "--create" in missing.err
+    # a path that --create could not add either (a list index) gets no such hint
+    bad_index = cli(capsys, dest_url, "set", PIPELINE, "sources.shop.resources.customers.seen.7", "1")
+    assert bad_index.code == 2 and "--create" not in bad_index.err
+    added = cli(capsys, dest_url, "set", PIPELINE, "sources.shop.newkey", "1", "--create")
+    assert added.code == 0, added.err
+
+
 def _airflow_env(tmp_path: Path, conn: dict) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     home = tmp_path / "airflow-home"
