@@ -964,8 +964,8 @@ class Loader:
                 continue
             if not v.is_finite():
                 given = _raw_value(raw, values, v)
-                found = f"{type(given).__name__} that is not a finite number"
-                raise self._conflict(state, column, DECIMAL, found, given)
+                what = f"{type(given).__name__} that is not a finite number"
+                raise self._conflict(state, column, DECIMAL, what, given)
             extent.add(v)
         limit = self.dialect.decimal_significant_digits
         if limit is not None and extent.significant > limit:
