@@ -36,7 +36,11 @@ from airflow_state_provider.destination.store import (
     StoredState,
     new_load_id,
 )
-from airflow_state_provider.exceptions import ConfigurationError, StateConflictError
+from airflow_state_provider.exceptions import (
+    ConfigurationError,
+    InvalidIdentifierError,
+    StateConflictError,
+)
 from airflow_state_provider.extract.incremental import Incremental
 from airflow_state_provider.extract.resource import Resource, WriteDisposition, from_data
 from airflow_state_provider.extract.source import Source
@@ -1095,7 +1099,10 @@ def _check_replace_not_shared(groups: list[_Group], pipeline: Pipeline) -> None:
     for group in groups:
         extracted = [group.root, *(kid for kids in group.children.values() for kid in kids)]
         for res in extracted:
-            table = destination_tables.table_name_of(res.table_name, pipeline.engine)
+            try:
+                table = destination_tables.table_name_of(res.table_name, pipeline.engine)
+            except InvalidIdentifierError:
+                continue  # the loader refuses the name with its pipeline and resource when rows arrive
             owner = (group.source_key, res.name)
             (replaced if res.write_disposition == "replace" else loaders).setdefault(table, []).append(owner)
     if not replaced:
