@@ -602,7 +602,7 @@ def _drop_state_path(all_sources: dict, selected: list[str], state_path: str, pi
     raise if it selects nothing in any of them."""
     with _naming_pipeline(pipeline_name):
         if paths.is_jsonpath(state_path):
-            paths.compile(state_path)  # bad syntax is an error even where no source is selected
+            paths.parse(state_path)  # bad syntax is an error even where no source is selected
         hit = False
         for source_key in selected:
             hit = bool(paths.delete(all_sources[source_key], state_path, keep=("resources",))) or hit

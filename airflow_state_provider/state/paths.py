@@ -37,7 +37,7 @@ def is_jsonpath(path: str) -> bool:
     return bool(_JSONPATH_SYNTAX.search(path))
 
 
-def compile(path: str) -> JSONPath:
+def parse(path: str) -> JSONPath:
     """The parsed JSONPath of ``path``; :class:`StatePathError` for a syntax error."""
     try:
         return _parse(path)
@@ -53,7 +53,7 @@ def find(doc: Any, path: str) -> list[tuple[str, Any]]:
         except StatePathError:
             return []
         return [(_dotted(steps), _walk(doc, steps))]
-    return [(_dotted(_steps_of(m.full_path)), m.value) for m in compile(path).find(doc)]
+    return [(_dotted(_steps_of(m.full_path)), m.value) for m in parse(path).find(doc)]
 
 
 def get(doc: Any, path: str) -> Any:
@@ -99,7 +99,7 @@ def delete(doc: Any, path: str, *, keep: tuple[str, ...] = ()) -> list[str]:
             return []
         del _walk(doc, steps[:-1])[steps[-1]]
         return [dotted]
-    expr = compile(path)
+    expr = parse(path)
     hits = [_dotted(_steps_of(m.full_path)) for m in expr.find(doc)]
     hits = [h for h in hits if h and h not in keep]  # "" is the whole document: never deleted
     if not hits:
@@ -154,7 +154,7 @@ def _single_steps(path: str) -> list[Step]:
                 state_path=path,
             )
 
-    flatten(compile(path))
+    flatten(parse(path))
     return out
 
 
