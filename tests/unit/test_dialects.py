@@ -155,14 +155,22 @@ def test_prepare_existing_makes_datasets_readable_on_a_new_engine(dest_url: str,
 def test_locks_inside_a_transaction(engine: sa.Engine, dialect: Dialect):
     with engine.begin() as conn:
         _table("locked").create(conn)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        conn.begin()
         dialect.lock_tables(conn, DS, ["locked", "missing"], pipeline_name="pipe")
         dialect.lock_pipeline(conn, DS, "pipe")
         took = dialect.lock_table_ddl(conn, DS, "locked")
+        conn.commit()
+        dialect.after_commit(conn, True)  # as the commit function reports a commit
     assert took is (engine.dialect.name == "postgresql")
-    # the pipeline lock is released with the transaction: it can be taken again at once
+    # the pipeline lock is released once the commit is done: it can be taken again at once
+    with engine.connect() as conn:
+        conn.begin()
+        dialect.lock_pipeline(conn, DS, "pipe", timeout=1)
+        conn.rollback()  # ... and by a rollback
     with engine.begin() as conn:
         dialect.lock_pipeline(conn, DS, "pipe", timeout=1)
+        conn.rollback()
 
 
 def test_lock_timeout_error_names_pipeline_database_and_wait(engine: sa.Engine, dialect: Dialect):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.store import (
     StateStore,
     biggest_paths,
@@ -75,7 +75,7 @@ def test_biggest_paths_names_the_deepest_big_subtrees_first():
 
 @pytest.fixture
 def store() -> StateStore:
-    engine = sa.create_engine("sqlite://")
+    engine = create_engine("sqlite://")
     return StateStore(dialect_for(engine), "main", "pipe", max_state_bytes=1_000, warn_state_bytes=500)
 
 

@@ -34,9 +34,12 @@ def dialect_for(
     """The :class:`Dialect` serving ``engine`` (generic SQL for databases without a fast path).
 
     ``lock_timeout`` (seconds) bounds every lock wait on the engine's connections (default
-    :data:`DEFAULT_LOCK_TIMEOUT`); ``pipeline_name`` is named in lock-timeout errors.
+    :data:`DEFAULT_LOCK_TIMEOUT`); ``pipeline_name`` is named in lock-timeout errors. The dialect works
+    on :meth:`Dialect.working_engine` (``Dialect.engine``): ``engine`` itself if the product created
+    it, else a private engine opening connections like it, so that a caller's engine is never changed.
     """
-    return dialect_class(engine)(engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
+    cls = dialect_class(engine)
+    return cls(cls.working_engine(engine), lock_timeout=lock_timeout, pipeline_name=pipeline_name)
 
 
 __all__ = [

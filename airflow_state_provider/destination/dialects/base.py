@@ -6,13 +6,14 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination.naming import InvalidIdentifierError
-from airflow_state_provider.exceptions import LockTimeoutError
+from airflow_state_provider.exceptions import ConfigurationError, LockTimeoutError
 
 #: seconds any lock wait may take before :class:`LockTimeoutError` (``lock_timeout``)
 DEFAULT_LOCK_TIMEOUT = 300.0
@@ -160,6 +161,52 @@ class Dialect:
         with engine.connect() as conn:
             return conn.execute(query).first() is not None
 
+    @classmethod
+    def working_engine(cls, engine: sa.Engine) -> sa.Engine:
+        """The engine a :class:`Dialect` for ``engine`` works on: ``engine`` itself if the product
+        created it (:func:`~airflow_state_provider.destination.engine.create_engine`), else a private
+        engine that opens its connections like ``engine``
+        (:func:`~airflow_state_provider.destination.engine.borrowing_engine`).
+
+        The dialects set their engine up with events (connection setup, lock waits, DuckDB's file
+        handling, SQLite's attached datasets); on the caller's engine these would change everything
+        else the caller does with it, so they go on the private engine. Raises
+        :class:`ConfigurationError` for the caller's in-memory database, which exists only inside the
+        connections of the caller's pool, and what ``check_supported`` raises.
+        """
+        if destination_engine.created_here(engine):
+            return engine
+        if cls.in_memory(engine.url):
+            raise ConfigurationError(
+                f"destination {destination_engine.mask_url(engine.url)}: an in-memory {engine.dialect.name} "
+                "database passed as an Engine lives only in that engine's connections, and the pipeline "
+                "opens connections of its own (so as not to change yours). Pass the URL instead (the "
+                "pipeline's engine then holds the database: read it through pipeline.engine or "
+                "pipeline.sql_client()), or use a database file."
+            )
+        private_ref: weakref.ref[sa.Engine] | None = None
+
+        def open_connection(borrow: Callable[[], Any]) -> Any:
+            private = private_ref() if private_ref is not None else None
+            return borrow() if private is None else cls.open_connection(private, borrow)
+
+        # a weak reference: the private engine's pool holds this function, and a reference cycle would
+        # keep its connections open until the cyclic garbage collector runs
+        private = destination_engine.borrowing_engine(engine, open_connection)
+        private_ref = weakref.ref(private)
+        return private
+
+    @classmethod
+    def in_memory(cls, url: sa.URL) -> bool:
+        """True for a URL whose database lives in the memory of each connection (SQLite, DuckDB)."""
+        return False
+
+    @classmethod
+    def open_connection(cls, engine: sa.Engine, borrow: Callable[[], Any]) -> Any:
+        """Open a DBAPI connection of a private engine (:meth:`working_engine`) by calling ``borrow``;
+        DuckDB retries it while another process holds the file."""
+        return borrow()
+
     def prepare_existing(self) -> None:
         """Make every existing dataset readable as ``<dataset>.<table>`` on the engine's connections
         (SQLite attaches the dataset files it finds; schemas need nothing)."""
@@ -224,9 +271,15 @@ class Dialect:
             self.install(engine)
 
     def install(self, engine: sa.Engine) -> None:
-        """Register the engine's connection setup (once per engine, from ``__init__``): lock timeouts
+        """Register the engine's connection setup (once per engine, from ``__init__``; ``engine`` is one
+        the product created, see :meth:`working_engine`): lock timeouts
         of ``lock_timeout`` seconds, the isolation level, errors of a lock wait raised as
         :class:`LockTimeoutError`. The generic dialect sets nothing up."""
+
+    def after_commit(self, conn: sa.Connection, committed: bool) -> None:
+        """Called by the commit function once ``conn.commit()`` has returned (``committed``) or raised
+        (not ``committed``): DuckDB releases its commit lock here, after the commit is done rather
+        than when it starts. Nothing in the generic dialect."""
 
     def lock_timeout_error(
         self, what: str, pipeline_name: str | None = None, timeout: float | None = None

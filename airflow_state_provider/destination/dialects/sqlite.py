@@ -73,6 +73,16 @@ class SQLiteDialect(Dialect):
     json_as_text = True
 
     @classmethod
+    def in_memory(cls, url: sa.URL) -> bool:
+        """``sqlite://``, ``:memory:`` and ``mode=memory`` URIs: each connection has a database of its own."""
+        database = url.database or ""
+        return (
+            database in ("", ":memory:")
+            or database.startswith("file::memory:")
+            or (url.query.get("mode") == "memory" or "mode=memory" in database)
+        )
+
+    @classmethod
     def json_column_type(cls) -> sa.types.TypeEngine:
         """``JSON``, as dlt's SQLAlchemy destination creates: a declared type that reflects as JSON, so
         the column keeps JSON text (a string value is stored as a JSON string, ``'"[1,2]"'``) apart
@@ -110,6 +120,9 @@ class SQLiteDialect(Dialect):
         with _prepare_lock:
             datasets = _prepared.get(engine)
             if datasets is None:
+                # pool-level setup (ATTACH, busy timeout, pysqlite's own BEGIN turned off) stays on every
+                # connection for its life: needed, and only on the product's own engine (a caller's
+                # engine is used through a private one, Dialect.working_engine)
                 datasets = _prepared[engine] = set()
                 settings = self.lock_settings
                 sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database, settings))
