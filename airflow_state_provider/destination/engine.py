@@ -150,12 +150,10 @@ def create_engine(url: str | sa.URL, **options: Any) -> sa.Engine:
         engine = sa.create_engine(url, **options)
     except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as e:
         backend = sa.make_url(url).get_backend_name()
-        extra = INSTALL_EXTRAS.get(backend)
-        if extra is None:
+        hint = install_hint(backend)
+        if not hint:
             raise
-        raise ModuleNotFoundError(
-            f"the {backend} driver is not installed ({e}): pip install 'airflow-state-provider[{extra}]'"
-        ) from e
+        raise ModuleNotFoundError(f"the {backend} driver is not installed ({e}){hint}") from e
     _created.add(engine)
     return engine
 
@@ -199,5 +197,12 @@ def borrowing_engine(
     return create_engine(engine.url, creator=creator, poolclass=type(engine.pool))
 
 
-#: the package extra that brings each database's driver
+#: the package extra that brings each database's driver (SQLite's is in the standard library)
 INSTALL_EXTRAS = {"duckdb": "duckdb", "postgresql": "postgres"}
+
+
+def install_hint(backend: str) -> str:
+    """``": pip install 'airflow-state-provider[<extra>]'"`` for a SQLAlchemy backend name whose
+    driver comes with an extra of the package, else ``""``: the end of a missing-driver message."""
+    extra = INSTALL_EXTRAS.get(backend)
+    return f": pip install 'airflow-state-provider[{extra}]'" if extra else ""

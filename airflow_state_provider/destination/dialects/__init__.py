@@ -25,7 +25,14 @@ def dialect_class(engine: sa.Engine | sa.Connection) -> type[Dialect]:
     """The :class:`Dialect` subclass for ``engine``'s database (the generic one if it has none), for its
     class-level facts (:meth:`Dialect.identifier_length`, :meth:`Dialect.existing_columns`) without
     setting the engine up."""
-    return _DIALECTS.get(engine.dialect.name, Dialect)
+    return dialect_class_named(engine.dialect.name)
+
+
+def dialect_class_named(backend: str) -> type[Dialect]:
+    """The :class:`Dialect` subclass for a SQLAlchemy backend name (``url.get_backend_name()``; the
+    generic one if it has none), for its class-level facts about URLs and names before any engine
+    exists."""
+    return _DIALECTS.get(backend, Dialect)
 
 
 def dialect_for(
@@ -49,5 +56,6 @@ __all__ = [
     "PostgresDialect",
     "SQLiteDialect",
     "dialect_class",
+    "dialect_class_named",
     "dialect_for",
 ]

@@ -128,6 +128,75 @@ class Dialect:
     #: serializes by itself)
     json_as_text = False
 
+    #: the database is one file named by the URL's path (no server, no schemas of its own)
+    file_database = False
+    #: the DB-API driver a URL built without one names (SQLAlchemy's own default otherwise)
+    default_driver: str | None = None
+    #: connection settings that go into the URL's query as they are (libpq's ``sslmode``, ...)
+    url_query_settings: tuple[str, ...] = ()
+    #: of :attr:`url_query_settings`, those that must be whole numbers >= 0
+    integer_url_query_settings: tuple[str, ...] = ()
+    #: the scheme and default port of the database's OpenLineage namespace (server databases)
+    lineage_scheme: str | None = None
+    default_port: int | None = None
+
+    # -- URLs from connection settings and lineage names (class methods: plain values in and out) ---
+    @classmethod
+    def url_from_settings(
+        cls,
+        drivername: str,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> sa.URL:
+        """The URL of a database given by parts (an Airflow connection's fields, in the hook).
+
+        A file database's path is ``host``, else ``database`` (a URI such as ``sqlite:////data/x.db``
+        arrives that way), with ``~`` expanded; a server database takes every part, and those of
+        ``settings`` named in :attr:`url_query_settings` (not None) as query parameters, as text.
+        Built with ``URL.create``: nothing is escaped by hand.
+        """
+        if cls.file_database:
+            path = host or database
+            return sa.URL.create(drivername, database=os.path.expanduser(path) if path else None)
+        given = settings or {}
+        query = {k: str(given[k]) for k in cls.url_query_settings if given.get(k) is not None}
+        return sa.URL.create(
+            drivername,
+            username=username or None,
+            password=password or None,
+            host=host or None,
+            port=port or None,
+            database=database or None,
+            query=query,
+        )
+
+    @classmethod
+    def with_connect_timeout(cls, url: sa.URL, seconds: int) -> sa.URL:
+        """``url`` bounded to ``seconds`` for connecting, unless it sets a bound itself (libpq's
+        ``connect_timeout`` on PostgreSQL; file databases open at once: unchanged)."""
+        return url
+
+    @classmethod
+    def lineage_namespace(cls, url: sa.URL) -> str:
+        """The database as a URI without credentials (OpenLineage's namespace): ``<scheme>://<host>:<port>``
+        for a server database, ``<backend>://localhost<absolute file path>`` for a file database (an empty
+        host would not survive Airflow's URI normalization: ``sqlite:///x`` becomes ``sqlite:/x``)."""
+        backend = url.get_backend_name()
+        if cls.file_database:
+            return f"{backend}://localhost{os.path.abspath(url.database or ':memory:')}"
+        return f"{cls.lineage_scheme or backend}://{url.host or 'localhost'}:{url.port or cls.default_port}"
+
+    @classmethod
+    def lineage_path(cls, url: sa.URL, dataset: str, table: str) -> list[str]:
+        """A table's name in the database at ``url``, part by part: ``[<database>, dataset, table]`` on a
+        server (which holds several databases), ``[dataset, table]`` in a file."""
+        return [dataset, table] if cls.file_database else [url.database or "", dataset, table]
+
     @classmethod
     def identifier_length(cls, engine: sa.Engine) -> int | None:
         """dlt's limit on identifier length, in bytes of UTF-8, for ``engine``'s database; None: no limit.

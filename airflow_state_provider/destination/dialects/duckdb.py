@@ -62,6 +62,7 @@ def _began(conn: sa.Connection) -> None:
 
 class DuckDBDialect(Dialect):
     name = "duckdb"
+    file_database = True
     #: no UNIQUE ``_dlt_id`` index by default, as dlt's duckdb destination: it makes bulk inserts ~2.5x slower
     create_indexes = False
     # DuckDB hash-joins the staging table: an index would only cost its build

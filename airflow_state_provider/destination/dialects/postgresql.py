@@ -43,9 +43,36 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    #: SQLAlchemy would pick psycopg2 for a bare ``postgresql``; the provider depends on psycopg 3
+    default_driver = "psycopg"
+    #: libpq parameters a connection may set (passed on as URL query parameters)
+    url_query_settings = (
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslcrl",
+        "application_name",
+        "connect_timeout",
+        "options",
+        "target_session_attrs",
+        "keepalives",
+        "keepalives_idle",
+    )
+    integer_url_query_settings = ("connect_timeout", "keepalives", "keepalives_idle")
+    #: OpenLineage's and the Postgres provider's naming
+    lineage_scheme = "postgres"
+    default_port = 5432
     max_decimal_precision = 1000
     text_holds_nul = False
     json_as_text = True
+
+    @classmethod
+    def with_connect_timeout(cls, url: sa.URL, seconds: int) -> sa.URL:
+        """Adds libpq's ``connect_timeout`` unless the URL has one."""
+        if "connect_timeout" in url.query:
+            return url
+        return url.update_query_dict({"connect_timeout": str(seconds)})
 
     @classmethod
     def json_column_type(cls) -> sa.types.TypeEngine:

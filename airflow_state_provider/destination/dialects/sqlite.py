@@ -67,6 +67,7 @@ _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 class SQLiteDialect(Dialect):
     name = "sqlite"
     creates_schemas = False
+    file_database = True
     max_decimal_precision = None
     #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
     decimal_significant_digits = 15
