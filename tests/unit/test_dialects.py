@@ -17,7 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from airflow_state_provider.destination import column_types as ct
-from airflow_state_provider.destination.dialects import Dialect, dialect_class, dialect_for
+from airflow_state_provider.destination.dialects import (
+    Dialect,
+    dialect_class,
+    dialect_class_named,
+    dialect_for,
+)
 from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.naming import InvalidIdentifierError
 from airflow_state_provider.exceptions import LockTimeoutError
@@ -238,3 +243,54 @@ def test_new_uuid_and_json_columns():
     assert isinstance(ct.new_column_type(ct.JSON, postgresql.JSONB), postgresql.JSONB)
     with pytest.raises(KeyError):
         ct.new_column_type(ct.OTHER, sa.JSON)
+
+
+# -- class-level facts the Airflow layer asks for (no engine) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "url", "namespace", "path"),
+    [
+        ("sqlite", "sqlite:////data/w.sqlite", "sqlite://localhost/data/w.sqlite", ["raw", "t"]),
+        ("duckdb", "duckdb:////data/w.duckdb", "duckdb://localhost/data/w.duckdb", ["raw", "t"]),
+        (
+            "postgresql",
+            "postgresql+psycopg://u:secret@db.internal:6543/analytics?sslmode=require",
+            "postgres://db.internal:6543",
+            ["analytics", "raw", "t"],
+        ),
+    ],
+)
+def test_urls_from_settings_and_lineage_names(backend, url, namespace, path):
+    cls = dialect_class_named(backend)
+    built = cls.url_from_settings(
+        sa.make_url(url).drivername,
+        host=None if cls.file_database else "db.internal",
+        port=None if cls.file_database else 6543,
+        username="u",
+        password="secret",
+        database=sa.make_url(url).database,
+        settings={"sslmode": "require", "keepalives": None, "not_a_libpq_setting": "x"},
+    )
+    assert built.render_as_string(hide_password=False) == url
+    assert cls.lineage_namespace(built) == namespace and "secret" not in namespace
+    assert cls.lineage_path(built, "raw", "t") == path
+    bounded = cls.with_connect_timeout(built, 10)
+    assert bounded.query.get("connect_timeout") == (None if cls.file_database else "10")
+    given = built.update_query_dict({"connect_timeout": "3"})
+    assert cls.with_connect_timeout(given, 10) == given  # a bound the URL sets is kept
+    assert not cls.in_memory(built)
+
+
+def test_in_memory_urls_and_the_generic_class():
+    assert dialect_class_named("sqlite").in_memory(sa.make_url("sqlite://"))
+    assert dialect_class_named("duckdb").in_memory(sa.make_url("duckdb:///:memory:"))
+    assert (
+        dialect_class_named("mysql") is Dialect
+        and dialect_class_named("postgresql").default_driver == "psycopg"
+    )
+
+
+def test_a_factory_engine_is_worked_on_as_it_is(engine: sa.Engine, dialect: Dialect):
+    assert dialect.engine is engine  # the product created it: the dialect's events go on it
+    assert Dialect.working_engine(engine) is engine
