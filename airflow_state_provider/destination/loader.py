@@ -254,14 +254,18 @@ def new_dlt_ids(n: int) -> list[str]:
     Each call draws a random 9-character prefix (54 bits) and appends a 5-character counter, so the ids
     of one batch sort together: the UNIQUE index on ``_dlt_id`` (PostgreSQL, SQLite) takes a batch as one
     ordered run instead of ``n`` random inserts (1M rows into SQLite: 14.6 s -> 7.2 s), and generating
-    them costs ~0.1 us each instead of ~1.7 us. Two ids collide only if two calls draw the same prefix.
+    them costs ~0.2 us each instead of ~1.7 us. Two ids collide only if two calls draw the same prefix.
     """
     ids: list[str] = []
     while len(ids) < n:
         prefix = base64.b64encode(secrets.token_bytes(7)).decode("ascii")[:9]
-        heads = [prefix + pair for pair in _B64_PAIRS]
-        counted = (head + pair + c for head in heads for pair in _B64_PAIRS for c in _ORDERED_B64)
-        ids.extend(itertools.islice(counted, min(n - len(ids), _COUNTER_SPAN)))
+        want = min(n - len(ids), _COUNTER_SPAN)
+        # the prefix and the counter's first 3 characters, as many as needed; then one list display
+        # appends the last 2 (4096 ids per head): ~0.2 us per id, not 0.6
+        heads = (prefix + a + b + c for a in _ORDERED_B64 for b in _ORDERED_B64 for c in _ORDERED_B64)
+        chunk = [head + pair for head in itertools.islice(heads, -(-want // 4096)) for pair in _B64_PAIRS]
+        del chunk[want:]
+        ids += chunk
     return ids
 
 
