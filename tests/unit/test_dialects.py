@@ -14,6 +14,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
 from airflow_state_provider.destination import column_types as ct
@@ -230,3 +232,27 @@ def test_new_uuid_and_json_columns():
     assert isinstance(ct.new_column_type(ct.JSON, postgresql.JSONB), postgresql.JSONB)
     with pytest.raises(KeyError):
         ct.new_column_type(ct.OTHER, sa.JSON)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.datetimes(timezones=st.one_of(st.just(dt.UTC), st.timezones())),
+        ),
+        max_size=20,
+    )
+)
+def test_duckdb_arrow_timestamps_are_the_instants_arrow_makes_of_aware_datetimes(values):
+    from airflow_state_provider.destination.dialects.duckdb import _arrow_timestamps
+
+    t = pa.timestamp("us", tz="UTC")
+    assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))
+
+
+@given(st.lists(st.one_of(st.none(), st.datetimes()), max_size=20))
+def test_duckdb_arrow_timestamps_of_naive_datetimes_keep_their_wall_time(values):
+    from airflow_state_provider.destination.dialects.duckdb import _arrow_timestamps
+
+    t = pa.timestamp("us")
+    assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))
