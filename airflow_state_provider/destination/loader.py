@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import orjson
@@ -884,8 +884,13 @@ class Loader:
         return converters
 
     def _check_int64(self, state: _TableState, column: str, values: Sequence[Any]) -> None:
-        ints = [v for v in values if v is not None]
-        if ints and (min(ints) < _INT64[0] or max(ints) > _INT64[1]):
+        try:
+            ints = values
+            low, high = min(ints), max(ints)  # no None among them: no filtered copy
+        except (TypeError, ValueError):  # None among them (or no values)
+            ints = [v for v in values if v is not None]
+            low, high = (min(ints), max(ints)) if ints else (0, 0)
+        if ints and (low < _INT64[0] or high > _INT64[1]):
             bad = next(v for v in ints if not _INT64[0] <= v <= _INT64[1])
             raise self._conflict(state, column, BIGINT, "integer beyond 64 bits", bad)
 
@@ -1130,7 +1135,7 @@ def _transpose(rows: list[dict]) -> tuple[list[str], list[Sequence[Any]]]:
     names = list(rows[0])
     if sum(map(len, rows)) == len(names) * len(rows):
         try:
-            return names, [[row[name] for row in rows] for name in names]
+            return names, [list(map(itemgetter(name), rows)) for name in names]
         except KeyError:
             pass  # same sizes, other keys
     names = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
