@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import logging
 import os
 import time
@@ -930,9 +931,22 @@ class _Pages:
         self.size = size
 
     def __iter__(self) -> Iterator[Any]:
-        size = self.size
+        size, data = self.size, self.data
+        if type(data) is list:
+            # slices of a list of dicts are its pages (checked in C, no Python step per row)
+            for start in range(0, len(data), size):
+                page = data[start : start + size]
+                if set(map(type, page)) != {dict}:
+                    yield from self._grouped(itertools.islice(data, start, None), size)
+                    return
+                yield page
+            return
+        yield from self._grouped(data, size)
+
+    @staticmethod
+    def _grouped(data: Iterable[Any], size: int) -> Iterator[Any]:
         page: list[dict] = []
-        for item in self.data:
+        for item in data:
             if type(item) is dict:
                 page.append(item)
                 if len(page) >= size:

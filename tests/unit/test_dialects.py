@@ -14,6 +14,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
 from airflow_state_provider.destination import column_types as ct
@@ -294,3 +296,27 @@ def test_in_memory_urls_and_the_generic_class():
 def test_a_factory_engine_is_worked_on_as_it_is(engine: sa.Engine, dialect: Dialect):
     assert dialect.engine is engine  # the product created it: the dialect's events go on it
     assert Dialect.working_engine(engine) is engine
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.datetimes(timezones=st.one_of(st.just(dt.UTC), st.timezones())),
+        ),
+        max_size=20,
+    )
+)
+def test_duckdb_arrow_timestamps_are_the_instants_arrow_makes_of_aware_datetimes(values):
+    from airflow_state_provider.destination.dialects.duckdb import _arrow_timestamps
+
+    t = pa.timestamp("us", tz="UTC")
+    assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))
+
+
+@given(st.lists(st.one_of(st.none(), st.datetimes()), max_size=20))
+def test_duckdb_arrow_timestamps_of_naive_datetimes_keep_their_wall_time(values):
+    from airflow_state_provider.destination.dialects.duckdb import _arrow_timestamps
+
+    t = pa.timestamp("us")
+    assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))

@@ -292,10 +292,32 @@ def _arrow_table(table: sa.Table, columns: list[str], data: list[Sequence[Any]])
     if None in types:
         return None
     try:
-        arrays = [pa.array(values, type=t) for values, t in zip(data, types, strict=True)]
+        arrays = [
+            _arrow_timestamps(pa, values, t) if pa.types.is_timestamp(t) else pa.array(values, type=t)
+            for values, t in zip(data, types, strict=True)
+        ]
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     return pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(arrays))])
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
+
+
+def _arrow_timestamps(pa: Any, values: Sequence[Any], t: Any) -> Any:
+    """Datetimes as an Arrow timestamp array of type ``t``, through their distances from the epoch.
+
+    Arrow converts an aware datetime with a Python call to its ``utcoffset()`` (~1 us each); the
+    ``timedelta`` of ``value - epoch`` is the same instant in microseconds and converts in C
+    (10,000 values: ~10 ms -> ~1 ms). Aware and naive values mixed: Arrow's own conversion decides.
+    """
+    epoch = _EPOCH if t.tz is None else _EPOCH_UTC
+    try:
+        deltas = [None if v is None else v - epoch for v in values]
+        return pa.array(deltas, type=pa.duration(t.unit)).view(t)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return pa.array(values, type=t)
 
 
 def _utc_wall_time(value: dt.datetime) -> dt.datetime:
