@@ -100,7 +100,8 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.timeout(900)
 def test_smoke_airflow_task_row(tmp_path: Path) -> None:
-    """The Airflow case: two real `airflow dags test --use-executor` runs, one row in the report."""
+    """The Airflow case: real `airflow dags test --use-executor` runs (an untimed warm-up and a timed
+    run of each DAG), one row in the report."""
     if pg_bindir() is None and not os.environ.get(ENV_URL):
         msg = "PostgreSQL server binaries not found (install Debian's 'postgresql' package)"
         if os.environ.get("CI"):
