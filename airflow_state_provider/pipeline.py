@@ -6,7 +6,6 @@ Usable without Airflow; the operator and the TaskFlow decorator are thin wrapper
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import itertools
 import logging
@@ -110,16 +109,16 @@ class _Run:
     def __init__(self, pipeline: Pipeline, restored: StoredState | None, checkpoint_every: int | None):
         self.pipeline = pipeline
         #: the newest committed document this run knows, and the load id of its state row
-        self.committed = copy.deepcopy(restored.state) if restored else pipeline._fresh_state()
+        self.committed = model.copy_tree(restored.state) if restored else pipeline._fresh_state()
         self.known_load_id = restored.load_id if restored else None
         #: the merge base kept an older value of a slot than the committed document (a pinned slot that
         #: another writer changed): every later commit must merge, or it would write that value back
         self.diverged = False
         self.has_committed = restored is not None
         #: the document user code and incrementals write (``current.*``)
-        self.working = copy.deepcopy(self.committed)
+        self.working = model.copy_tree(self.committed)
         #: per slot, the committed value ``working`` started from (the three-way merge base)
-        self.base = copy.deepcopy(self.committed)
+        self.base = model.copy_tree(self.committed)
         self.checkpoint_every = checkpoint_every
         self.rows_since_commit = 0
         self.row_counts: dict[str, int] = {}
@@ -261,7 +260,7 @@ class Pipeline:
         if self._committed is None:
             self.sync_destination()
         assert self._committed is not None
-        return copy.deepcopy(self._committed)
+        return model.copy_tree(self._committed)
 
     @property
     def first_run(self) -> bool:
@@ -354,7 +353,7 @@ class Pipeline:
 
     def adopt(self, state: dict) -> None:
         """Remember ``state`` as the newest committed document (what :attr:`state` returns next)."""
-        self._committed, self._first_run = copy.deepcopy(state), False
+        self._committed, self._first_run = model.copy_tree(state), False
 
     # -- run --------------------------------------------------------------------------------------
     @_holding_destination

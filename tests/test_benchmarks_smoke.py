@@ -116,7 +116,8 @@ def test_smoke_run_writes_every_row(tmp_path: Path, smoke_run: Callable[..., tup
 @pytest.mark.postgres
 @pytest.mark.timeout(900)
 def test_smoke_airflow_task_row(smoke_run: Callable[..., tuple[str, Path]]) -> None:
-    """The Airflow case: two real `airflow dags test --use-executor` runs, one row in the report."""
+    """The Airflow case: real `airflow dags test --use-executor` runs (an untimed warm-up and a timed
+    run of each DAG), one row in the report."""
     text, _ = smoke_run(["airflow"], timeout=850)
     results_table = text.split("## Results", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in results_table.splitlines() if line.startswith("| ") and "measure" not in line]

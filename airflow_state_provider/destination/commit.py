@@ -17,7 +17,6 @@ transaction on ``conn`` that already holds its data changes:
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider.destination.store import StateStore, StoredState, load_id_after
 from airflow_state_provider.exceptions import ConcurrentEditError, StateNotSerializableError
-from airflow_state_provider.state import model
+from airflow_state_provider.state import codec, model
 
 log = logging.getLogger("airflow_state_provider.commit")
 
@@ -112,23 +111,29 @@ def commit(
         store.lock(conn)
     newest = _read_newest(conn, store, expect, action, local, local_only)
     theirs = newest.state if newest is not None else (base if base is not None else ours)
+    # the hash of a version just read and checked (not of a caller's ``expect``, which it may have edited)
+    theirs_hash = newest.content_hash if newest is not None and expect is _UNCHECKED else None
     merged_in = base is not None and newest is not None and newest.load_id != known_load_id
     doc = _document(name, ours, base if merged_in else None, theirs, newest, adjust)
-    changed = new_version or _content_changed(name, doc, theirs)
+    # the state is encoded at most twice here: key-sorted for the version hash, as stored for the row
+    doc_hash = _content_hash(name, doc)
+    changed = new_version or doc_hash != (theirs_hash or _content_hash(name, theirs))
     if not changed and not wrote_data:
         if conn is not None:
             conn.rollback()
         return None
+    dumped = None
     if changed:
-        _bump(doc, theirs)
-        store.check_size(doc)
+        _bump(doc, theirs, doc_hash)
+        dumped = codec.dump_state(doc)
+        store.check_size(doc, dumped)
     final_id = _final_load_id(conn if not local_only else None, store, newest, load_id)
     if on_load_id is not None:
         on_load_id(final_id)
     if conn is not None:
         store.insert_load(conn, final_id)
         if changed and not local_only:
-            store.insert_state(conn, doc, final_id)
+            store.insert_state(conn, doc, final_id, dumped)
             store.prune(conn)
         committed = False
         try:
@@ -138,7 +143,7 @@ def commit(
             store.dialect.after_commit(conn, committed)
     if changed and local is not None:
         local.write(doc, final_id)
-    committed_doc = doc if changed else copy.deepcopy(theirs)
+    committed_doc = doc if changed else model.copy_tree(theirs)
     return Committed(
         load_id=final_id,
         state=committed_doc,
@@ -195,7 +200,7 @@ def _document(
             newest.load_id,
         )
     else:
-        doc = copy.deepcopy(ours)
+        doc = model.copy_tree(ours)
         for key in model.VERSION_KEYS:
             if key in theirs:
                 doc[key] = theirs[key]
@@ -208,19 +213,21 @@ def _document(
     return doc
 
 
-def _content_changed(name: str, doc: dict, theirs: dict) -> bool:
+def _content_hash(name: str, doc: dict) -> str:
+    """The version hash of ``doc``'s content (two documents with the same one differ at most in version
+    bookkeeping and ``_local``)."""
     try:
-        return not model.content_equal(doc, theirs)
+        return codec.state_version_hash(doc)
     except StateNotSerializableError as e:  # the codec knows the path, not the pipeline
         raise StateNotSerializableError(f"pipeline {name!r}: {e} Nothing was committed.") from e
 
 
-def _bump(doc: dict, theirs: dict) -> None:
-    """Step 4: the next ``_state_version`` and ``_version_hash`` after those of ``theirs``."""
+def _bump(doc: dict, theirs: dict, doc_hash: str) -> None:
+    """Step 4: the next ``_state_version`` and ``_version_hash`` (``doc_hash``) after those of ``theirs``."""
     doc.setdefault("_state_engine_version", model.STATE_ENGINE_VERSION)
     doc["_state_version"] = int(theirs.get("_state_version", 0))
     doc["_version_hash"] = theirs.get("_version_hash")
-    if not model.bump_version(doc):
+    if not model.bump_version(doc, doc_hash):
         doc["_state_version"] += 1  # unchanged content that still gets its own, audited version
 
 

@@ -239,13 +239,19 @@ def load_id_after(newest: str | None, proposed: str | None = None) -> str:
 
 @dataclass
 class StoredState:
-    """One committed state row, decoded."""
+    """One committed state row, decoded.
+
+    ``content_hash`` is the version hash of ``state`` as decoded (checked against the row's
+    ``version_hash``), None where it was not computed; it no longer describes ``state`` once that
+    is changed.
+    """
 
     version: int
     load_id: str
     created_at: datetime | None
     state: dict
     size: int
+    content_hash: str | None = None
 
 
 class StateStore:
@@ -393,14 +399,17 @@ class StateStore:
                 table=STATE_TABLE,
             )
         stored_hash = row.version_hash
-        if stored_hash and codec.state_version_hash(state) != stored_hash:
+        content_hash = codec.state_version_hash(state)
+        if stored_hash and content_hash != stored_hash:
             raise StateCorruptError(
                 f"{where} in {self.dataset}.{STATE_TABLE}: the content does not match its version_hash. "
                 "Roll back to an earlier version (airflow-state rollback) or drop the state.",
                 pipeline_name=self.pipeline_name,
                 table=STATE_TABLE,
             )
-        return StoredState(int(row.version), row._dlt_load_id, row.created_at, state, len(row.state))
+        return StoredState(
+            int(row.version), row._dlt_load_id, row.created_at, state, len(row.state), content_hash
+        )
 
     def version(self, conn: sa.Connection, number: int) -> StoredState | None:
         """The committed row with state version ``number`` (the newest such row), or None."""
@@ -533,9 +542,10 @@ class StateStore:
                 new,
             )
 
-    def check_size(self, state: dict) -> int:
-        """Raise :class:`StateTooLargeError` over the limit, warn over the warning threshold."""
-        size = len(codec.typed_dumps(_without_local(state)))
+    def check_size(self, state: dict, dumped: bytes | None = None) -> int:
+        """Raise :class:`StateTooLargeError` over the limit, warn over the warning threshold; returns the
+        size in bytes of the typed JSON (``dumped``: ``codec.dump_state(state)`` if already made)."""
+        size = len(codec.dump_state(state) if dumped is None else dumped)
         if size > self.max_state_bytes:
             raise StateTooLargeError(
                 f"pipeline {self.pipeline_name!r}: the state is {size} bytes, over the limit of "
@@ -564,13 +574,17 @@ class StateStore:
             )
         )
 
-    def insert_state(self, conn: sa.Connection, state: dict, load_id: str) -> None:
+    def insert_state(
+        self, conn: sa.Connection, state: dict, load_id: str, dumped: bytes | None = None
+    ) -> None:
+        """Insert ``state`` as the row of ``load_id`` (``dumped``: ``codec.dump_state(state)`` if already
+        made) and its audit record."""
         conn.execute(
             sa.insert(self.state_table).values(
                 version=int(state["_state_version"]),
                 engine_version=int(state["_state_engine_version"]),
                 pipeline_name=self.pipeline_name,
-                state=codec.encode_state(state),
+                state=codec.compress_state(codec.dump_state(state) if dumped is None else dumped),
                 created_at=datetime.now(UTC),
                 version_hash=state["_version_hash"],
                 _dlt_load_id=load_id,

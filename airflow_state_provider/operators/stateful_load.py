@@ -207,12 +207,15 @@ class StatefulLoadOperator(BaseOperator):
         except PERMANENT_ERRORS as exc:
             # the same inputs fail the same way on every try: do not spend the retries
             raise AirflowFailException(f"{type(exc).__name__}: {exc} (not retried)") from exc
+        else:
+            self._running = False
+            # on the run's engine, before it is disposed: no second connection for lineage
+            self._record_tables(pipeline, info)
         finally:
             self._running = False
             hook.dispose()
         summary = info.asdict()
         self.log.info("Load summary: %s", format_summary(summary))
-        self._record_tables(pipeline, info)
         self._emit_asset_events(context, info)
         return summary if self.do_xcom_push else None
 
@@ -232,8 +235,6 @@ class StatefulLoadOperator(BaseOperator):
                     self._loaded.append((info.dataset_name, table, rows, fields))
         except sa.exc.SQLAlchemyError as exc:  # lineage is a report: never fail a committed load on it
             self.log.warning("Could not read the loaded tables' columns for lineage: %s", exc)
-        finally:
-            self.hook.dispose()
 
     def _emit_asset_events(self, context: Context, info: Any) -> None:
         """One asset event per loaded table, with the load id, row count and state version."""

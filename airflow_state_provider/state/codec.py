@@ -98,7 +98,7 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
         return _encode_typed(value)
 
     option = _DUMPS_OPTIONS | orjson.OPT_SORT_KEYS if sort_keys else _DUMPS_OPTIONS
-    prepared, uuid_count = _tag_uuids(obj, 0)
+    prepared, uuid_count, non_finite = _prepare(obj, 0)
     try:
         out = orjson.dumps(prepared, default=encode_typed, option=option)
     except orjson.JSONEncodeError as exc:
@@ -113,7 +113,7 @@ def typed_dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
         problem = _find_problem(obj, check_markers=True)
         if problem is not None:
             raise _not_serializable(*problem)
-    if b"null" in out:  # orjson writes NaN and infinities as null: only then look for one
+    if non_finite:  # orjson wrote it as null: find the first one for the message
         problem = _find_non_finite(obj)
         if problem is not None:
             raise _not_serializable(*problem)
@@ -162,11 +162,24 @@ def _index(path: str, index: int) -> str:
 def encode_state(state: dict) -> str:
     """Return dlt's ``state`` column value: base64 of the level-9 zlib of the typed JSON, without ``_local``.
 
+    The same as ``compress_state(dump_state(state))``.
+
     Raises:
         StateNotSerializableError: see ``typed_dumps``.
     """
+    return compress_state(dump_state(state))
+
+
+def dump_state(state: dict) -> bytes:
+    """The typed JSON of ``state`` without ``_local``: what the ``state`` column compresses (its length
+    is the size that ``max_state_bytes`` limits). Raises :class:`StateNotSerializableError`."""
     doc = {k: v for k, v in state.items() if k != "_local"} if "_local" in state else state
-    return base64.b64encode(zlib.compress(typed_dumps(doc), 9)).decode("ascii")
+    return typed_dumps(doc)
+
+
+def compress_state(dumped: bytes) -> str:
+    """dlt's ``state`` column value for the output of :func:`dump_state`."""
+    return base64.b64encode(zlib.compress(dumped, 9)).decode("ascii")
 
 
 def state_version_hash(state: dict) -> str:
@@ -195,38 +208,55 @@ def _encode_typed(value: Any) -> str:
     raise TypeError(f"{type(value).__qualname__} is not serializable")
 
 
-_CONTAINS_UUIDS = (UUID, dict, list, tuple)
+# Values the scan before encoding skips without a look: orjson writes them as they are.
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+_PLAIN_OR_FLOAT = _PLAIN_TYPES | {float}
 
 
-def _tag_uuids(obj: Any, depth: int) -> tuple[Any, int]:
-    """Replace UUID values by their prefixed string, copying only the containers that hold one.
+def _prepare(obj: Any, depth: int) -> tuple[Any, int, bool]:
+    """One walk before encoding: UUIDs replaced by their prefixed string, copying only the containers
+    that hold one; returns the (possibly same) object, the number of UUIDs replaced, and whether a
+    NaN or infinite float was seen (orjson would write it as ``null``).
 
     orjson serializes ``UUID`` natively (without calling ``default``), so they must be converted first.
-    Returns the (possibly same) object and the number of UUIDs replaced.
+    A container of plain values only (str, int, bool, None and finite floats: most of a large state) is
+    checked with C-level passes over its values, not a Python loop.
     """
-    if depth >= _MAX_NESTING:
-        return obj, 0  # orjson rejects this nesting anyway (and this stops on reference cycles)
     if isinstance(obj, UUID):
-        return _UUID + str(obj), 1
+        return _UUID + str(obj), 1, False
+    if isinstance(obj, float):
+        return obj, 0, not math.isfinite(obj)
+    if depth >= _MAX_NESTING:
+        return obj, 0, False  # orjson rejects this nesting anyway (and this stops on reference cycles)
     if isinstance(obj, dict):
-        entries: Iterable[tuple[Any, Any]] = obj.items()
-    elif isinstance(obj, list) or type(obj) is tuple:
-        entries = enumerate(obj)
-    else:
-        return obj, 0
+        return _prepare_container(obj, obj.values(), depth)
+    if isinstance(obj, list) or type(obj) is tuple:
+        return _prepare_container(obj, obj, depth)
+    return obj, 0, False
+
+
+def _prepare_container(obj: Any, values: Iterable[Any], depth: int) -> tuple[Any, int, bool]:
+    kinds = set(map(type, values))
+    if kinds <= _PLAIN_TYPES:
+        return obj, 0, False
+    non_finite = float in kinds and not all(map(math.isfinite, [v for v in values if type(v) is float]))
+    if kinds <= _PLAIN_OR_FLOAT:
+        return obj, 0, non_finite
+    entries: Iterable[tuple[Any, Any]] = obj.items() if isinstance(obj, dict) else enumerate(obj)
     count = 0
     copied: dict | list | None = None
     for key, value in entries:
-        if not isinstance(value, _CONTAINS_UUIDS):
+        if type(value) in _PLAIN_OR_FLOAT:
             continue
-        new, n = _tag_uuids(value, depth + 1)
+        new, n, bad = _prepare(value, depth + 1)
+        non_finite = non_finite or bad
         if not n:
             continue
         count += n
         if copied is None:
             copied = dict(obj) if isinstance(obj, dict) else list(obj)
         copied[key] = new
-    return (obj if copied is None else copied), count
+    return (obj if copied is None else copied), count, non_finite
 
 
 # ------------------------------------------------------------------------------ locating a bad value
@@ -552,7 +582,9 @@ def _slot_problem(path: str, slot: Any) -> tuple[str, str] | None:
 
 __all__ = [
     "DEFAULT_MAX_DECODED_BYTES",
+    "compress_state",
     "decode_state",
+    "dump_state",
     "encode_state",
     "state_version_hash",
     "structure_problem",
