@@ -248,3 +248,27 @@ def test_dlt_hashes_the_rich_document_as_we_do():
     doc = {"_state_version": 3, "_state_engine_version": 4, "sources": {"s": {"resources": {"r": _rich()}}}}
     by_dlt = decompress_state(codec.encode_state(doc))
     assert generate_state_version_hash(by_dlt, exclude_attrs=["_local"]) == codec.state_version_hash(doc)
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        [{"id": 9, "ts": 5}],
+        [{"id": 9, "ts": datetime(2024, 1, 2, tzinfo=UTC)}, {"id": 10, "ts": "not a date"}],
+        [{"id": 9, "ts": _time(1)}],
+    ],
+    ids=["int", "text", "time"],
+)
+def test_a_page_decided_at_once_then_a_cursor_of_another_type_is_refused_and_nothing_written(
+    dest_url, tmp_path, second
+):
+    from airflow_state_provider.exceptions import IncrementalCursorTypeError
+
+    @resource(name="ev")
+    def ev(ts=incremental("ts")):
+        yield [{"id": i, "ts": datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=i)} for i in range(5)]
+        yield second
+
+    with pytest.raises(IncrementalCursorTypeError, match=r"cursor path `ts`"):
+        new_pipeline(dest_url, tmp_path).run(ev())
+    assert new_pipeline(dest_url, tmp_path).first_run
