@@ -274,11 +274,6 @@ def test_a_page_decided_at_once_then_a_cursor_of_another_type_is_refused_and_not
     assert new_pipeline(dest_url, tmp_path).first_run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pre-existing (not issue 19): model.merge compares slots with ==, so a change of type only "
-    "(1 -> 1.0, 1 -> True) is taken for no change and a concurrent merge silently keeps theirs",
-)
 @pytest.mark.parametrize("ours", [1.0, True, {"x": True}])
 def test_a_concurrent_merge_keeps_a_change_of_type_only(ours):
     from airflow_state_provider.state import model
