@@ -16,7 +16,8 @@ try:
 except ModuleNotFoundError as e:  # the core works without Airflow; its Airflow layer does not
     raise ModuleNotFoundError(
         "airflow-state-provider's Airflow layer (hook, operator, @task.stateful_load, decomposition) needs "
-        "Apache Airflow 3.1 or newer: pip install 'airflow-state-provider[airflow]'. "
+        "Apache Airflow 3.1 or newer: install the 'airflow' extra (pip install "
+        "'airflow-state-provider[airflow]', or pip install -e '.[airflow]' from a checkout). "
         "The core (Pipeline, @resource, @source, incremental) works without it.",
         name=e.name,
     ) from e
@@ -25,8 +26,9 @@ try:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
 except ModuleNotFoundError as e:
     raise ModuleNotFoundError(
-        "PipelineStateHook is a common-sql DbApiHook: pip install 'airflow-state-provider[airflow]' "
-        "(it brings apache-airflow-providers-common-sql).",
+        "PipelineStateHook is a common-sql DbApiHook: install the 'airflow' extra (pip install "
+        "'airflow-state-provider[airflow]', or pip install -e '.[airflow]' from a checkout), "
+        "which brings apache-airflow-providers-common-sql.",
         name=e.name,
     ) from e
 

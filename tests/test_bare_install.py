@@ -79,8 +79,14 @@ def test_core_runs_from_a_bare_install_and_the_airflow_layer_names_the_extra(tmp
     duck = "from airflow_state_provider import Pipeline; Pipeline('p', destination='duckdb:///d.duckdb')"
     duckdb = run(python, "-c", duck, env=env, cwd=tmp_path)
     assert duckdb.returncode != 0
-    assert "pip install 'airflow-state-provider[duckdb]'" in duckdb.stderr
+    assert (
+        "install the 'duckdb' extra (pip install 'airflow-state-provider[duckdb]', "
+        "or pip install -e '.[duckdb]' from a checkout)" in duckdb.stderr
+    )
 
     hook = run(python, "-c", "import airflow_state_provider.hooks.pipeline_state", env=env, cwd=tmp_path)
     assert hook.returncode != 0
-    assert "pip install 'airflow-state-provider[airflow]'" in hook.stderr
+    assert (
+        "install the 'airflow' extra (pip install 'airflow-state-provider[airflow]', "
+        "or pip install -e '.[airflow]' from a checkout)" in hook.stderr
+    )

@@ -202,7 +202,15 @@ INSTALL_EXTRAS = {"duckdb": "duckdb", "postgresql": "postgres"}
 
 
 def install_hint(backend: str) -> str:
-    """``": pip install 'airflow-state-provider[<extra>]'"`` for a SQLAlchemy backend name whose
-    driver comes with an extra of the package, else ``""``: the end of a missing-driver message."""
+    """``": install the '<extra>' extra (...)"`` for a SQLAlchemy backend name whose driver comes
+    with an extra of the package, else ``""``: the end of a missing-driver message."""
     extra = INSTALL_EXTRAS.get(backend)
-    return f": pip install 'airflow-state-provider[{extra}]'" if extra else ""
+    return f": {extra_hint(extra)}" if extra else ""
+
+
+def extra_hint(extra: str) -> str:
+    """How to install a package extra, both from an index and from a checkout of the repository."""
+    return (
+        f"install the {extra!r} extra (pip install 'airflow-state-provider[{extra}]', "
+        f"or pip install -e '.[{extra}]' from a checkout)"
+    )

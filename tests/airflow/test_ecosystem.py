@@ -183,7 +183,8 @@ def hook_for(monkeypatch, conn: dict):
         (
             {"dialect": "postgresql", "driver": "pg8000"},
             "the postgresql driver 'postgresql+pg8000' cannot be imported (No module named 'pg8000'): "
-            "pip install 'airflow-state-provider[postgres]'",
+            "install the 'postgres' extra (pip install 'airflow-state-provider[postgres]', "
+            "or pip install -e '.[postgres]' from a checkout)",
         ),
         ({"dialect": "postgresql", "driver": "nodriver"}, "no SQLAlchemy dialect 'postgresql+nodriver'"),
     ],
