@@ -193,8 +193,9 @@ _OUTPUT = (
         metavar="(table, json, yaml, plain)",
         help="output format (default: table)",
     ),
-    # the flag of earlier releases, same as --output json
-    _arg("--json", dest="output", action=_JsonOutput, help=argparse.SUPPRESS),
+    # the flag of earlier releases, same as --output json. No default of its own: Airflow's CLI sorts
+    # options by name, so --json comes before --output and its None default would win over "table"
+    _arg("--json", dest="output", action=_JsonOutput, default=argparse.SUPPRESS, help=argparse.SUPPRESS),
 )
 _EDIT = (
     _arg("--dry-run", dest="dry_run", action="store_true", help="print the diff, write nothing"),

@@ -112,3 +112,32 @@ def test_conn_id_finds_a_connection_stored_in_the_metadata_database(
         )
         assert af.returncode == 0, af.stderr[-3000:]
         assert "Pipeline:     shop" in af.stdout
+
+
+@pytest.mark.skipif(
+    tuple(int(x) for x in __import__("airflow").__version__.split(".")[:2]) < (3, 2),
+    reason="provider-level CLI commands (airflow state ...) need Airflow 3.2+",
+)
+@pytest.mark.parametrize("command", ["list", "history"])
+def test_airflow_state_prints_the_same_default_format_as_airflow_state_cli(tmp_path, command):
+    """``airflow state list|history`` and ``airflow-state list|history`` both default to the table
+    (headers, a rule, aligned columns) that ``--help`` and the README show. Airflow's parser sorts
+    options by name, which once let the hidden ``--json`` flag's default (None, printed as ``plain``)
+    win over ``--output``'s ``table``."""
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    Pipeline("shop", destination=url, dataset_name="shop_data", pipelines_dir=str(tmp_path / "p")).run(
+        orders()
+    )
+    env = airflow_env(tmp_path / "home")
+    argv = [command, *(["shop"] if command == "history" else []), "--url", url, "--dataset", "shop_data"]
+    ours = run([sys.executable, "-m", "airflow_state_provider.cli", *argv], env)
+    theirs = run([sys.executable, "-m", "airflow", "state", *argv], env)
+    table, plain = (
+        run([sys.executable, "-m", "airflow_state_provider.cli", *argv, "--output", form], env)
+        for form in ("table", "plain")
+    )
+    for done in (ours, theirs, table, plain):
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert table.stdout != plain.stdout  # the comparison below tells the two formats apart
+    assert ours.stdout == table.stdout
+    assert theirs.stdout == table.stdout
