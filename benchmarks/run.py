@@ -2,6 +2,11 @@
 
 python -m benchmarks            # full sizes (the targets' own), ~15 minutes on 2 cores
 python -m benchmarks --quick    # smaller bulk and RSS sizes, 3 repetitions, a few minutes
+python -m benchmarks --smoke --only commit   # tiny sizes, 1 repetition: checks the script runs
+
+A full run writes the report of record, BENCHMARKS.md, and its raw results, benchmarks/last_run.json.
+--quick and --smoke runs write theirs to a new temporary directory (or --workdir) unless --output /
+--json say where, so a trial run never overwrites the report of record.
 python -m benchmarks --only bulk --only history --output /tmp/b.md
 """
 
@@ -39,10 +44,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition (for the test suite)")
     parser.add_argument("--reps", type=int, help="repetitions per measure (default: 5, quick 3, smoke 1)")
     parser.add_argument("--only", action="append", choices=CASES, help="run only these cases (repeatable)")
-    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="report file")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="report file (default: BENCHMARKS.md; for --quick/--smoke a file in a temporary directory)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip profiling the rows that miss")
     parser.add_argument(
-        "--json", type=Path, default=ROOT / "benchmarks" / "last_run.json", help="where the raw results go"
+        "--json",
+        type=Path,
+        help="where the raw results go (default: benchmarks/last_run.json; for --quick/--smoke a file in "
+        "a temporary directory)",
     )
     parser.add_argument(
         "--render",
@@ -54,7 +66,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workdir", type=Path, help="where databases and pipelines dirs go (default: a tmp dir)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _default_outputs(args)
+    return args
+
+
+def _default_outputs(args: argparse.Namespace) -> None:
+    """Fill in ``--output``/``--json``: the tracked report of record for a full run (or ``--render``),
+    a fresh directory under ``--workdir`` or the system's temporary directory for ``--quick``/``--smoke``."""
+    if args.output is not None and args.json is not None:
+        return
+    if (args.quick or args.smoke) and not args.render:
+        if args.workdir is not None:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        where = Path(tempfile.mkdtemp(prefix="asp-bench-report-", dir=args.workdir))
+        report, results = where / "BENCHMARKS.md", where / "last_run.json"
+        _log(f"a {'quick' if args.quick else 'smoke'} run: the report and results go to {where}")
+    else:
+        report, results = ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "last_run.json"
+    args.output = report if args.output is None else args.output
+    args.json = results if args.json is None else args.json
 
 
 def _warm_up() -> None:
@@ -153,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         saved.save(args.json, info, measures, ctx.plans)
         args.output.write_text(render(info, measures, ctx.plans), encoding="utf-8")
-    _log(f"wrote {args.output} ({sum(m.met for m in measures)}/{len(measures)} targets met)")
+    _log(f"wrote {args.output} and {args.json} ({sum(m.met for m in measures)}/{len(measures)} targets met)")
     for m in measures:
         _log(f"  {'ok  ' if m.met else 'MISS'} {m.ratio:8.2f}{TIMES} (target {m.target_text})  {m.key}")
     return 0

@@ -123,3 +123,21 @@ def test_smoke_airflow_task_row(smoke_run: Callable[..., tuple[str, Path]]) -> N
     rows = [line for line in results_table.splitlines() if line.startswith("| ") and "measure" not in line]
     rows = [row for row in rows if not row.startswith("| ---")]
     assert len(rows) == 1 and "`StatefulLoadOperator` task vs a plain `@task`" in rows[0], rows
+
+
+def test_trial_runs_never_default_to_the_report_of_record(tmp_path: Path) -> None:
+    """A full run (and --render) writes the tracked BENCHMARKS.md and benchmarks/last_run.json; a
+    --quick or --smoke run without --output/--json writes a fresh directory (under --workdir if given)."""
+    from benchmarks.run import parse_args
+
+    full = parse_args([])
+    assert (full.output, full.json) == (ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "last_run.json")
+    assert parse_args(["--render", "r.json"]).output == ROOT / "BENCHMARKS.md"
+    for size in ("--quick", "--smoke"):
+        trial = parse_args([size, "--workdir", str(tmp_path / "work")])
+        assert trial.output.parent == trial.json.parent
+        assert trial.output.parent.parent == tmp_path / "work"
+        assert trial.output.parent.is_dir()
+        chosen = parse_args([size, "--output", str(tmp_path / "b.md")])
+        assert chosen.output == tmp_path / "b.md"
+        assert ROOT not in chosen.json.parents
