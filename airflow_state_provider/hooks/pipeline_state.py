@@ -245,12 +245,14 @@ class PipelineStateHook(DbApiHook):
         settings = {}
         for key in STATE_SETTINGS:
             value = self._extra(key)
+            where = f"extra {key!r}"
             if value is None:
                 # Airflow 3.1 processes do not always load provider config defaults: fall back to ours
                 value = conf.get(CONFIG_SECTION, key, fallback=options[key]["default"])
+                where = f"[{CONFIG_SECTION}] {key}"
             number = _whole_number(value)
             if number is None or number < 1:
-                raise self._config_error(f"{key} must be an integer >= 1, got {value!r}")
+                raise self._config_error(f"{where} must be an integer >= 1, got {value!r}")
             settings[key] = number
         return settings
 
@@ -260,10 +262,12 @@ class PipelineStateHook(DbApiHook):
         from airflow_state_provider.destination.dialects.base import DEFAULT_LOCK_TIMEOUT, check_lock_timeout
 
         value = self._extra("lock_timeout")
+        where = "extra 'lock_timeout'"
         if value is None:
             value = conf.get(CONFIG_SECTION, "lock_timeout", fallback=DEFAULT_LOCK_TIMEOUT)
+            where = f"[{CONFIG_SECTION}] lock_timeout"
         try:
-            return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: lock_timeout")
+            return check_lock_timeout(value, f"connection {self.destination_conn_id!r}: {where}")
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
 
@@ -298,18 +302,20 @@ class PipelineStateHook(DbApiHook):
         problems: list[str] = []
         prefix = f"connection {self.destination_conn_id!r}: "
         try:
-            url = self.get_sqlalchemy_url()
-        except Exception as exc:
-            return [self._scrub(str(exc)).removeprefix(prefix)]
-        backend = url.get_backend_name()
-        if backend not in SUPPORTED_DIALECTS:
+            url: URL | None = self.get_sqlalchemy_url()
+        except Exception as exc:  # an unusable dialect or URL: still report the other extras' problems
+            url = None
+            problems.append(self._scrub(str(exc)).removeprefix(prefix))
+        backend = url.get_backend_name() if url is not None else None
+        if url is not None and backend not in SUPPORTED_DIALECTS:
             problems.append(
                 f"the URL's dialect {backend!r} is not supported; supported dialects: "
                 f"{', '.join(SUPPORTED_DIALECTS)}"
             )
-        problems += self._number_problems(dialect_class_named(backend).integer_url_query_settings)
+        url_integers = dialect_class_named(backend).integer_url_query_settings if backend else ()
+        problems += self._number_problems(url_integers)
         problems += self._setting_problems(prefix)
-        if backend in SUPPORTED_DIALECTS:
+        if url is not None and backend in SUPPORTED_DIALECTS:
             problem = _driver_problem(url)
             if problem:
                 problems.append(problem)
@@ -325,7 +331,7 @@ class PipelineStateHook(DbApiHook):
             value = self._extra(key)
             number = _whole_number(value)
             if value is not None and (number is None or number < minimum):
-                problems.append(f"{key} must be an integer >= {minimum}, got {value!r}")
+                problems.append(f"extra {key!r} must be an integer >= {minimum}, got {value!r}")
         return problems
 
     def _setting_problems(self, prefix: str) -> list[str]:

@@ -174,11 +174,21 @@ def hook_for(monkeypatch, conn: dict):
             {"sqlalchemy_url": "mysql://u@h/d"},
             "the URL's dialect 'mysql' is not supported; supported dialects: sqlite, duckdb, postgresql",
         ),
-        ({"dialect": "sqlite", "max_state_versions": "lots"}, "max_state_versions must be an integer >= 1"),
+        (
+            {"dialect": "sqlite", "max_state_versions": "lots"},
+            "extra 'max_state_versions' must be an integer >= 1, got 'lots'",
+        ),
+        (  # every problem at once, the dialect's too
+            {"dialect": "postgress", "max_state_versions": "ten", "restore_from_destination": "maybe"},
+            "extra 'dialect' is 'postgress'; supported dialects: sqlite, duckdb, postgresql; "
+            "extra 'max_state_versions' must be an integer >= 1, got 'ten'; "
+            "extra 'restore_from_destination' must be true or false, got 'maybe'",
+        ),
         ({"dialect": "sqlite", "restore_from_destination": "maybe"}, "must be true or false, got 'maybe'"),
         (
             {"dialect": "postgresql", "connect_timeout": "ten", "warn_state_bytes": 1.5},
-            "warn_state_bytes must be an integer >= 1, got 1.5; connect_timeout must be an integer >= 0",
+            "extra 'warn_state_bytes' must be an integer >= 1, got 1.5; "
+            "extra 'connect_timeout' must be an integer >= 0",
         ),
         (
             {"dialect": "postgresql", "driver": "pg8000"},

@@ -172,7 +172,7 @@ def test_json_extras_keep_their_types(tmp_path, monkeypatch):
                 "host": "h",
                 "extra": {"dialect": "sqlite", "max_state_bytes": "lots"},
             },
-            "max_state_bytes must be an integer",
+            "extra 'max_state_bytes' must be an integer >= 1, got 'lots'",
         ),
     ],
 )
@@ -181,6 +181,17 @@ def test_bad_connections_say_what_to_fix(value, message, monkeypatch):
     with pytest.raises(ValueError, match=message):
         hook.get_sqlalchemy_url()
         hook.state_settings()
+
+
+def test_validate_extras_reports_every_problem_with_a_bad_dialect(monkeypatch):
+    """A misspelt dialect does not hide the other extras' problems; each names its extra alike."""
+    extra = {"dialect": "postgress", "max_state_versions": "ten", "lock_timeout": "soon"}
+    hook = set_conn(monkeypatch, "form", {"conn_type": "pipeline_state", "host": "h", "extra": extra})
+    assert hook.validate_extras() == [
+        "extra 'dialect' is 'postgress'; supported dialects: sqlite, duckdb, postgresql",
+        "extra 'max_state_versions' must be an integer >= 1, got 'ten'",
+        "extra 'lock_timeout' must be a number of seconds, got 'soon'",
+    ]
 
 
 def test_default_connection_id(monkeypatch, tmp_path):

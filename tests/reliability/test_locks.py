@@ -497,9 +497,9 @@ def test_lock_timeout_from_connection_extra_then_config_then_default(tmp_path, m
     assert hook({}).get_pipeline("p").dialect.lock_timeout == 42
     assert hook({"lock_timeout": 2.5}).get_pipeline("p").dialect.lock_timeout == 2.5
     assert hook({"lock_timeout": 2.5}).get_pipeline("p", lock_timeout=9).dialect.lock_timeout == 9
-    with pytest.raises(ValueError, match="connection 'warehouse': lock_timeout must be a positive"):
+    with pytest.raises(ValueError, match="connection 'warehouse': extra 'lock_timeout' must be a positive"):
         hook({"lock_timeout": -1}).get_pipeline("p")
-    with pytest.raises(ValueError, match="lock_timeout must be a number of seconds, got 'soon'"):
+    with pytest.raises(ValueError, match="extra 'lock_timeout' must be a number of seconds, got 'soon'"):
         hook({"lock_timeout": "soon"}).get_pipeline("p")
     info = get_provider_info()
     assert info["config"]["state_provider"]["options"]["lock_timeout"]["default"] == "300"
