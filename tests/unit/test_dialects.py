@@ -320,3 +320,25 @@ def test_duckdb_arrow_timestamps_of_naive_datetimes_keep_their_wall_time(values)
 
     t = pa.timestamp("us")
     assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))
+
+
+@pytest.mark.parametrize(
+    ("main", "dataset"), [("w.sqlite", "w__chess_data.sqlite"), ("w.db", "w__chess_data.db")]
+)
+def test_sqlite_dataset_file_takes_the_main_files_extension(tmp_path, main: str, dataset: str):
+    """As the README says: ``sqlite:///warehouse.sqlite`` -> ``warehouse__chess_data.sqlite``,
+    ``warehouse.db`` -> ``warehouse__chess_data.db`` (a real load, the files listed)."""
+    from airflow_state_provider import Pipeline, resource
+
+    @resource(name="games")
+    def games():
+        yield {"id": 1}
+
+    Pipeline(
+        "chess",
+        destination=f"sqlite:///{tmp_path / main}",
+        dataset_name="chess_data",
+        pipelines_dir=str(tmp_path / "p"),
+    ).run(games())
+    files = {p.name for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
+    assert files == {main, dataset}
