@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import time
@@ -161,7 +162,10 @@ class Pipeline:
     """A named pipeline whose state lives in ``dataset_name`` of ``destination``.
 
     ``destination`` is a SQLAlchemy URL (``sqlite:///f.db``, ``duckdb:///f.duckdb``,
-    ``postgresql+psycopg://...``), an ``Engine``, or an Airflow ``PipelineStateHook``.
+    ``postgresql+psycopg://...``), an ``Engine``, or an Airflow ``PipelineStateHook``. An ``Engine`` you
+    pass is never changed: the pipeline opens its own connections the way it does (same URL, connect
+    arguments and connect-time listeners) in a pool of its own, :attr:`engine`; an in-memory SQLite or
+    DuckDB engine raises ``ConfigurationError`` (pass its URL instead).
 
     ``restore_from_destination=False`` keeps the state only in ``<pipelines_dir>/<pipeline>/state.json``
     (a persistent worker): the destination gets data and ``_dlt_loads`` rows but no state rows.
@@ -214,13 +218,17 @@ class Pipeline:
         self.restore_from_destination = restore_from_destination
         self.batch_size = batch_size
         self.create_indexes = create_indexes
-        self.engine = _engine_from(destination)
+        # seconds any lock wait may take (default DEFAULT_LOCK_TIMEOUT), then LockTimeoutError
+        self.dialect = dialect_for(
+            _engine_from(destination), lock_timeout=lock_timeout, pipeline_name=pipeline_name
+        )
+        #: the engine the pipeline works on: a caller's Engine is used through a private one that opens
+        #: connections like it (Dialect.working_engine), so the caller's engine is never changed
+        self.engine = self.dialect.engine
         #: the configured name, as the state document records it (dlt keeps it unnormalized there)
         self.configured_dataset_name = dataset
         dataset = _physical_dataset_name(dataset, self.engine)
         self.dataset_name = dataset
-        # seconds any lock wait may take (default DEFAULT_LOCK_TIMEOUT), then LockTimeoutError
-        self.dialect = dialect_for(self.engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
         self.dialect.prepare(dataset)
         self.store = StateStore(
             self.dialect,
@@ -922,9 +930,22 @@ class _Pages:
         self.size = size
 
     def __iter__(self) -> Iterator[Any]:
-        size = self.size
+        size, data = self.size, self.data
+        if type(data) is list:
+            # slices of a list of dicts are its pages (checked in C, no Python step per row)
+            for start in range(0, len(data), size):
+                page = data[start : start + size]
+                if set(map(type, page)) != {dict}:
+                    yield from self._grouped(itertools.islice(data, start, None), size)
+                    return
+                yield page
+            return
+        yield from self._grouped(data, size)
+
+    @staticmethod
+    def _grouped(data: Iterable[Any], size: int) -> Iterator[Any]:
         page: list[dict] = []
-        for item in self.data:
+        for item in data:
             if type(item) is dict:
                 page.append(item)
                 if len(page) >= size:

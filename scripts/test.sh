@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 quiet() { "$@" 2>&1 | grep --line-buffered -v -E '^(nanobind: | - leaked | - \.\.\. skipped remainder|See https://nanobind)'; }
 bash scripts/setup.sh main
 bash scripts/setup.sh airflow31
-echo "== lint and types (configuration in pyproject.toml)"
+echo "== lint, types and import layers (configuration in pyproject.toml)"
 .venv/bin/python -m ruff check .
 .venv/bin/python -m ruff format --check .
 .venv/bin/python -m mypy
+# import-linter: the layering rules of docs/architecture.md (no console script: venv copies break shebangs)
+.venv/bin/python -c 'from importlinter.cli import lint_imports_command; lint_imports_command()'
 echo "== Airflow 3.1 line: Airflow tests"
 quiet .venv-af31/bin/python -m pytest -q -p no:cacheprovider tests/airflow -m "not e2e and not slow"
 echo "== Airflow 3.3 line: whole suite"

@@ -6,6 +6,7 @@ manager (everyone an admin); the tests talk to the REST API with an authorized `
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -197,6 +198,20 @@ class AirflowStack:
     def run_logs(self, dag_id: str, run_id: str) -> Path:
         """The folder of a DAG run's task logs."""
         return self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+
+
+def postgres_conn_json(postgres_server: Any, database: str) -> str:
+    """An ``AIRFLOW_CONN_*`` value (JSON) for ``database`` on the test PostgreSQL server, as a
+    ``postgres`` connection (user ``postgres``, no password, loopback)."""
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": postgres_server.port,
+            "login": "postgres",
+            "schema": database,
+        }
+    )
 
 
 def metadata_db_env(url: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,24 +47,40 @@ EXPECTED_ROWS = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.timeout(1200)
-def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
+@pytest.fixture
+def smoke_run(tmp_path: Path) -> Callable[..., tuple[str, Path]]:
+    """Runs ``python -m benchmarks --smoke --only <case>...`` in ``tmp_path`` (PostgreSQL server
+    binaries or ``ENV_URL`` needed: CI fails without them, elsewhere the test is skipped); returns the
+    report's text and the saved results file."""
     if pg_bindir() is None and not os.environ.get(ENV_URL):
         msg = "PostgreSQL server binaries not found (install Debian's 'postgresql' package)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    report, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+
+    def run(cases: list[str], timeout: float) -> tuple[str, Path]:
+        report, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+        only = [arg for case in cases for arg in ("--only", case)]
+        args = ["--smoke", *only, "--output", str(report), "--json", str(results), "--workdir", str(tmp_path)]
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        return report.read_text(encoding="utf-8"), results
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(1200)
+def test_smoke_run_writes_every_row(tmp_path: Path, smoke_run: Callable[..., tuple[str, Path]]) -> None:
     # the Airflow case (a metadata DB, an api-server, `airflow dags test` processes) has its own test
-    only = [arg for case in CASES if case != "airflow" for arg in ("--only", case)]
-    args = ["--smoke", *only, "--output", str(report), "--json", str(results), "--workdir", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=1150
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    text = report.read_text(encoding="utf-8")
+    text, results = smoke_run([case for case in CASES if case != "airflow"], timeout=1150)
 
     # the saved results render the same report again
     again = tmp_path / "again.md"
@@ -76,8 +93,7 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     )
     assert again.read_text(encoding="utf-8") == text
 
-    results = text.split("## Results", 1)[1].split("\n## ", 1)[0]
-    lines = results.splitlines()
+    lines = text.split("## Results", 1)[1].split("\n## ", 1)[0].splitlines()
     table = [line for line in lines if line.startswith("| ") and not line.startswith(("| measure", "| ---"))]
     assert len(table) == len(EXPECTED_ROWS), table
     for pattern in EXPECTED_ROWS:
@@ -99,25 +115,11 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.timeout(900)
-def test_smoke_airflow_task_row(tmp_path: Path) -> None:
+def test_smoke_airflow_task_row(smoke_run: Callable[..., tuple[str, Path]]) -> None:
     """The Airflow case: real `airflow dags test --use-executor` runs (an untimed warm-up and a timed
     run of each DAG), one row in the report."""
-    if pg_bindir() is None and not os.environ.get(ENV_URL):
-        msg = "PostgreSQL server binaries not found (install Debian's 'postgresql' package)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    report, results = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
-    args = ["--smoke", "--only", "airflow", "--output", str(report), "--json", str(results)]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args, "--workdir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=850,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    results_table = report.read_text(encoding="utf-8").split("## Results", 1)[1].split("\n## ", 1)[0]
+    text, _ = smoke_run(["airflow"], timeout=850)
+    results_table = text.split("## Results", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in results_table.splitlines() if line.startswith("| ") and "measure" not in line]
     rows = [row for row in rows if not row.startswith("| ---")]
     assert len(rows) == 1 and "`StatefulLoadOperator` task vs a plain `@task`" in rows[0], rows

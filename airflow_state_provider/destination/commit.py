@@ -135,7 +135,12 @@ def commit(
         if changed and not local_only:
             store.insert_state(conn, doc, final_id, dumped)
             store.prune(conn)
-        conn.commit()
+        committed = False
+        try:
+            conn.commit()
+            committed = True
+        finally:
+            store.dialect.after_commit(conn, committed)
     if changed and local is not None:
         local.write(doc, final_id)
     committed_doc = doc if changed else model.copy_tree(theirs)

@@ -7,6 +7,8 @@ Every engine the product creates from a URL (``Pipeline(destination=<URL>)``, ``
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -145,16 +147,62 @@ def create_engine(url: str | sa.URL, **options: Any) -> sa.Engine:
     options.setdefault("hide_parameters", True)
     options.setdefault("pool_pre_ping", True)
     try:
-        return sa.create_engine(url, **options)
+        engine = sa.create_engine(url, **options)
     except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as e:
         backend = sa.make_url(url).get_backend_name()
-        extra = INSTALL_EXTRAS.get(backend)
-        if extra is None:
+        hint = install_hint(backend)
+        if not hint:
             raise
-        raise ModuleNotFoundError(
-            f"the {backend} driver is not installed ({e}): pip install 'airflow-state-provider[{extra}]'"
-        ) from e
+        raise ModuleNotFoundError(f"the {backend} driver is not installed ({e}){hint}") from e
+    _created.add(engine)
+    return engine
 
 
-#: the package extra that brings each database's driver
+#: the engines :func:`create_engine` made: the dialects may set these up (events); any other engine is
+#: the caller's and is only ever used through :func:`borrowing_engine`
+_created: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def created_here(engine: sa.Engine) -> bool:
+    """True for an engine :func:`create_engine` made (not for a copy of it from ``execution_options``)."""
+    return engine in _created
+
+
+def borrowing_engine(
+    engine: sa.Engine, open_connection: Callable[[Callable[[], Any]], Any] | None = None
+) -> sa.Engine:
+    """A private engine for the caller's ``engine``: its connections are opened as ``engine`` opens
+    them, but pooled, set up and closed apart from ``engine``'s.
+
+    Each new DBAPI connection comes from a copy of ``engine``'s pool (``Pool.recreate()``: the same
+    creator, so the same URL, ``connect_args``, ``do_connect`` hooks and pool listeners such as the
+    caller's connect-time settings) and is detached from it at once, so ``engine``'s own pool, dialect
+    and events are never touched. The private engine has :func:`create_engine`'s options and the
+    copied pool's class; a dialect may then add its events to it (:func:`created_here` is True).
+    ``open_connection``, if given, is called with the function that opens one connection and returns
+    it (DuckDB retries it while another process holds the file). Raises what :func:`check_supported`
+    raises.
+    """
+    check_supported(engine)
+    source = engine.pool.recreate()
+
+    def borrow() -> Any:
+        proxied = source.connect()
+        proxied.detach()
+        return proxied.dbapi_connection
+
+    def creator() -> Any:
+        return borrow() if open_connection is None else open_connection(borrow)
+
+    return create_engine(engine.url, creator=creator, poolclass=type(engine.pool))
+
+
+#: the package extra that brings each database's driver (SQLite's is in the standard library)
 INSTALL_EXTRAS = {"duckdb": "duckdb", "postgresql": "postgres"}
+
+
+def install_hint(backend: str) -> str:
+    """``": pip install 'airflow-state-provider[<extra>]'"`` for a SQLAlchemy backend name whose
+    driver comes with an extra of the package, else ``""``: the end of a missing-driver message."""
+    extra = INSTALL_EXTRAS.get(backend)
+    return f": pip install 'airflow-state-provider[{extra}]'" if extra else ""

@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from airflow_state_provider._airflow_compat import DbApiHook, conf, mask_secret
-from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.dialects import dialect_class_named, dialect_for
 from airflow_state_provider.destination.engine import (
     SUPPORTED_DIALECTS,
     create_engine,
+    install_hint,
     mask_url,
     scrub,
     url_secrets,
@@ -29,29 +30,8 @@ if TYPE_CHECKING:
 
 #: Airflow connection types the hook understands, and the SQLAlchemy dialect each one means.
 CONN_TYPE_DIALECTS = {"postgres": "postgresql", "sqlite": "sqlite", "duckdb": "duckdb"}
-#: Databases kept in one file whose path is the connection's host (or, from a URI, its path).
-FILE_DIALECTS = frozenset({"sqlite", "duckdb"})
-#: SQLAlchemy would pick psycopg2 for a bare ``postgresql``; the provider depends on psycopg 3.
-DEFAULT_DRIVERS = {"postgresql": "psycopg"}
-#: The package extra that brings each dialect's driver (SQLite's is in the standard library).
-DRIVER_EXTRAS = {"postgresql": "postgres", "duckdb": "duckdb"}
+#: what the extra ``dialect`` may also say (Airflow's connection type name)
 _DIALECT_ALIASES = {"postgres": "postgresql"}
-#: Extras of a ``postgres`` connection passed on to libpq as URL query parameters.
-LIBPQ_EXTRAS = (
-    "sslmode",
-    "sslcert",
-    "sslkey",
-    "sslrootcert",
-    "sslcrl",
-    "application_name",
-    "connect_timeout",
-    "options",
-    "target_session_attrs",
-    "keepalives",
-    "keepalives_idle",
-)
-#: libpq extras that must be whole numbers.
-LIBPQ_INTEGER_EXTRAS = ("connect_timeout", "keepalives", "keepalives_idle")
 #: ``Pipeline`` settings that come from connection extras, else from the ``[state_provider]`` config.
 STATE_SETTINGS = ("max_state_versions", "max_state_bytes", "warn_state_bytes")
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -130,23 +110,16 @@ class PipelineStateHook(DbApiHook):
                 mask_secret(secret)  # the extra's name does not look secret to Airflow
             return url
         dialect = self._dialect()
-        driver = self._extra("driver") or DEFAULT_DRIVERS.get(dialect)
-        drivername = f"{dialect}+{driver}" if driver else dialect
-        if dialect in FILE_DIALECTS:
-            # a URI such as sqlite:////data/x.db reaches Airflow's parser as schema, not host
-            path = conn.host or conn.schema
-            return URL.create(drivername, database=os.path.expanduser(path) if path else None)
-        query = {}
-        if dialect == "postgresql":
-            query = {k: str(self._extra(k)) for k in LIBPQ_EXTRAS if self._extra(k) is not None}
-        return URL.create(
-            drivername,
-            username=conn.login or None,
-            password=conn.password or None,
-            host=conn.host or None,
-            port=conn.port or None,
-            database=conn.schema or None,
-            query=query,
+        database = dialect_class_named(dialect)
+        driver = self._extra("driver") or database.default_driver
+        return database.url_from_settings(
+            f"{dialect}+{driver}" if driver else dialect,
+            host=conn.host,
+            port=conn.port,
+            username=conn.login,
+            password=conn.password,
+            database=conn.schema,  # a file database's URI path arrives here, not in host
+            settings={k: self._extra(k) for k in database.url_query_settings},
         )
 
     def _dialect(self) -> str:
@@ -225,19 +198,15 @@ class PipelineStateHook(DbApiHook):
         ``sqlite:///x`` becomes ``sqlite:/x``). Never holds credentials.
         """
         url = self.get_sqlalchemy_url()
-        backend = url.get_backend_name()
-        if backend in FILE_DIALECTS:
-            return f"{backend}://localhost{os.path.abspath(url.database or ':memory:')}"
-        scheme = "postgres" if backend == "postgresql" else backend
-        return f"{scheme}://{url.host or 'localhost'}:{url.port or 5432}"
+        return dialect_class_named(url.get_backend_name()).lineage_namespace(url)
 
     def lineage_name(self, dataset_name: str, table_name: str) -> str:
         """A table's OpenLineage dataset name: ``<database>.<dataset>.<table>`` on PostgreSQL (as
         the Postgres provider reports it), ``<dataset>.<table>`` in a file database."""
         url = self.get_sqlalchemy_url()
-        if url.get_backend_name() in FILE_DIALECTS:
-            return f"{dataset_name}.{table_name}"
-        return f"{url.database}.{dataset_name}.{table_name}"
+        return ".".join(
+            dialect_class_named(url.get_backend_name()).lineage_path(url, dataset_name, table_name)
+        )
 
     def table_asset_uri(self, dataset_name: str, table_name: str) -> str:
         """The stable Airflow asset URI of a loaded table: the database, then dataset and table.
@@ -247,8 +216,8 @@ class PipelineStateHook(DbApiHook):
         ``duckdb://localhost/data/w.duckdb/raw/events``.
         """
         url = self.get_sqlalchemy_url()
-        database = [] if url.get_backend_name() in FILE_DIALECTS else [url.database or ""]
-        return "/".join([self.lineage_namespace(), *database, dataset_name, table_name])
+        path = dialect_class_named(url.get_backend_name()).lineage_path(url, dataset_name, table_name)
+        return "/".join([self.lineage_namespace(), *path])
 
     def table_asset(self, dataset_name: str, table_name: str) -> Any:
         """The :class:`airflow.sdk.Asset` of a loaded table (what a downstream DAG schedules on).
@@ -338,7 +307,7 @@ class PipelineStateHook(DbApiHook):
                 f"the URL's dialect {backend!r} is not supported; supported dialects: "
                 f"{', '.join(SUPPORTED_DIALECTS)}"
             )
-        problems += self._number_problems(backend)
+        problems += self._number_problems(dialect_class_named(backend).integer_url_query_settings)
         problems += self._setting_problems(prefix)
         if backend in SUPPORTED_DIALECTS:
             problem = _driver_problem(url)
@@ -346,11 +315,11 @@ class PipelineStateHook(DbApiHook):
                 problems.append(problem)
         return problems
 
-    def _number_problems(self, backend: str) -> list[str]:
-        """The whole-number extras (state settings; libpq's on PostgreSQL) that are not one."""
+    def _number_problems(self, url_integers: tuple[str, ...]) -> list[str]:
+        """The whole-number extras (state settings; the database's ``url_integers``, such as libpq's
+        ``connect_timeout``) that are not one."""
         minimums = dict.fromkeys(STATE_SETTINGS, 1)
-        if backend == "postgresql":
-            minimums.update(dict.fromkeys(LIBPQ_INTEGER_EXTRAS, 0))
+        minimums.update(dict.fromkeys(url_integers, 0))
         problems = []
         for key, minimum in minimums.items():
             value = self._extra(key)
@@ -382,7 +351,8 @@ class PipelineStateHook(DbApiHook):
             return False, f"connection {self.destination_conn_id!r}: " + "; ".join(problems)
         url = self.get_sqlalchemy_url()
         shown = mask_url(url)
-        if url.get_backend_name() in FILE_DIALECTS and url.database and url.database != ":memory:":
+        database = dialect_class_named(url.get_backend_name())
+        if database.file_database and url.database and not database.in_memory(url):
             path = os.path.abspath(url.database)
             if not os.path.exists(path):
                 # connecting would create the file: only check that it can be created
@@ -390,9 +360,7 @@ class PipelineStateHook(DbApiHook):
                 if os.access(parent, os.W_OK):
                     return True, f"{shown}: the file does not exist yet; the first load creates it"
                 return False, f"{shown}: the directory {parent} does not exist or is not writable"
-        if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-            url = url.update_query_dict({"connect_timeout": "10"})
-        engine = create_engine(url, poolclass=sa.NullPool)
+        engine = create_engine(database.with_connect_timeout(url, 10), poolclass=sa.NullPool)
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -426,8 +394,7 @@ def _whole_number(value: Any) -> int | None:
 def _driver_problem(url: URL) -> str | None:
     """Why the URL's DB-API driver cannot be imported, naming the extra to install; None if it can."""
     backend = url.get_backend_name()
-    extra = DRIVER_EXTRAS.get(backend)
-    hint = f": pip install 'airflow-state-provider[{extra}]'" if extra else ""
+    hint = install_hint(backend)
     try:
         url.get_dialect().import_dbapi()
     except sa.exc.NoSuchModuleError:

@@ -3,7 +3,10 @@
 One run of ``e2e_dags/stateful_retry.py``: its stateful task fails on try 1 after loading a page and
 succeeds on try 2. Asserted from the task log files, the REST API (what the UI shows), the destination
 and XCom; a headless Chromium opens the UI's log view of try 2. One run of ``stateful_kill.py``: the
-task is marked failed while it loads, the supervisor kills it, nothing is committed.
+task is marked failed while it loads, the supervisor kills it, nothing is committed. And issue 17's
+Asset case (``eco_dags/assets.py``): the test triggers only ``eco_assets_load``; the scheduler starts
+``eco_assets_report``, scheduled on the loaded ``orders`` table's Asset, from the event the load emitted.
+The tests share one stack: starting one takes minutes on two cores.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.airflow.conftest import REPO, committed_state, sql, sqlite_conn_json
-from tests.airflow_stack import AirflowStack, running_stack
+from tests.airflow.conftest import REPO, committed_state, conn_env, sql, sqlite_conn_json
+from tests.airflow_stack import FINISHED, AirflowStack, running_stack
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e]
 
-DAG_IDS = ("stateful_retry", "stateful_kill")
+DAG_IDS = ("stateful_retry", "stateful_kill", "eco_assets_load", "eco_assets_report")
+ECO_DAGS = Path(__file__).parent / "eco_dags"
 ARTIFACTS = REPO / "test-artifacts"
-STARTUP_TIMEOUT = 120
+STARTUP_TIMEOUT = 180
 RUN_TIMEOUT = 240
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -94,9 +98,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     root = tmp_path_factory.mktemp("e2e")
     dags, warehouse = root / "dags", root / "warehouse.sqlite"
     shutil.copytree(Path(__file__).parent / "e2e_dags", dags)
+    shutil.copy(ECO_DAGS / "assets.py", dags)
     env = {
         "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": sqlite_conn_json(warehouse),
+        conn_env("eco_dest"): sqlite_conn_json(root / "eco_warehouse.sqlite"),
         "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
+        "ECO_RESULT": str(root / "eco_result.json"),
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "180",
+        "PYTHONPATH": str(REPO),
     }
     airflow = AirflowStack(root, dags, f"sqlite:///{warehouse}", env)
     with running_stack(airflow, DAG_IDS, STARTUP_TIMEOUT, stop_timeout=30):
@@ -223,3 +232,27 @@ def test_ui_log_view_shows_the_bind_line(retry_run: Run):
             page.screenshot(path=ARTIFACTS / "ui-task-log-bind-incremental.png", full_page=True)
         finally:
             browser.close()
+
+
+def test_a_dag_scheduled_on_a_loaded_table_runs_after_the_load(stack: AirflowStack, monkeypatch):
+    """Issue 17: the report DAG runs from the asset event of the load, not from a trigger."""
+    from airflow_state_provider.hooks.pipeline_state import PipelineStateHook
+
+    runs_path = "/api/v2/dags/eco_assets_report/dagRuns"
+    assert stack.get(runs_path)["dag_runs"] == []  # nothing scheduled it before the load
+    load_run = stack.trigger("eco_assets_load")
+    assert stack.wait_for_run("eco_assets_load", load_run, RUN_TIMEOUT) == "success"
+
+    def finished_report() -> list[dict] | None:
+        runs = stack.get(runs_path)["dag_runs"]
+        return runs if runs and all(r["state"] in FINISHED for r in runs) else None
+
+    (report,) = stack.wait_for("the asset-triggered report run", finished_report, RUN_TIMEOUT)
+    logs = stack.run_logs("eco_assets_report", report["dag_run_id"])
+    tails = [f.read_text(errors="replace")[-3000:] for f in sorted(logs.glob("task_id=*/attempt=*.log"))]
+    assert (report["run_type"], report["state"]) == ("asset_triggered", "success"), "\n".join(tails)
+    (event,) = json.loads(Path(stack.env["ECO_RESULT"]).read_text())
+    monkeypatch.setenv(conn_env("eco_dest"), stack.env[conn_env("eco_dest")])  # the URI the DAG saw
+    orders = PipelineStateHook(destination_conn_id="eco_dest").table_asset_uri("eco_data", "orders")
+    assert event["uri"] == orders
+    assert event["extra"] == {"load_id": event["extra"]["load_id"], "row_count": 3, "state_version": 1}

@@ -8,7 +8,6 @@ writer) is triggered twice; the second run continues from the state the first co
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline
 from tests.airflow.conftest import DAGS_FOLDER, REPO
-from tests.airflow_stack import AirflowStack, migrated_metadata_db, running_stack
+from tests.airflow_stack import AirflowStack, migrated_metadata_db, postgres_conn_json, running_stack
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e, pytest.mark.postgres]
 
@@ -64,15 +63,7 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     warehouse_db = postgres_server.create_database()
     env = {
         "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": json.dumps(
-            {
-                "conn_type": "postgres",
-                "host": "127.0.0.1",
-                "port": postgres_server.port,
-                "login": "postgres",
-                "schema": warehouse_db,
-            }
-        ),
+        "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": postgres_conn_json(postgres_server, warehouse_db),
         "AIRFLOW_STATE_PIPELINES_DIR": str(root / "pipelines"),
         "PYTHONPATH": str(REPO),  # this checkout's provider in every Airflow process
     }

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.store import loads_table, state_table
 from airflow_state_provider.state import codec
 
@@ -25,7 +26,7 @@ def new_pipeline(url: str, tmp_path: Path, **kw: Any) -> Pipeline:
 
 
 def engine(url: str, dataset: str = DATASET) -> sa.Engine:
-    eng = sa.create_engine(url)
+    eng = create_engine(url)
     dialect_for(eng).prepare(dataset)
     return eng
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from airflow_state_provider.destination.dialects import Dialect, dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.loader import Loader
 from airflow_state_provider.destination.store import RESOURCE_TABLES
 from airflow_state_provider.exceptions import PipelineStateError, SchemaConflictError
@@ -24,7 +25,7 @@ DS = "ds"
 
 @pytest.fixture
 def engine(dest_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(dest_url)
+    engine = create_engine(dest_url)
     dialect_for(engine).prepare(DS)
     yield engine
     engine.dispose()

@@ -28,8 +28,10 @@ def select(url: str, sql: str) -> list[tuple]:
 
 
 def count(url: str, table: str) -> int:
-    engine = sa.create_engine(url)
     from airflow_state_provider.destination.dialects import dialect_for
+    from airflow_state_provider.destination.engine import create_engine
+
+    engine = create_engine(url)
 
     dialect_for(engine).prepare("ds")
     with engine.connect() as conn:

@@ -366,7 +366,7 @@ def observe(url: str, pipeline: str = PIPELINE) -> Committed:
         slots = [s.get("resources", {}).get(TABLE) for s in state.get("sources", {}).values()]
         slot = next((s for s in slots if s is not None), {})
         q = f'"{DATASET}".'
-        with engine.connect() as conn:
+        with reader.engine.connect() as conn:  # SQLite attaches the dataset on the pipeline's engine
             tables = _tables(conn, engine.dialect.name)
             rows: list[tuple] = []
             if TABLE in tables:

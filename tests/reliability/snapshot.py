@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 
 Snapshot = dict[str, list[str]]
 
@@ -36,7 +37,7 @@ def tables(conn: sa.Connection) -> list[tuple[str, str]]:
 
 def tables_of(url: str, *datasets: str) -> list[tuple[str, str]]:
     """:func:`tables` of the database at ``url`` (on SQLite with ``datasets`` attached)."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     for dataset in datasets:
         dialect_for(engine).prepare(dataset)
     try:
@@ -51,7 +52,7 @@ def take(engine_or_url: sa.Engine | str, *datasets: str) -> Snapshot:
 
     On SQLite a dataset is a separate file: name the ``datasets`` to attach (a URL only).
     """
-    engine = sa.create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     for dataset in datasets:
         dialect_for(engine).prepare(dataset)
     try:

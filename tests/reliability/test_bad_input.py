@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline, current, incremental, resource, source
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.store import loads_table, new_load_id, state_table
 from airflow_state_provider.exceptions import (
     IncrementalCursorPathMissing,
@@ -158,7 +159,7 @@ CORRUPT: dict[str, Callable[[str], tuple[str, str | None]]] = {
 
 def insert_state_row(url: str, blob: str, version: int, version_hash: str | None) -> str:
     """Write a state row and its ``_dlt_loads`` row, as a buggy or hostile writer would."""
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     dialect_for(engine).prepare("ds")
     metadata = sa.MetaData()
     load_id = new_load_id()
@@ -185,7 +186,7 @@ def insert_state_row(url: str, blob: str, version: int, version_hash: str | None
 
 
 def delete_state_row(url: str, load_id: str) -> None:
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     dialect_for(engine).prepare("ds")
     metadata = sa.MetaData()
     with engine.begin() as conn:

@@ -16,7 +16,6 @@ rows' load ids agree.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -32,7 +31,13 @@ import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline
 from tests.airflow.conftest import REPO
-from tests.airflow_stack import AirflowStack, free_port, migrated_metadata_db, running_stack
+from tests.airflow_stack import (
+    AirflowStack,
+    free_port,
+    migrated_metadata_db,
+    postgres_conn_json,
+    running_stack,
+)
 
 pytestmark = [pytest.mark.airflow, pytest.mark.e2e, pytest.mark.postgres]
 
@@ -129,15 +134,7 @@ def stack(postgres_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             # a try's calls to the api-server's execution API, from workers on a busy 2-core machine
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
-            "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": json.dumps(
-                {
-                    "conn_type": "postgres",
-                    "host": "127.0.0.1",
-                    "port": postgres_server.port,
-                    "login": "postgres",
-                    "schema": warehouse_db,
-                }
-            ),
+            "AIRFLOW_CONN_PIPELINE_STATE_DEFAULT": postgres_conn_json(postgres_server, warehouse_db),
             "PYTHONPATH": str(REPO),
         }
         airflow = AirflowStack(

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from airflow_state_provider import Pipeline, current, resource, source
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.exceptions import StateConflictError
 from tests.reliability import harness, snapshot
 
@@ -76,7 +76,7 @@ def in_threads(*calls: Callable[[], Any]) -> list[Any]:
 
 
 def table_ids(url: str, table: str) -> list[int]:
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     dialect_for(engine).prepare("ds")
     try:
         with engine.connect() as conn:

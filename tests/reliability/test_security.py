@@ -29,6 +29,7 @@ import sqlalchemy as sa
 import airflow_state_provider
 from airflow_state_provider import Pipeline, current, resource
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.store import loads_table, new_load_id, state_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +71,7 @@ def _quote(identifier: str) -> str:
 
 
 def _engine(url: str, *datasets: str) -> sa.Engine:
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     for dataset in datasets:
         dialect_for(engine).prepare(dataset)
     return engine

@@ -14,10 +14,17 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
 from airflow_state_provider.destination import column_types as ct
-from airflow_state_provider.destination.dialects import Dialect, dialect_class, dialect_for
+from airflow_state_provider.destination.dialects import (
+    Dialect,
+    dialect_class,
+    dialect_class_named,
+    dialect_for,
+)
 from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.naming import InvalidIdentifierError
 from airflow_state_provider.exceptions import LockTimeoutError
@@ -155,14 +162,22 @@ def test_prepare_existing_makes_datasets_readable_on_a_new_engine(dest_url: str,
 def test_locks_inside_a_transaction(engine: sa.Engine, dialect: Dialect):
     with engine.begin() as conn:
         _table("locked").create(conn)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        conn.begin()
         dialect.lock_tables(conn, DS, ["locked", "missing"], pipeline_name="pipe")
         dialect.lock_pipeline(conn, DS, "pipe")
         took = dialect.lock_table_ddl(conn, DS, "locked")
+        conn.commit()
+        dialect.after_commit(conn, True)  # as the commit function reports a commit
     assert took is (engine.dialect.name == "postgresql")
-    # the pipeline lock is released with the transaction: it can be taken again at once
+    # the pipeline lock is released once the commit is done: it can be taken again at once
+    with engine.connect() as conn:
+        conn.begin()
+        dialect.lock_pipeline(conn, DS, "pipe", timeout=1)
+        conn.rollback()  # ... and by a rollback
     with engine.begin() as conn:
         dialect.lock_pipeline(conn, DS, "pipe", timeout=1)
+        conn.rollback()
 
 
 def test_lock_timeout_error_names_pipeline_database_and_wait(engine: sa.Engine, dialect: Dialect):
@@ -230,3 +245,78 @@ def test_new_uuid_and_json_columns():
     assert isinstance(ct.new_column_type(ct.JSON, postgresql.JSONB), postgresql.JSONB)
     with pytest.raises(KeyError):
         ct.new_column_type(ct.OTHER, sa.JSON)
+
+
+# -- class-level facts the Airflow layer asks for (no engine) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "url", "namespace", "path"),
+    [
+        ("sqlite", "sqlite:////data/w.sqlite", "sqlite://localhost/data/w.sqlite", ["raw", "t"]),
+        ("duckdb", "duckdb:////data/w.duckdb", "duckdb://localhost/data/w.duckdb", ["raw", "t"]),
+        (
+            "postgresql",
+            "postgresql+psycopg://u:secret@db.internal:6543/analytics?sslmode=require",
+            "postgres://db.internal:6543",
+            ["analytics", "raw", "t"],
+        ),
+    ],
+)
+def test_urls_from_settings_and_lineage_names(backend, url, namespace, path):
+    cls = dialect_class_named(backend)
+    built = cls.url_from_settings(
+        sa.make_url(url).drivername,
+        host=None if cls.file_database else "db.internal",
+        port=None if cls.file_database else 6543,
+        username="u",
+        password="secret",
+        database=sa.make_url(url).database,
+        settings={"sslmode": "require", "keepalives": None, "not_a_libpq_setting": "x"},
+    )
+    assert built.render_as_string(hide_password=False) == url
+    assert cls.lineage_namespace(built) == namespace and "secret" not in namespace
+    assert cls.lineage_path(built, "raw", "t") == path
+    bounded = cls.with_connect_timeout(built, 10)
+    assert bounded.query.get("connect_timeout") == (None if cls.file_database else "10")
+    given = built.update_query_dict({"connect_timeout": "3"})
+    assert cls.with_connect_timeout(given, 10) == given  # a bound the URL sets is kept
+    assert not cls.in_memory(built)
+
+
+def test_in_memory_urls_and_the_generic_class():
+    assert dialect_class_named("sqlite").in_memory(sa.make_url("sqlite://"))
+    assert dialect_class_named("duckdb").in_memory(sa.make_url("duckdb:///:memory:"))
+    assert (
+        dialect_class_named("mysql") is Dialect
+        and dialect_class_named("postgresql").default_driver == "psycopg"
+    )
+
+
+def test_a_factory_engine_is_worked_on_as_it_is(engine: sa.Engine, dialect: Dialect):
+    assert dialect.engine is engine  # the product created it: the dialect's events go on it
+    assert Dialect.working_engine(engine) is engine
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.datetimes(timezones=st.one_of(st.just(dt.UTC), st.timezones())),
+        ),
+        max_size=20,
+    )
+)
+def test_duckdb_arrow_timestamps_are_the_instants_arrow_makes_of_aware_datetimes(values):
+    from airflow_state_provider.destination.dialects.duckdb import _arrow_timestamps
+
+    t = pa.timestamp("us", tz="UTC")
+    assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))
+
+
+@given(st.lists(st.one_of(st.none(), st.datetimes()), max_size=20))
+def test_duckdb_arrow_timestamps_of_naive_datetimes_keep_their_wall_time(values):
+    from airflow_state_provider.destination.dialects.duckdb import _arrow_timestamps
+
+    t = pa.timestamp("us")
+    assert _arrow_timestamps(pa, values, t).equals(pa.array(values, type=t))

@@ -1236,3 +1236,118 @@ def test_can_close_once_descending_rows_fall_below_the_start() -> None:
     assert result.inc.can_close() is False
     out, stop = result.inc.process(rows_of((3, 9)))
     assert out is None and stop is True and result.inc.can_close() is True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 19: a page decided at once moves the state exactly as row by row
+
+_BERLIN = pendulum.timezone("Europe/Berlin")
+_ZONES = [None, UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5)), _BERLIN]
+
+
+def _cursor_value(seconds: int, zone: Any, as_text: bool) -> Any:
+    moment = datetime(2024, 10, 27, 0, 30, tzinfo=UTC) + timedelta(minutes=20 * seconds)
+    if zone is None:
+        moment = moment.replace(tzinfo=None)
+    elif zone is _BERLIN:
+        moment = moment.astimezone(zone)  # a zone with daylight saving time: compared row by row
+        moment = datetime(*moment.timetuple()[:6], tzinfo=zone, fold=moment.fold)
+    else:
+        moment = moment.astimezone(zone)
+    return moment.isoformat() if as_text else moment
+
+
+def _sort_key(row: dict) -> datetime:
+    value = row.get("c")
+    moment = instant(value) if value is not None else datetime(2024, 10, 27)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_pages = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.integers(0, 9), st.sampled_from(range(len(_ZONES))), st.integers(0, 20)), max_size=6
+        ),
+        st.sampled_from(["asc", "desc", "as is"]),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    previous=_pages,
+    pages=_pages,
+    func=st.sampled_from([max, min]),
+    pk=st.sampled_from([None, "id", ()]),
+    lag=st.sampled_from([None, 1800]),
+    row_order=st.sampled_from([None, "asc", "desc"]),
+    range_start=st.sampled_from(["open", "closed"]),
+    missing=st.sampled_from(["include", "exclude"]),
+)
+def test_a_page_decided_at_once_matches_the_row_by_row_filter(
+    previous: list, pages: list, func: Any, pk: Any, lag: Any, row_order: Any, range_start: str, missing: str
+) -> None:
+    """Random pages of datetimes (naive, fixed offsets, a zone with DST; sorted or not; some rows with
+    text, None or no cursor) give the same rows, stop flags and state after every page either way."""
+
+    def build(spec: list) -> list:
+        out = []
+        for cells, order in spec:
+            rows = []
+            for i, (step, zone, kind) in enumerate(cells):
+                if kind == 0:
+                    rows.append({"id": i})
+                elif kind == 1:
+                    rows.append({"id": i, "c": None})
+                else:
+                    rows.append({"id": i, "c": _cursor_value(step, _ZONES[zone], kind == 2)})
+            if order != "as is":
+                rows.sort(key=_sort_key, reverse=order == "desc")
+            out.append(rows)
+        return out
+
+    def one_run(spec: list, state: dict, at_once: bool) -> tuple[list, dict]:
+        inc = incremental(
+            "c",
+            initial_value=datetime(2024, 10, 27, 1, 0, tzinfo=UTC),
+            last_value_func=func,
+            primary_key=pk,
+            lag=lag,
+            row_order=row_order,
+            range_start=range_start,
+            on_cursor_value_missing=missing,
+        )
+        resource_state = copy.deepcopy(state)
+        bound = inc.bind(pipeline_name=PIPE, resource_name=RES, resource_state=resource_state)
+        bound._run._pages_at_once = at_once
+        seen = []
+        for page in build(spec):
+            try:
+                out, stop = bound.process(page)
+            except (IncrementalCursorTypeError, TypeError) as exc:
+                seen.append(type(exc).__name__)
+                break
+            seen.append((out, stop, copy.deepcopy(resource_state), bound._run.out_of_order))
+        return seen, resource_state
+
+    _, state_fast = one_run(previous, {}, True)
+    _, state_slow = one_run(previous, {}, False)
+    assert state_fast == state_slow
+    assert one_run(pages, state_fast, True) == one_run(pages, state_fast, False)
+
+
+def test_a_page_of_ascending_datetimes_is_decided_without_a_step_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_state_provider.extract.incremental import transform
+
+    first = [{"id": i, "c": datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=i)} for i in range(1000)]
+    again = first[:500]  # re-delivered, all before the start value of the next run
+    monkeypatch.setattr(transform.CursorFilter, "_keep", lambda self, row: pytest.fail("row by row"))
+    fast = run(incremental("c"), first, primary_key="id")
+    assert fast.ids() == list(range(1000))
+    assert fast.slot()["last_value"] == first[-1]["c"]
+    assert fast.slot()["unique_hashes"] == [dedup_hash(999)]
+    second = run(incremental("c"), again, state=fast.state, primary_key="id")
+    assert second.ids() == [] and second.slot()["last_value"] == first[-1]["c"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
 from airflow_state_provider.destination.dialects import dialect_for
+from airflow_state_provider.destination.engine import create_engine
 from airflow_state_provider.destination.store import (
     StateStore,
     biggest_paths,
@@ -75,7 +75,7 @@ def test_biggest_paths_names_the_deepest_big_subtrees_first():
 
 @pytest.fixture
 def store() -> StateStore:
-    engine = sa.create_engine("sqlite://")
+    engine = create_engine("sqlite://")
     return StateStore(dialect_for(engine), "main", "pipe", max_state_bytes=1_000, warn_state_bytes=500)
 
 
@@ -83,3 +83,18 @@ def test_check_size_refuses_over_the_limit_naming_the_biggest_path(store: StateS
     assert store.check_size({"sources": {}}) < 500
     with pytest.raises(StateTooLargeError, match=r"pipeline 'pipe'.*over the limit of 1000.*ids"):
         store.check_size({"sources": {"s": {"resources": {"r": {"ids": list(range(400))}}}}})
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 4095, 4096, 4097, 10_000, 20_001])
+def test_loader_dlt_ids_of_a_batch_are_unique_ordered_and_share_a_prefix(n):
+    from airflow_state_provider.destination.loader import new_dlt_ids
+
+    ids = new_dlt_ids(n)
+    assert len(ids) == n == len(set(ids))
+    assert ids == sorted(ids)  # one ordered run into the UNIQUE index
+    assert all(re.fullmatch(r"[A-Za-z0-9+/]{14}", i) for i in ids)
+    assert len({i[:9] for i in ids}) == min(n, 1)
+    # the counter starts at zero and counts on without gaps
+    assert [i[9:] for i in ids[:2]] == ["+++++", "++++/"][:n]
+    if n > 4096:
+        assert ids[4095][9:] == "+++zz" and ids[4096][9:] == "++/++"

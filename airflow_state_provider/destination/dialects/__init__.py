@@ -25,7 +25,14 @@ def dialect_class(engine: sa.Engine | sa.Connection) -> type[Dialect]:
     """The :class:`Dialect` subclass for ``engine``'s database (the generic one if it has none), for its
     class-level facts (:meth:`Dialect.identifier_length`, :meth:`Dialect.existing_columns`) without
     setting the engine up."""
-    return _DIALECTS.get(engine.dialect.name, Dialect)
+    return dialect_class_named(engine.dialect.name)
+
+
+def dialect_class_named(backend: str) -> type[Dialect]:
+    """The :class:`Dialect` subclass for a SQLAlchemy backend name (``url.get_backend_name()``; the
+    generic one if it has none), for its class-level facts about URLs and names before any engine
+    exists."""
+    return _DIALECTS.get(backend, Dialect)
 
 
 def dialect_for(
@@ -34,9 +41,12 @@ def dialect_for(
     """The :class:`Dialect` serving ``engine`` (generic SQL for databases without a fast path).
 
     ``lock_timeout`` (seconds) bounds every lock wait on the engine's connections (default
-    :data:`DEFAULT_LOCK_TIMEOUT`); ``pipeline_name`` is named in lock-timeout errors.
+    :data:`DEFAULT_LOCK_TIMEOUT`); ``pipeline_name`` is named in lock-timeout errors. The dialect works
+    on :meth:`Dialect.working_engine` (``Dialect.engine``): ``engine`` itself if the product created
+    it, else a private engine opening connections like it, so that a caller's engine is never changed.
     """
-    return dialect_class(engine)(engine, lock_timeout=lock_timeout, pipeline_name=pipeline_name)
+    cls = dialect_class(engine)
+    return cls(cls.working_engine(engine), lock_timeout=lock_timeout, pipeline_name=pipeline_name)
 
 
 __all__ = [
@@ -46,5 +56,6 @@ __all__ = [
     "PostgresDialect",
     "SQLiteDialect",
     "dialect_class",
+    "dialect_class_named",
     "dialect_for",
 ]

@@ -6,13 +6,14 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from airflow_state_provider.destination import engine as destination_engine
 from airflow_state_provider.destination.naming import InvalidIdentifierError
-from airflow_state_provider.exceptions import LockTimeoutError
+from airflow_state_provider.exceptions import ConfigurationError, LockTimeoutError
 
 #: seconds any lock wait may take before :class:`LockTimeoutError` (``lock_timeout``)
 DEFAULT_LOCK_TIMEOUT = 300.0
@@ -127,6 +128,75 @@ class Dialect:
     #: serializes by itself)
     json_as_text = False
 
+    #: the database is one file named by the URL's path (no server, no schemas of its own)
+    file_database = False
+    #: the DB-API driver a URL built without one names (SQLAlchemy's own default otherwise)
+    default_driver: str | None = None
+    #: connection settings that go into the URL's query as they are (libpq's ``sslmode``, ...)
+    url_query_settings: tuple[str, ...] = ()
+    #: of :attr:`url_query_settings`, those that must be whole numbers >= 0
+    integer_url_query_settings: tuple[str, ...] = ()
+    #: the scheme and default port of the database's OpenLineage namespace (server databases)
+    lineage_scheme: str | None = None
+    default_port: int | None = None
+
+    # -- URLs from connection settings and lineage names (class methods: plain values in and out) ---
+    @classmethod
+    def url_from_settings(
+        cls,
+        drivername: str,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> sa.URL:
+        """The URL of a database given by parts (an Airflow connection's fields, in the hook).
+
+        A file database's path is ``host``, else ``database`` (a URI such as ``sqlite:////data/x.db``
+        arrives that way), with ``~`` expanded; a server database takes every part, and those of
+        ``settings`` named in :attr:`url_query_settings` (not None) as query parameters, as text.
+        Built with ``URL.create``: nothing is escaped by hand.
+        """
+        if cls.file_database:
+            path = host or database
+            return sa.URL.create(drivername, database=os.path.expanduser(path) if path else None)
+        given = settings or {}
+        query = {k: str(given[k]) for k in cls.url_query_settings if given.get(k) is not None}
+        return sa.URL.create(
+            drivername,
+            username=username or None,
+            password=password or None,
+            host=host or None,
+            port=port or None,
+            database=database or None,
+            query=query,
+        )
+
+    @classmethod
+    def with_connect_timeout(cls, url: sa.URL, seconds: int) -> sa.URL:
+        """``url`` bounded to ``seconds`` for connecting, unless it sets a bound itself (libpq's
+        ``connect_timeout`` on PostgreSQL; file databases open at once: unchanged)."""
+        return url
+
+    @classmethod
+    def lineage_namespace(cls, url: sa.URL) -> str:
+        """The database as a URI without credentials (OpenLineage's namespace): ``<scheme>://<host>:<port>``
+        for a server database, ``<backend>://localhost<absolute file path>`` for a file database (an empty
+        host would not survive Airflow's URI normalization: ``sqlite:///x`` becomes ``sqlite:/x``)."""
+        backend = url.get_backend_name()
+        if cls.file_database:
+            return f"{backend}://localhost{os.path.abspath(url.database or ':memory:')}"
+        return f"{cls.lineage_scheme or backend}://{url.host or 'localhost'}:{url.port or cls.default_port}"
+
+    @classmethod
+    def lineage_path(cls, url: sa.URL, dataset: str, table: str) -> list[str]:
+        """A table's name in the database at ``url``, part by part: ``[<database>, dataset, table]`` on a
+        server (which holds several databases), ``[dataset, table]`` in a file."""
+        return [dataset, table] if cls.file_database else [url.database or "", dataset, table]
+
     @classmethod
     def identifier_length(cls, engine: sa.Engine) -> int | None:
         """dlt's limit on identifier length, in bytes of UTF-8, for ``engine``'s database; None: no limit.
@@ -159,6 +229,52 @@ class Dialect:
         ).bindparams(s=dataset, t=table)
         with engine.connect() as conn:
             return conn.execute(query).first() is not None
+
+    @classmethod
+    def working_engine(cls, engine: sa.Engine) -> sa.Engine:
+        """The engine a :class:`Dialect` for ``engine`` works on: ``engine`` itself if the product
+        created it (:func:`~airflow_state_provider.destination.engine.create_engine`), else a private
+        engine that opens its connections like ``engine``
+        (:func:`~airflow_state_provider.destination.engine.borrowing_engine`).
+
+        The dialects set their engine up with events (connection setup, lock waits, DuckDB's file
+        handling, SQLite's attached datasets); on the caller's engine these would change everything
+        else the caller does with it, so they go on the private engine. Raises
+        :class:`ConfigurationError` for the caller's in-memory database, which exists only inside the
+        connections of the caller's pool, and what ``check_supported`` raises.
+        """
+        if destination_engine.created_here(engine):
+            return engine
+        if cls.in_memory(engine.url):
+            raise ConfigurationError(
+                f"destination {destination_engine.mask_url(engine.url)}: an in-memory {engine.dialect.name} "
+                "database passed as an Engine lives only in that engine's connections, and the pipeline "
+                "opens connections of its own (so as not to change yours). Pass the URL instead (the "
+                "pipeline's engine then holds the database: read it through pipeline.engine or "
+                "pipeline.sql_client()), or use a database file."
+            )
+        private_ref: weakref.ref[sa.Engine] | None = None
+
+        def open_connection(borrow: Callable[[], Any]) -> Any:
+            private = private_ref() if private_ref is not None else None
+            return borrow() if private is None else cls.open_connection(private, borrow)
+
+        # a weak reference: the private engine's pool holds this function, and a reference cycle would
+        # keep its connections open until the cyclic garbage collector runs
+        private = destination_engine.borrowing_engine(engine, open_connection)
+        private_ref = weakref.ref(private)
+        return private
+
+    @classmethod
+    def in_memory(cls, url: sa.URL) -> bool:
+        """True for a URL whose database lives in the memory of each connection (SQLite, DuckDB)."""
+        return False
+
+    @classmethod
+    def open_connection(cls, engine: sa.Engine, borrow: Callable[[], Any]) -> Any:
+        """Open a DBAPI connection of a private engine (:meth:`working_engine`) by calling ``borrow``;
+        DuckDB retries it while another process holds the file."""
+        return borrow()
 
     def prepare_existing(self) -> None:
         """Make every existing dataset readable as ``<dataset>.<table>`` on the engine's connections
@@ -224,9 +340,15 @@ class Dialect:
             self.install(engine)
 
     def install(self, engine: sa.Engine) -> None:
-        """Register the engine's connection setup (once per engine, from ``__init__``): lock timeouts
+        """Register the engine's connection setup (once per engine, from ``__init__``; ``engine`` is one
+        the product created, see :meth:`working_engine`): lock timeouts
         of ``lock_timeout`` seconds, the isolation level, errors of a lock wait raised as
         :class:`LockTimeoutError`. The generic dialect sets nothing up."""
+
+    def after_commit(self, conn: sa.Connection, committed: bool) -> None:
+        """Called by the commit function once ``conn.commit()`` has returned (``committed``) or raised
+        (not ``committed``): DuckDB releases its commit lock here, after the commit is done rather
+        than when it starts. Nothing in the generic dialect."""
 
     def lock_timeout_error(
         self, what: str, pipeline_name: str | None = None, timeout: float | None = None

@@ -31,7 +31,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_state_provider.destination import column_types
-from airflow_state_provider.destination.dialects.base import Dialect, EngineLockSettings, driver_connection
+from airflow_state_provider.destination.dialects.base import (
+    Dialect,
+    EngineLockSettings,
+    driver_connection,
+    engine_lock_settings,
+)
 from airflow_state_provider.exceptions import StateConflictError
 
 _Key = tuple[str, str, str]
@@ -55,25 +60,9 @@ def _began(conn: sa.Connection) -> None:
         conn.info[_SEEN] = dict(_commits)
 
 
-def _release_after_commit(do_commit: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Wrap the engine dialect's ``do_commit``: count and unlock only once the commit is done (the
-    ``commit`` event fires before it, when another run could still read the old state)."""
-
-    def commit(dbapi_connection: Any) -> None:
-        try:
-            do_commit(dbapi_connection)
-            with _locks_guard:
-                for key, _ in dbapi_connection.info.get(_HELD, []):
-                    _commits[key] = _commits.get(key, 0) + 1
-        finally:
-            _release(dbapi_connection)
-
-    commit.asp_wrapped = True  # type: ignore[attr-defined]
-    return commit
-
-
 class DuckDBDialect(Dialect):
     name = "duckdb"
+    file_database = True
     #: no UNIQUE ``_dlt_id`` index by default, as dlt's duckdb destination: it makes bulk inserts ~2.5x slower
     create_indexes = False
     # DuckDB hash-joins the staging table: an index would only cost its build
@@ -117,29 +106,53 @@ class DuckDBDialect(Dialect):
         found = conn.execute(query).all()
         return {c: _sa_type(t) for c, t in found} if found else None
 
-    def __init__(self, engine: sa.Engine, **kwargs: Any) -> None:
-        super().__init__(engine, **kwargs)
-        if not sa.event.contains(engine, "rollback", _release):
-            sa.event.listen(engine, "rollback", _release)
-            sa.event.listen(engine, "begin", _began)
-        dialect = engine.dialect
-        if not getattr(dialect.do_commit, "asp_wrapped", False):
-            dialect.do_commit = _release_after_commit(dialect.do_commit)  # type: ignore[method-assign,assignment]
+    @classmethod
+    def in_memory(cls, url: sa.URL) -> bool:
+        """``duckdb://`` and ``duckdb:///:memory:``: each connection has a database of its own."""
+        return not url.database or url.database.startswith(":memory:")
+
+    @classmethod
+    def is_file_url(cls, url: sa.URL) -> bool:
+        """True for a database file (not ``:memory:`` nor MotherDuck): the process-wide file lock applies."""
+        return not cls.in_memory(url) and not str(url.database).startswith(("md:", "motherduck:"))
 
     @property
     def is_file(self) -> bool:
         """True for a database file (not ``:memory:`` nor MotherDuck): the process-wide file lock applies."""
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            return False
-        return not database.startswith(("md:", "motherduck:"))
+        return self.is_file_url(self.engine.url)
+
+    @classmethod
+    def open_connection(cls, engine: sa.Engine, borrow: Callable[[], Any]) -> Any:
+        """For a file: ``borrow`` is retried while another process holds it (see :meth:`install`)."""
+        if not cls.is_file_url(engine.url):
+            return borrow()
+        return _open_waiting(borrow, engine_lock_settings(engine))
 
     def install(self, engine: sa.Engine) -> None:
-        """For a file: opening it waits (up to ``lock_timeout`` seconds, then :class:`LockTimeoutError`)
-        while another process holds it, and a connection returned to the pool is closed."""
+        """Commit-lock bookkeeping on every transaction (:meth:`lock_pipeline`). For a file: opening it
+        waits (up to ``lock_timeout`` seconds, then :class:`LockTimeoutError`) while another process
+        holds it, and a connection returned to the pool is closed.
+
+        The pool-level events (``do_connect``, ``checkin``) are what lets tasks in other processes
+        take turns on the file, so they are needed; ``engine`` is the product's own (a caller's engine
+        is used through a private one, :meth:`Dialect.working_engine`, whose connections wait in
+        :meth:`open_connection` instead of ``do_connect``).
+        """
+        sa.event.listen(engine, "begin", _began)
+        sa.event.listen(engine, "rollback", _release)
         if self.is_file:
             sa.event.listen(engine, "do_connect", _waiting_connect(self.lock_settings))
             sa.event.listen(engine, "checkin", _close_on_checkin)
+
+    def after_commit(self, conn: sa.Connection, committed: bool) -> None:
+        """Count the commit (so a run whose snapshot predates it gets :class:`StateConflictError`) and
+        release the commit lock, only now that the commit is done: released before, another run could
+        still read the old state. A commit that raised releases the lock without counting."""
+        if committed:
+            with _locks_guard:
+                for key, _ in conn.info.get(_HELD, []):
+                    _commits[key] = _commits.get(key, 0) + 1
+        _release(conn)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -237,24 +250,33 @@ def _is_lock_conflict(error: Exception) -> bool:
     return "Could not set lock on file" in str(error)
 
 
+def _open_waiting(open_connection: Callable[[], Any], settings: EngineLockSettings) -> Any:
+    """``open_connection()``, retried while another process holds the file, for at most ``lock_timeout``."""
+    deadline = time.monotonic() + settings.timeout
+    pause = 0.02
+    while True:
+        try:
+            return open_connection()
+        except Exception as error:
+            if not _is_lock_conflict(error):
+                raise
+            if time.monotonic() >= deadline:
+                what = "the file lock (another process has the DuckDB file open)"
+                raise settings.error(what) from error
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.5)
+
+
 def _waiting_connect(settings: EngineLockSettings) -> Callable[..., Any]:
     def connect(dialect: Any, _record: Any, cargs: tuple, cparams: dict[str, Any]) -> Any:
         """Open the file, retrying while another process holds it, for at most ``lock_timeout``."""
-        deadline = time.monotonic() + settings.timeout
-        pause = 0.02
-        while True:
-            # duckdb_engine pops keys off the dicts it is given: every attempt gets fresh copies
-            params = {k: dict(v) if isinstance(v, dict) else v for k, v in cparams.items()}
-            try:
-                return dialect.connect(*cargs, **params)
-            except Exception as error:
-                if not _is_lock_conflict(error):
-                    raise
-                if time.monotonic() >= deadline:
-                    what = "the file lock (another process has the DuckDB file open)"
-                    raise settings.error(what) from error
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.5)
+        # duckdb_engine pops keys off the dicts it is given: every attempt gets fresh copies
+        return _open_waiting(
+            lambda: dialect.connect(
+                *cargs, **{k: dict(v) if isinstance(v, dict) else v for k, v in cparams.items()}
+            ),
+            settings,
+        )
 
     return connect
 
@@ -270,10 +292,32 @@ def _arrow_table(table: sa.Table, columns: list[str], data: list[Sequence[Any]])
     if None in types:
         return None
     try:
-        arrays = [pa.array(values, type=t) for values, t in zip(data, types, strict=True)]
+        arrays = [
+            _arrow_timestamps(pa, values, t) if pa.types.is_timestamp(t) else pa.array(values, type=t)
+            for values, t in zip(data, types, strict=True)
+        ]
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     return pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(arrays))])
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.UTC)
+
+
+def _arrow_timestamps(pa: Any, values: Sequence[Any], t: Any) -> Any:
+    """Datetimes as an Arrow timestamp array of type ``t``, through their distances from the epoch.
+
+    Arrow converts an aware datetime with a Python call to its ``utcoffset()`` (~1 us each); the
+    ``timedelta`` of ``value - epoch`` is the same instant in microseconds and converts in C
+    (10,000 values: ~10 ms -> ~1 ms). Aware and naive values mixed: Arrow's own conversion decides.
+    """
+    epoch = _EPOCH if t.tz is None else _EPOCH_UTC
+    try:
+        deltas = [None if v is None else v - epoch for v in values]
+        return pa.array(deltas, type=pa.duration(t.unit)).view(t)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return pa.array(values, type=t)
 
 
 def _utc_wall_time(value: dt.datetime) -> dt.datetime:

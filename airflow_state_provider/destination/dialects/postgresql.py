@@ -1,12 +1,13 @@
 """PostgreSQL: transaction-scoped advisory lock per pipeline, bounded waits, READ COMMITTED.
 
 Advisory locks are scoped to the current database, so every spelling of a database URL (host alias,
-IP, socket) meets the same lock. Every connection of the engine gets ``lock_timeout`` as a session
-setting, so any lock wait (the commit lock, a table's DDL lock, a table locked by a stalled or dropping
-transaction) ends with :class:`LockTimeoutError` instead of waiting forever. Every transaction runs at
-READ COMMITTED whatever the database's, role's or connection's ``default_transaction_isolation``: the
-commit reads the newest version after taking the lock, which needs a fresh snapshot per statement
-(under REPEATABLE READ the snapshot of the load's first statement would hide a concurrent commit).
+IP, socket) meets the same lock. Every connection of the pipeline's engine gets ``lock_timeout`` as a
+session setting, so any lock wait (the commit lock, a table's DDL lock, a table locked by a stalled or
+dropping transaction) ends with :class:`LockTimeoutError` instead of waiting forever. Every transaction
+runs at READ COMMITTED whatever the database's, role's or connection's
+``default_transaction_isolation``: the commit reads the newest version after taking the lock, which
+needs a fresh snapshot per statement (under REPEATABLE READ the snapshot of the load's first
+statement would hide a concurrent commit).
 """
 
 from __future__ import annotations
@@ -42,9 +43,36 @@ def advisory_key(dataset: str, pipeline_name: str, kind: str = "state") -> int:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    #: SQLAlchemy would pick psycopg2 for a bare ``postgresql``; the provider depends on psycopg 3
+    default_driver = "psycopg"
+    #: libpq parameters a connection may set (passed on as URL query parameters)
+    url_query_settings = (
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslcrl",
+        "application_name",
+        "connect_timeout",
+        "options",
+        "target_session_attrs",
+        "keepalives",
+        "keepalives_idle",
+    )
+    integer_url_query_settings = ("connect_timeout", "keepalives", "keepalives_idle")
+    #: OpenLineage's and the Postgres provider's naming
+    lineage_scheme = "postgres"
+    default_port = 5432
     max_decimal_precision = 1000
     text_holds_nul = False
     json_as_text = True
+
+    @classmethod
+    def with_connect_timeout(cls, url: sa.URL, seconds: int) -> sa.URL:
+        """Adds libpq's ``connect_timeout`` unless the URL has one."""
+        if "connect_timeout" in url.query:
+            return url
+        return url.update_query_dict({"connect_timeout": str(seconds)})
 
     @classmethod
     def json_column_type(cls) -> sa.types.TypeEngine:
@@ -52,11 +80,14 @@ class PostgresDialect(Dialect):
         return postgresql.JSONB()
 
     def install(self, engine: sa.Engine) -> None:
-        """Every connection gets ``lock_timeout`` (milliseconds of the dialect's seconds) in its startup
-        options and begins its transactions at READ COMMITTED; SQLSTATE 55P03 (lock timeout) is raised
-        as :class:`LockTimeoutError` naming what was waited for."""
-        sa.event.listen(engine, "do_connect", _startup_options(self.lock_settings))
-        sa.event.listen(engine, "connect", _read_committed)
+        """Every new connection gets ``lock_timeout`` (milliseconds of the dialect's seconds) as a session
+        setting and begins its transactions at READ COMMITTED; SQLSTATE 55P03 (lock timeout) is raised
+        as :class:`LockTimeoutError` naming what was waited for.
+
+        Session settings on the pool's connections and the dialect-wide ``handle_error`` are fine here
+        because ``engine`` is the product's own (a caller's engine is used through a private one, see
+        :meth:`Dialect.working_engine`), so they never reach a connection the caller uses."""
+        sa.event.listen(engine, "connect", _session_setup(self.lock_settings))
         sa.event.listen(engine, "handle_error", _lock_timeouts(self.lock_settings))
         # a binary COPY stays open across the batches of one table (see insert_columns): it ends before
         # any other statement, the commit, or a rollback of the connection
@@ -268,23 +299,22 @@ def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _startup_options(settings: EngineLockSettings) -> Callable[..., None]:
-    def add_lock_timeout(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-        """``-c lock_timeout=...`` in the startup options: bounded waits without an extra round trip."""
-        option = f"-c lock_timeout={_milliseconds(settings.timeout)}"
-        given = cparams.get("options")
-        cparams["options"] = f"{given} {option}" if given else option
+def _session_setup(settings: EngineLockSettings) -> Callable[[Any, Any], None]:
+    def setup(dbapi_connection: Any, _record: Any) -> None:
+        """``lock_timeout`` for the session; every transaction begins at READ COMMITTED (psycopg then
+        sends ``BEGIN ISOLATION LEVEL READ COMMITTED``), whatever the session's default."""
+        if hasattr(dbapi_connection, "isolation_level"):
+            from psycopg import IsolationLevel
 
-    return add_lock_timeout
+            dbapi_connection.isolation_level = IsolationLevel.READ_COMMITTED
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET lock_timeout = {_milliseconds(settings.timeout)}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
 
-
-def _read_committed(dbapi_connection: Any, _record: Any) -> None:
-    """Every transaction of the connection begins at READ COMMITTED (psycopg then sends
-    ``BEGIN ISOLATION LEVEL READ COMMITTED``), whatever the session's default."""
-    if hasattr(dbapi_connection, "isolation_level"):
-        from psycopg import IsolationLevel
-
-        dbapi_connection.isolation_level = IsolationLevel.READ_COMMITTED
+    return setup
 
 
 def _lock_timeouts(settings: EngineLockSettings) -> Callable[[Any], None]:

@@ -67,10 +67,21 @@ _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 class SQLiteDialect(Dialect):
     name = "sqlite"
     creates_schemas = False
+    file_database = True
     max_decimal_precision = None
     #: a NUMERIC column converts decimal text to REAL, which keeps 15 significant digits
     decimal_significant_digits = 15
     json_as_text = True
+
+    @classmethod
+    def in_memory(cls, url: sa.URL) -> bool:
+        """``sqlite://``, ``:memory:`` and ``mode=memory`` URIs: each connection has a database of its own."""
+        database = url.database or ""
+        return (
+            database in ("", ":memory:")
+            or database.startswith("file::memory:")
+            or (url.query.get("mode") == "memory" or "mode=memory" in database)
+        )
 
     @classmethod
     def json_column_type(cls) -> sa.types.TypeEngine:
@@ -110,6 +121,9 @@ class SQLiteDialect(Dialect):
         with _prepare_lock:
             datasets = _prepared.get(engine)
             if datasets is None:
+                # pool-level setup (ATTACH, busy timeout, pysqlite's own BEGIN turned off) stays on every
+                # connection for its life: needed, and only on the product's own engine (a caller's
+                # engine is used through a private one, Dialect.working_engine)
                 datasets = _prepared[engine] = set()
                 settings = self.lock_settings
                 sa.event.listen(engine, "connect", _on_connect(datasets, engine.url.database, settings))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import operator
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +43,7 @@ DUPLICATE_CURSOR_WARNING_THRESHOLD = 200
 _DEDUP_HASH_BYTES = 9  # 12 base64 characters, dlt >= 1.29
 _LEGACY_HASH_BYTES = 15  # 20 characters, dlt < 1.29
 LEGACY_HASH_LEN = 20
+_TZINFO = operator.attrgetter("tzinfo")
 
 
 def _hash_default(obj: Any) -> Any:
@@ -219,6 +221,8 @@ class CursorFilter:
         self._cap_warned = False
         self._text_warned = False  # warned once that string cursor values are not ISO 8601
         self._out_of_order = False
+        # the common case (a field name, max/min, no end_value) may take a whole page at once
+        self._pages_at_once = self._plain_key is not None and order.builtin and self.end_value is None
 
     @property
     def start_value(self) -> Any:
@@ -245,12 +249,76 @@ class CursorFilter:
         if item is None or (isinstance(item, list) and not item):
             return None, self._stop
         if isinstance(item, list):
-            kept = [row for row in item if self._keep(row)]
+            kept = self._page_at_once(item) if self._pages_at_once else None
+            if kept is None:
+                kept = [row for row in item if self._keep(row)]
             result: Any = kept or None
         else:
             result = item if self._keep(item) else None
         self._write_state(rows_arrived=result is not None)
         return result, self._stop
+
+    def _page_at_once(self, rows: list[Any]) -> list[Any] | None:
+        """The rows of a page kept, with the state moved exactly as :meth:`_keep` row by row would move
+        it, for the two pages that need no row-by-row decision; None (nothing changed) for any other:
+
+        - cursor values in order (ascending for ``max``, each after or on the previous one), the first
+          after the running last value: every row is kept, the last value moves to the page's last
+          value, and the rows on it wait to be hashed (:meth:`_remember`);
+        - every value before the start value: no row is kept (``row_order="desc"`` stops).
+        """
+        values = self._comparable_values(rows)
+        last_key = self._last_key
+        if values is None or (last_key is not None and last_key[0] != "timestamp"):
+            return None  # the row-by-row path decides (and names any conflict)
+        is_max = self.order.is_max
+        try:
+            in_order = all(map(operator.le if is_max else operator.ge, values, values[1:]))
+            extreme = max(values) if is_max else min(values)
+        except TypeError:  # naive and aware values mixed
+            return None
+        if in_order:
+            first = cursor_key(values[0])[1]
+            if last_key is None or (first > last_key[1] if is_max else first < last_key[1]):
+                self._advance_page(rows, values)
+                return list(rows)
+        start_key = self._start_key
+        if start_key is not None and start_key[0] == "timestamp":
+            end = cursor_key(extreme)[1]
+            if end < start_key[1] if is_max else end > start_key[1]:
+                self._stop = self._stop or self.row_order == "desc"
+                return []
+        return None
+
+    def _comparable_values(self, rows: list[Any]) -> list[datetime] | None:
+        """The cursor values of ``rows`` if they are all stdlib datetimes, naive or with fixed offsets:
+        their own comparisons then order them as instants, as :func:`~.values.cursor_key` does (a zone
+        with daylight saving time compares wall clocks within itself). None otherwise."""
+        key = self._plain_key
+        try:
+            values = [row[key] for row in rows]
+        except Exception:  # a row without the field, or not a mapping
+            return None
+        if set(map(type, values)) != {datetime}:
+            return None
+        if not all(zone is None or type(zone) is timezone for zone in set(map(_TZINFO, values))):
+            return None
+        return values
+
+    def _advance_page(self, rows: list[Any], values: list[datetime]) -> None:
+        """What :meth:`_advance` and :meth:`_remember` do for rows in order, all after the last value."""
+        on_last = len(values) - 1
+        while on_last and values[on_last - 1] == values[-1]:
+            on_last -= 1
+        self._last = values[on_last]
+        self._last_key = cursor_key(values[on_last])
+        self._advanced = True
+        if self._dedup:
+            self._new_hashes = {}
+            self._pending = [(row, None) for row in rows[on_last:]]
+            self._boundary_rows = 0
+            self._hash_legacy = False
+            self._hashes_dirty = True
 
     def _keep(self, row: Any) -> bool:
         value = self._find_cursor_value(row)

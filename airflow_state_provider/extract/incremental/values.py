@@ -147,21 +147,16 @@ def _render_offset(value: datetime, shape: IsoShape) -> str:
 # datetimes
 
 
+def _wall_fields(value: datetime) -> tuple[int, int, int, int, int, int, int]:
+    """The wall clock fields of ``value``: year, month, day, hour, minute, second, microsecond."""
+    return (value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
+
+
 def to_stdlib(value: datetime) -> datetime:
     """A stdlib ``datetime`` with the same fields and tzinfo (pendulum arithmetic is not stdlib's)."""
     if type(value) is datetime:
         return value
-    return datetime(
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-        value.tzinfo,
-        fold=value.fold,
-    )
+    return datetime(*_wall_fields(value), value.tzinfo, fold=value.fold)
 
 
 def to_utc(value: datetime) -> datetime:
@@ -184,16 +179,7 @@ def like(template: Any, value: datetime) -> datetime:
     """Give ``value`` the datetime class of ``template`` (pendulum in, pendulum out)."""
     if isinstance(template, pendulum.DateTime) and not isinstance(value, pendulum.DateTime):
         if value.tzinfo is None:
-            return pendulum.naive(
-                value.year,
-                value.month,
-                value.day,
-                value.hour,
-                value.minute,
-                value.second,
-                value.microsecond,
-                fold=value.fold,
-            )
+            return pendulum.naive(*_wall_fields(value), fold=value.fold)
         return pendulum.instance(value)
     if type(template) is datetime and isinstance(value, pendulum.DateTime):
         return to_stdlib(value)

@@ -357,7 +357,7 @@ def test_ignore_state_unfinished_load(wh: Warehouse) -> None:
     engine = sa.create_engine(wh.url)
     try:
         p = Pipeline("pipe", destination=engine, pipelines_dir=wh.root / "orphan")
-        with engine.begin() as conn:
+        with p.engine.begin() as conn:  # the pipeline's engine: SQLite attaches the dataset there
             p.dialect.use_dataset(conn, p.dataset_name)
             p.store.insert_state(conn, orphan, "9999999999.000001")  # no _dlt_loads row
     finally:
@@ -441,7 +441,7 @@ def test_reset_pipeline_on_deleted_dataset(wh: Warehouse) -> None:
     engine = sa.create_engine(wh.url)
     try:
         p = Pipeline("pipe", destination=engine, pipelines_dir=wh.root / "drop")
-        with engine.begin() as conn:
+        with p.engine.begin() as conn:  # the pipeline's engine: SQLite attaches the dataset there
             p.dialect.use_dataset(conn, p.dataset_name)
             conn.execute(sa.text("DROP TABLE _dlt_pipeline_state"))
             conn.execute(sa.text("DROP TABLE _dlt_loads"))
