@@ -436,7 +436,7 @@ class StateStore:
         order (see :func:`commit_order_key`). A scan of the ``(pipeline_name, _dlt_load_id)`` index."""
         return conn.execute(self._short_ids_query(self.state_table).limit(1)).first() is not None
 
-    def _short_ids_query(self, s: sa.Table | sa.Alias) -> sa.Select:
+    def _short_ids_query(self, s: sa.FromClause) -> sa.Select:
         return sa.select(s.c._dlt_load_id).where(
             s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id.not_like(_CANONICAL_LIKE)
         )
