@@ -1065,12 +1065,12 @@ def _blocker(group: _Group, run: _Run) -> str | None:
                 return f"{reason} (resource {name!r})"
     now = (run.working.get("sources") or {}).get(group.source_key) or {}
     then = (run.base.get("sources") or {}).get(group.source_key) or {}
-    if _without(now, "resources") != _without(then, "resources"):
+    if not model.same_value(_without(now, "resources"), _without(then, "resources")):
         return f"the state of source {group.source_key!r} was written since the last commit"
     for name in sorted(_names(group)):
         mine = (now.get("resources") or {}).get(name) or {}
         before = (then.get("resources") or {}).get(name) or {}
-        if _without(mine, "incremental") != _without(before, "incremental"):
+        if not model.same_value(_without(mine, "incremental"), _without(before, "incremental")):
             return f"the code of resource {name!r} wrote its state since the last commit"
     return None
 
@@ -1095,7 +1095,7 @@ def _final_adjust(run: _Run, doc: dict) -> None:
         changed = sorted(
             slot
             for slot in merged.keys() | ours.keys()
-            if scope(slot) and merged.get(slot, {}) != ours.get(slot, {})
+            if scope(slot) and not model.same_value(merged.get(slot, {}), ours.get(slot, {}))
         )
         if changed:
             raise StateConflictError(

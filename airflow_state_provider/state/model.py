@@ -198,12 +198,12 @@ def diff(old: dict, new: dict, *, max_depth: int | None = None) -> list[Change]:
         if isinstance(a, dict) and isinstance(b, dict) and (max_depth is None or len(path) < max_depth):
             # small dicts (the layout's levels) are walked, not compared: a large value is compared
             # once, at its own level, not again as part of every dict around it
-            if max(len(a), len(b)) > _WALKED_DICT_SIZE and _same(a, b):
+            if max(len(a), len(b)) > _WALKED_DICT_SIZE and same_value(a, b):
                 return
             for k in sorted(a.keys() | b.keys(), key=str):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), [*path, str(k)])
             return
-        if _same(a, b):
+        if same_value(a, b):
             return
         dotted = ".".join(path)
         if a is _MISSING:
@@ -218,9 +218,21 @@ def diff(old: dict, new: dict, *, max_depth: int | None = None) -> list[Change]:
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal and of the same type (``1`` and ``1.0`` differ), compared as deep as ``==`` goes."""
-    return a is b or (type(a) is type(b) and a == b)
+def same_value(a: Any, b: Any) -> bool:
+    """``a == b`` with the types compared too, at every level: ``1``, ``1.0`` and ``True`` differ, and
+    so do ``{"x": 1}`` and ``{"x": True}`` (the state hash tells them apart, so a merge must too)."""
+    return a is b or (a == b and _same_types(a, b))
+
+
+def _same_types(a: Any, b: Any) -> bool:
+    # only reached for values that are ``==``: the walk checks types, ``==`` already checked the rest
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return all(_same_types(v, b[k]) for k, v in a.items())
+    if isinstance(a, list | tuple):
+        return all(map(_same_types, a, b))
+    return True
 
 
 def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:
@@ -251,9 +263,9 @@ def merge(base: dict, ours: dict, theirs: dict, *, pipeline_name: str) -> dict:
         vb, vo, vt = b.get(slot, _MISSING), o.get(slot, _MISSING), t.get(slot, _MISSING)
         if vb is _MISSING and vo == {}:
             vo = _MISSING  # an empty slot that exists because code looked at it is no change
-        if vo == vb:
+        if same_value(vo, vb):
             value = vt
-        elif vt == vb:
+        elif same_value(vt, vb):
             value = vo
         else:
             conflicts.append(slot)
@@ -294,9 +306,9 @@ def rebase(working: dict, base: dict, committed: dict, pinned: Callable[[Slot], 
     new_base: dict[Slot, Any] = {}
     for slot in w.keys() | b.keys() | c.keys():
         vw, vb, vc = w.get(slot, _MISSING), b.get(slot, _MISSING), c.get(slot, _MISSING)
-        if vw == vc:
+        if same_value(vw, vc):
             value = vc
-        elif vw == vb and not pinned(slot):
+        elif same_value(vw, vb) and not pinned(slot):
             _set_slot(working, slot, vc)
             value = vc
         else:
