@@ -58,22 +58,19 @@ def _autocommit_by_connect_hook(url: str) -> sa.Engine:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="a psycopg autocommit connection (connect_args/creator/connect hook) is not refused: a failed "
-    "run leaves its rows committed without state, and the retry loads them again",
-)
 @pytest.mark.parametrize("make", [_autocommit_by_connect_args, _autocommit_by_connect_hook])
 def test_a_callers_autocommit_driver_connection_is_refused_or_neutralised(
     make, postgres_url: str, tmp_path: Path
 ):
     user = make(postgres_url)
     try:
-        p = Pipeline("p", destination=user, dataset_name="ds", pipelines_dir=tmp_path, batch_size=10)
         try:
+            p = Pipeline("p", destination=user, dataset_name="ds", pipelines_dir=tmp_path, batch_size=10)
             p.run([good(), bad()])
-        except ConfigurationError:
-            return  # refused up front, as isolation_level="AUTOCOMMIT" is: fine
+        except ConfigurationError as e:
+            assert "autocommit" in str(e)  # refused up front, as isolation_level="AUTOCOMMIT" is
+            assert _counts(user)["good"] is None  # nothing was written
+            return
         except RuntimeError:
             pass
         # the failed run must have committed nothing: no rows without their state
@@ -114,12 +111,6 @@ except ConfigurationError as e:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the private engine copies the caller's StaticPool: a resource's sql_client() shares the "
-    "load's DBAPI connection (PostgreSQL: the run hangs on psycopg's connection lock, lock_timeout does "
-    "not bound it; SQLite/DuckDB: 'cannot start a transaction within a transaction')",
-)
 def test_reading_the_destination_during_a_run_on_a_callers_static_pool(dest_url: str, tmp_path: Path):
     import subprocess
     import sys

@@ -19,11 +19,6 @@ from tests.airflow.conftest import conn_env
 TOKEN = "mdTok3nSuperSecret"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a MotherDuck token in a duckdb connection's host reaches the masked URL, the lineage "
-    "namespace and the asset URI",
-)
 @pytest.mark.parametrize("conn_type, extra", [("duckdb", {}), ("pipeline_state", {"dialect": "duckdb"})])
 def test_a_motherduck_token_in_the_host_is_never_shown(monkeypatch, conn_type: str, extra: dict):
     conn = {"conn_type": conn_type, "host": f"md:warehouse?motherduck_token={TOKEN}", "extra": extra}
