@@ -7,6 +7,7 @@ Every engine the product creates from a URL (``Pipeline(destination=<URL>)``, ``
 
 from __future__ import annotations
 
+import urllib.parse
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -68,7 +69,18 @@ def mask_url(url: str | sa.URL) -> str:
     secret = {k: placeholder for k in parsed.query if is_secret_parameter(k)}
     if secret:
         parsed = parsed.update_query_dict(secret)
-    return parsed.render_as_string(hide_password=True).replace(placeholder, MASK)
+    shown = parsed.render_as_string(hide_password=True).replace(placeholder, MASK)
+    return scrub(shown, [v for _, v in _database_query(parsed)])
+
+
+def _database_query(url: sa.URL) -> list[tuple[str, str]]:
+    """Secret parameters of a query string inside the database part (MotherDuck's
+    ``duckdb:///md:db?motherduck_token=...``, a DuckDB path given in a connection's host)."""
+    database = url.database or ""
+    if "?" not in database:
+        return []
+    pairs = urllib.parse.parse_qsl(database.split("?", 1)[1], keep_blank_values=True)
+    return [(k, v) for k, v in pairs if is_secret_parameter(k) and v]
 
 
 def url_secrets(url: str | sa.URL) -> list[str]:
@@ -80,6 +92,7 @@ def url_secrets(url: str | sa.URL) -> list[str]:
     for key, value in parsed.query.items():
         if is_secret_parameter(key):
             found += [value] if isinstance(value, str) else list(value)
+    found += [value for _, value in _database_query(parsed)]
     return [str(s) for s in found if s]
 
 
@@ -154,8 +167,22 @@ def create_engine(url: str | sa.URL, **options: Any) -> sa.Engine:
         if not hint:
             raise
         raise ModuleNotFoundError(f"the {backend} driver is not installed ({e}){hint}") from e
+    sa.event.listen(engine, "connect", _refuse_autocommit_connection)
     _created.add(engine)
     return engine
+
+
+def _refuse_autocommit_connection(dbapi_connection: Any, _record: Any) -> None:
+    """A driver connection in autocommit mode (psycopg's ``connect_args={"autocommit": True}``, a
+    ``creator`` or connect hook that sets it, sqlite3's ``autocommit=True``) commits every statement by
+    itself, whatever SQLAlchemy's isolation level says: refuse it before anything is written."""
+    if getattr(dbapi_connection, "autocommit", None) is True:
+        raise ConfigurationError(
+            "the destination's driver connections are in autocommit mode (autocommit=True, set by "
+            "connect_args, a creator or a connect hook), so every statement would commit by itself and a "
+            "failed load would leave part of its rows committed without their state. Create the engine "
+            "without it (or pass the URL and let the pipeline create the engine)."
+        )
 
 
 #: the engines :func:`create_engine` made: the dialects may set these up (events); any other engine is
@@ -184,6 +211,19 @@ def borrowing_engine(
     raises.
     """
     check_supported(engine)
+    shown = mask_url(engine.url)
+    if isinstance(engine.pool, _SHARED_CONNECTION_POOLS):
+        raise ConfigurationError(
+            f"destination {shown}: the engine's {type(engine.pool).__name__} hands one connection to every "
+            "user, but a run needs its own connections (the load's transaction, reads of the destination "
+            "while it runs). Pass the URL, or an engine with the default QueuePool or a NullPool."
+        )
+    if engine.get_execution_options().get("schema_translate_map"):
+        raise ConfigurationError(
+            f"destination {shown}: the engine has a schema_translate_map, which the pipeline does not "
+            "apply (its tables go to dataset_name). Pass an engine without it and choose the schema with "
+            "dataset_name."
+        )
     source = engine.pool.recreate()
 
     def borrow() -> Any:
@@ -196,6 +236,9 @@ def borrowing_engine(
 
     return create_engine(engine.url, creator=creator, poolclass=type(engine.pool))
 
+
+#: pools that give one connection to every checkout (in a process, or per thread)
+_SHARED_CONNECTION_POOLS = (sa.pool.StaticPool, sa.pool.SingletonThreadPool, sa.pool.AssertionPool)
 
 #: the package extra that brings each database's driver (SQLite's is in the standard library)
 INSTALL_EXTRAS = {"duckdb": "duckdb", "postgresql": "postgres"}

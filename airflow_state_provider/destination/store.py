@@ -363,7 +363,9 @@ class StateStore:
         newest_load = (
             sa.select(sa.func.max(s.c._dlt_load_id)).where(s.c.pipeline_name == self.pipeline_name)
         ).scalar_subquery()
-        return self._committed_rows().where(s.c._dlt_load_id == newest_load).limit(1)
+        # and, in the same statement, whether :meth:`_has_short_ids` (one round trip fewer per restore)
+        legacy = sa.exists(self._short_ids_query(s.alias("legacy"))).label("legacy_ids")
+        return self._committed_rows().add_columns(legacy).where(s.c._dlt_load_id == newest_load).limit(1)
 
     def newest(self, conn: sa.Connection) -> StoredState | None:
         """The newest committed state of the pipeline, or None.
@@ -372,9 +374,12 @@ class StateStore:
         after writing its state row, e.g. by dlt) does it search back through the history.
         """
         row = conn.execute(self._newest_row_query()).first()
-        if row is None:
+        if row is not None:
+            legacy = bool(row.legacy_ids)
+        else:
             row = conn.execute(self._newest_query()).first()
-        if row is not None and self._has_short_ids(conn):
+            legacy = row is not None and self._has_short_ids(conn)
+        if legacy:
             # ids in a legacy form (a clock before 2001-09-09, written before ids were padded, or by
             # dlt) are in commit order neither as text nor as numbers: follow the state versions
             row = self._in_commit_order(conn)[0]
@@ -429,11 +434,12 @@ class StateStore:
     def _has_short_ids(self, conn: sa.Connection) -> bool:
         """Whether a state row of the pipeline has a load id whose text order is not its commit
         order (see :func:`commit_order_key`). A scan of the ``(pipeline_name, _dlt_load_id)`` index."""
-        s = self.state_table
-        odd = sa.select(s.c._dlt_load_id).where(
+        return conn.execute(self._short_ids_query(self.state_table).limit(1)).first() is not None
+
+    def _short_ids_query(self, s: sa.FromClause) -> sa.Select:
+        return sa.select(s.c._dlt_load_id).where(
             s.c.pipeline_name == self.pipeline_name, s.c._dlt_load_id.not_like(_CANONICAL_LIKE)
         )
-        return conn.execute(odd.limit(1)).first() is not None
 
     def _in_commit_order(self, conn: sa.Connection) -> list[sa.Row]:
         """The committed rows, newest first by :func:`commit_order_key` (for histories with legacy ids)."""
@@ -490,11 +496,16 @@ class StateStore:
         commit order, each with a matching ``_dlt_loads`` row, so text order, numeric order and commit
         order agree for us and for dlt from then on.
         """
-        if self._has_short_ids(conn):
-            self._renumber_legacy_ids(conn)
         s = self.state_table
         newest_query = sa.select(sa.func.max(s.c._dlt_load_id)).where(s.c.pipeline_name == self.pipeline_name)
-        return later_load_id(candidate or new_load_id(), conn.execute(newest_query).scalar())
+        # the legacy-id check in the same statement: one round trip when there is nothing to renumber
+        # (two scalar subqueries, so that each keeps its own plan: max() reads the end of the index)
+        legacy = sa.exists(self._short_ids_query(s.alias("legacy")))
+        newest, has_legacy = conn.execute(sa.select(newest_query.scalar_subquery(), legacy)).one()
+        if has_legacy:
+            self._renumber_legacy_ids(conn)
+            newest = conn.execute(newest_query).scalar()
+        return later_load_id(candidate or new_load_id(), newest)
 
     def _renumber_legacy_ids(self, conn: sa.Connection) -> None:
         s, loads = self.state_table, self.loads_table

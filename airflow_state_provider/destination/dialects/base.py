@@ -188,7 +188,9 @@ class Dialect:
         host would not survive Airflow's URI normalization: ``sqlite:///x`` becomes ``sqlite:/x``)."""
         backend = url.get_backend_name()
         if cls.file_database:
-            return f"{backend}://localhost{os.path.abspath(url.database or ':memory:')}"
+            # a query string inside the path (MotherDuck's ?motherduck_token=...) is never part of a name
+            path = (url.database or ":memory:").split("?", 1)[0]
+            return f"{backend}://localhost{os.path.abspath(path)}"
         return f"{cls.lineage_scheme or backend}://{url.host or 'localhost'}:{url.port or cls.default_port}"
 
     @classmethod
