@@ -32,6 +32,8 @@ EXAMPLES = {
     "decomposed_source": (datetime(2024, 1, 4, tzinfo=UTC), datetime(2024, 1, 8, tzinfo=UTC)),
 }
 SHOWN_ROWS = 3
+#: tables the provider keeps for itself in a dataset (state, loads, audit, resource map): not loaded data
+BOOKKEEPING_PREFIXES = ("_dlt", "_asp_", "_pipeline_state")
 
 
 def airflow_env(workdir: Path) -> dict[str, str]:
@@ -77,8 +79,9 @@ def show_pipeline(pipeline_name: str, dataset_name: str, warehouse: Path) -> Non
     pipeline = Pipeline(pipeline_name, destination=f"sqlite:///{warehouse}", dataset_name=dataset_name)
     with pipeline.sql_client() as client:
         conn = client.connection
-        tables = sa.inspect(conn).get_table_names(schema=dataset_name)
-        for table in sorted(t for t in tables if not t.startswith("_dlt")):
+        tables = sorted(sa.inspect(conn).get_table_names(schema=dataset_name))
+        bookkeeping = [t for t in tables if t.startswith(BOOKKEEPING_PREFIXES)]
+        for table in (t for t in tables if t not in bookkeeping):
             count = conn.execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar()
             print(f"\n  table {dataset_name}.{table}: {count} rows; some of the last load:")
             newest = conn.execute(
@@ -88,6 +91,7 @@ def show_pipeline(pipeline_name: str, dataset_name: str, warehouse: Path) -> Non
             )
             for row in newest.mappings().fetchmany(SHOWN_ROWS):
                 print("   ", dict(row))
+        print(f"\n  bookkeeping tables (the provider's, not loaded data): {', '.join(bookkeeping)}")
         versions = conn.execute(
             sa.text("SELECT count(*) FROM _dlt_pipeline_state WHERE pipeline_name = :p"), {"p": pipeline_name}
         ).scalar()
