@@ -12,7 +12,7 @@ source keeps for itself, and every resource's whole dict.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -225,14 +225,24 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def _same_types(a: Any, b: Any) -> bool:
-    # only reached for values that are ``==``: the walk checks types, ``==`` already checked the rest
+    # only reached for values that are ``==``: the walk checks types, ``==`` already checked the rest;
+    # the types of a container's items are compared at C level, and only nested containers recursed into
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return all(_same_types(v, b[k]) for k, v in a.items())
+        return _same_item_types(list(a.values()), list(map(b.__getitem__, a)))
     if isinstance(a, list | tuple):
-        return all(map(_same_types, a, b))
+        return _same_item_types(a, b)
     return True
+
+
+def _same_item_types(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    types = list(map(type, a))
+    if types != list(map(type, b)):
+        return False
+    if not any(issubclass(t, dict | list | tuple) for t in set(types)):
+        return True
+    return all(_same_types(x, y) for x, y in zip(a, b, strict=True) if isinstance(x, dict | list | tuple))
 
 
 def changed_paths(old: dict, new: dict, *, max_depth: int = 8) -> list[str]:

@@ -148,3 +148,21 @@ def test_changed_paths_name_the_slots_inside_a_new_or_removed_container():
     with_source_key = {"sources": {"s": {"last": 1}}}
     grown = {"sources": {"s": {"last": 1, "resources": {"r": {"x": 1}}}}}
     assert model.changed_paths(with_source_key, grown) == ["sources.s.resources.r"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"x": 1}, {"x": True}, False),
+        ([1], [1.0], False),
+        ({"a": {"b": [1, {"c": 1}]}}, {"a": {"b": [1, {"c": 1.0}]}}, False),
+        ({"a": 1, "b": True}, {"b": 1, "a": True}, False),  # same types overall, swapped by key
+        ((1,), [1], False),
+        ({"a": {"b": [1, {"c": 1}]}, "z": 2}, {"z": 2, "a": {"b": [1, {"c": 1}]}}, True),  # key order
+        ({"k": ["x", "y"]}, {"k": ["x", "y"]}, True),
+        (None, None, True),
+    ],
+)
+def test_same_value_compares_types_at_every_level(a, b, same):
+    # the state hash tells these apart, so a merge comparing slots must too
+    assert model.same_value(a, b) is same
