@@ -439,8 +439,14 @@ class CheckpointMachine(RuleBasedStateMachine):
         return ((slots.get(name) or {}).get("incremental") or {}).get("ts")
 
     def exists(self, name: str) -> bool:
-        with self.engine.connect() as conn:
-            return sa.inspect(conn).has_table(name, schema="ds")
+        # through the pipeline's engine: the caller's engine is never set up (on SQLite, "ds" is a file
+        # attached to the pipeline's connections only)
+        pipeline = self.pipeline()
+        try:
+            with pipeline.engine.connect() as conn:
+                return sa.inspect(conn).has_table(name, schema="ds")
+        finally:
+            pipeline.engine.dispose()
 
     def rows(self, name: str) -> list[tuple]:
         with self.pipeline().sql_client() as client:
